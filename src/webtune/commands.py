@@ -1,0 +1,283 @@
+"""The CLI's commands. Each takes its argument list and returns an exit code."""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from .console import console, log
+from .errors import WebtuneError
+from .hydra_setup import CONF_DIR, compose, setup
+from .rundir import read_json
+
+
+# ------------------------------------------------------------------ run
+def cmd_run(args: list[str]) -> int:
+    validate_overrides(args)
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    setup()
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+    def task(cfg):
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        try:
+            execute(cfg, run_dir, fresh=True)
+        except Exception as exc:  # noqa: BLE001 - one line for people, the traceback in run.log
+            from .cli import one_line, wants_traceback
+            logging.getLogger("webtune").exception("run failed")
+            if wants_traceback():
+                raise
+            console.print(f"[red]error:[/red] {one_line(exc)} (traceback in {run_dir / 'run.log'})")
+            raise SystemExit(2 if isinstance(exc, WebtuneError) else 1)
+
+    if "-m" in args or "--multirun" in args:
+        args = args + [sweep_dirname_override(args)]
+    saved = sys.argv
+    sys.argv = ["webtune"] + args
+    try:
+        task()
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def sweep_dirname_override(args: list[str]) -> str:
+    """Name sweep jobs by the swept keys only (`0_model.train.learning_rate=1e-3`), not every override."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    fixed = [ov.get_key_element() for ov in OverridesParser.create().parse_overrides(
+        [a for a in split_config_dir(args)[0] if not a.startswith("-")]) if not ov.is_sweep_override()]
+    return "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(fixed) + "]"
+
+
+def execute(cfg, run_dir: Path, fresh: bool, only: set[str] | None = None) -> dict:
+    """Run (or continue) the pipeline in run_dir."""
+    from .runner import Runner
+    from .stages import build_stages
+    from .rundir import atomic_write_text
+    if fresh:
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    log(f"[bold]webtune[/bold] {cfg.name} -> {run_dir}")
+    manifest = Runner(cfg, run_dir, build_stages(), console, log).run(only)
+    metrics = read_json(run_dir / "metrics.json", {})
+    summary = metrics.get("summary")
+    if summary:
+        log(f"[green]done[/green]: {summary}")
+    log(f"report: {run_dir / 'report.html'}")
+    return manifest
+
+
+def split_config_dir(args: list[str]) -> tuple[list[str], Path | None]:
+    out, config_dir, skip = [], None, False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if a in ("--config-dir", "-cd"):
+            config_dir, skip = Path(args[i + 1]), True
+        elif a.startswith("--config-dir="):
+            config_dir = Path(a.split("=", 1)[1])
+        else:
+            out.append(a)
+    return out, config_dir
+
+
+def validate_overrides(args: list[str]) -> None:
+    """Compose once before Hydra runs, so a config mistake is one line naming file and key."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    overrides, config_dir = split_config_dir(args)
+    overrides = [a for a in overrides if not a.startswith("-")]
+    first = []
+    parser = OverridesParser.create()
+    try:
+        for ov in parser.parse_overrides(overrides):
+            if ov.is_hydra_override():
+                continue
+            if ov.is_sweep_override():
+                value = next(iter(ov.sweep_string_iterator()))
+                first.append(f"{ov.get_key_element()}={value}")
+            else:
+                first.append(ov.input_line)
+        if config_dir:
+            first.append(f"hydra.searchpath=[file://{config_dir.resolve()}]")
+        compose(first)
+    except WebtuneError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise WebtuneError(config_error_line(exc, config_dir)) from exc
+
+
+def config_error_line(exc: Exception, config_dir: Path | None = None) -> str:
+    """Hydra/OmegaConf errors, reduced to one line: where, which key, what is wrong, how to fix."""
+    text = str(exc)
+    for cause in (exc.__cause__, exc.__context__):
+        if cause is not None and str(cause) and str(cause) not in text:
+            text += "\n" + str(cause)
+    where = re.search(r"(?:In|merging) '([\w/.-]+)'", text)
+    key = re.search(r"full_key: ([\w.\[\]]+)", text)
+    value = re.search(r"(Value '.*?' (?:of type '\w+' )?could not be converted to \w+)", text)
+    first = text.strip().splitlines()[0]
+    place = "command line"
+    if where and where.group(1) != "config":
+        place = _config_file(where.group(1), config_dir) or where.group(1)
+    keyname = key.group(1) if key else None
+    if "ConfigKeyError" in text or "not in struct" in text or "not in '" in text:
+        what = f"unknown key {keyname or first}"
+        fix = "check its spelling against the schema in src/webtune/config.py"
+    elif value or "ValidationError" in text:
+        what = f"wrong type for {keyname or first}" + (f": {value.group(1)}" if value else "")
+        fix = "give a value of the key's type"
+    elif "Could not find" in text:
+        what = first.split(": ", 1)[-1]
+        fix = "list the available files with `ls conf/<group>/`"
+    else:
+        what, fix = first, "see `webtune --help`"
+    return f"config error in {place}: {what} ({fix})"
+
+
+def _config_file(name: str, config_dir: Path | None) -> str | None:
+    for root in [config_dir, CONF_DIR]:
+        if root and (root / f"{name}.yaml").exists():
+            return str(root / f"{name}.yaml")
+    return None
+
+
+def load_run_config(run_dir: Path):
+    """RUN/config.yaml verbatim, checked against the schema (never conf/)."""
+    from .config import WebtuneConfig
+    setup()
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise WebtuneError(f"{path} not found: give a run directory made by `webtune run`")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(WebtuneConfig), OmegaConf.load(path))
+    except Exception as exc:  # noqa: BLE001
+        raise WebtuneError(f"{path}: {str(exc).splitlines()[0]}") from exc
+    return cfg
+
+
+def attach_run_log(run_dir: Path) -> None:
+    handler = logging.FileHandler(Path(run_dir) / "run.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+# ------------------------------------------------------------------ resume / reproduce
+def cmd_resume(args: list[str]) -> int:
+    run_dir = _one_run_dir(args, "resume")
+    cfg = load_run_config(run_dir)
+    attach_run_log(run_dir)
+    log(f"resuming {run_dir}")
+    execute(cfg, run_dir, fresh=False)
+    return 0
+
+
+def cmd_reproduce(args: list[str]) -> int:
+    from .reproduce import reproduce
+    return reproduce(_one_run_dir(args, "reproduce"))
+
+
+def _one_run_dir(args: list[str], command: str) -> Path:
+    if len(args) != 1:
+        raise WebtuneError(f"usage: webtune {command} RUN_DIR")
+    path = Path(args[0])
+    if not path.is_dir():
+        raise WebtuneError(f"{path} is not a directory; give a run directory under runs/")
+    return path
+
+
+# ------------------------------------------------------------------ ledger
+def cmd_ledger(args: list[str]) -> int:
+    from .ledger import read_ledger, summarize_iter
+    from rich.table import Table
+    p = argparse.ArgumentParser(prog="webtune ledger")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--reason")
+    p.add_argument("--source")
+    p.add_argument("--id")
+    p.add_argument("--limit", type=int, default=50)
+    a = p.parse_args(args)
+    lines = list(read_ledger(a.run_dir))
+    if a.reason or a.source or a.id:
+        shown = 0
+        for ev in lines:
+            if ((a.reason and a.reason not in ev.get("reason", "")) or (a.source and ev["source"] != a.source)
+                    or (a.id and ev["id"] != a.id)):
+                continue
+            print(_ev_line(ev))
+            shown += 1
+            if shown >= a.limit and not a.id:
+                print(f"... (first {a.limit}; use --limit)")
+                break
+        return 0
+    counts = summarize_iter(lines)
+    t = Table(title=f"ledger of {a.run_dir}")
+    for col in ("source", "in", "kept", "rejected"):
+        t.add_column(col)
+    for name, c in counts["sources"].items():
+        t.add_row(name, str(c["in"]), str(c["kept"]), str(c["rejected"]))
+    console.print(t)
+    r = Table(title="rejections by reason")
+    for col in ("source", "stage", "reason", "count"):
+        r.add_column(col)
+    for row in counts["reasons"]:
+        r.add_row(row["source"], row["stage"], row["reason"], str(row["count"]))
+    console.print(r)
+    return 0
+
+
+def _ev_line(ev: dict) -> str:
+    extra = f" duplicate_of={ev['duplicate_of']}" if ev.get("duplicate_of") else ""
+    detail = f" - {ev['detail']}" if ev.get("detail") else ""
+    return f"{ev['id']}  {ev['status']}  {ev['stage']}:{ev.get('reason', '')}{extra}{detail}"
+
+
+# ------------------------------------------------------------------ others
+def cmd_preview(args: list[str]) -> int:
+    from .preview import preview
+    return preview(args)
+
+
+def cmd_eval(args: list[str]) -> int:
+    if not args:
+        raise WebtuneError("usage: webtune eval RUN_DIR [overrides]")
+    run_dir = _one_run_dir(args[:1], "eval")
+    cfg = load_run_config(run_dir)
+    if args[1:]:
+        cfg.merge_with(OmegaConf.from_dotlist(args[1:]))
+    attach_run_log(run_dir)
+    execute(cfg, run_dir, fresh=False, only={"evaluate", "report"})
+    return 0
+
+
+def cmd_compare(args: list[str]) -> int:
+    from .evaluate import report
+    if len(args) < 2:
+        raise WebtuneError("usage: webtune compare RUN_A RUN_B [--out compare.html]")
+    out = Path(args[3]) if len(args) > 3 and args[2] == "--out" else Path("compare.html")
+    report.compare([Path(args[0]), Path(args[1])], out)
+    print(out)
+    return 0
+
+
+def cmd_models(args: list[str]) -> int:
+    from .deploy import cli as deploy_cli
+    return deploy_cli.models(args)
+
+
+def cmd_chat(args: list[str]) -> int:
+    from .deploy import cli as deploy_cli
+    return deploy_cli.chat(args)
+
+
+def cmd_serve(args: list[str]) -> int:
+    from .deploy import cli as deploy_cli
+    return deploy_cli.serve(args)

@@ -1,0 +1,287 @@
+"""Structured configs for every config group, registered with Hydra's ConfigStore.
+
+Each YAML file in `conf/<group>/` is validated against the dataclass here: an unknown key or a
+wrong type fails naming the key (and the CLI adds the file), instead of being silently ignored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+# ---------------------------------------------------------------- source
+@dataclass
+class FilesConfig:
+    paths: list[str] = field(default_factory=list)   # files, directories or globs
+    format: str = "auto"            # auto|json|jsonl|csv|html|vtt|srt
+    root: Optional[str] = None      # ids are relative to this (default: common parent)
+    json_key: Optional[str] = None  # JSON object holding the array at this key
+    csv_delimiter: str = ","
+    csv_list_separator: str = " | "  # list-valued cells, e.g. features
+    csv_list_fields: list[str] = field(default_factory=list)
+    encoding: str = "utf-8"
+    window_seconds: float = 0.0     # transcripts: cut into windows of this length (0: whole)
+    max_record_bytes: int = 4_000_000
+
+
+@dataclass
+class BrightDataConfig:
+    dataset_id: str = ""
+    inputs: list[Any] = field(default_factory=list)   # inline list of input objects
+    inputs_file: Optional[str] = None                  # or a JSON/JSONL file of them
+    type: Optional[str] = None          # discover_new
+    discover_by: Optional[str] = None
+    limit_per_input: Optional[int] = None
+    include_errors: bool = True
+    format: str = "jsonl"
+    api_key_env: str = "BRIGHTDATA_API_TOKEN"
+    base_url: str = "https://api.brightdata.com"
+    poll_interval: float = 10.0
+    poll_timeout: float = 3600.0
+    snapshot_id: Optional[str] = None   # use an existing snapshot instead of triggering
+    batch_size: int = 0                 # download in parts of this many records (0: one request)
+    primary_fields: list[str] = field(default_factory=lambda: ["title", "url"])
+    timeout: float = 60.0
+
+
+@dataclass
+class UrlsConfig:
+    urls: list[str] = field(default_factory=list)
+    urls_file: Optional[str] = None
+    user_agent: str = "webtune/0.1 (+https://github.com/webtune/webtune)"
+    delay: float = 1.0              # seconds between requests to one host (robots crawl-delay wins if longer)
+    concurrency: int = 4
+    retries: int = 3
+    timeout: float = 20.0
+    max_bytes: int = 5_000_000
+    cache_dir: str = "runs/.cache/http"
+    respect_robots: bool = True
+
+
+@dataclass
+class HFConfig:
+    path: str = ""                  # anything datasets.load_dataset opens
+    name: Optional[str] = None
+    split: str = "train"
+    data_files: Optional[Any] = None
+
+
+@dataclass
+class SourceConfig:
+    kind: str = "files"             # files|brightdata|urls|hf
+    name: str = MISSING             # the source name used in record ids
+    group_field: Optional[str] = None   # records sharing this field's value share a split
+    files: FilesConfig = field(default_factory=FilesConfig)
+    brightdata: BrightDataConfig = field(default_factory=BrightDataConfig)
+    urls: UrlsConfig = field(default_factory=UrlsConfig)
+    hf: HFConfig = field(default_factory=HFConfig)
+
+
+# ---------------------------------------------------------------- template
+@dataclass
+class TurnConfig:
+    role: str = MISSING             # system|user|assistant
+    template: Optional[str] = None  # a Jinja file under templates/
+    text: Optional[str] = None      # or inline Jinja
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    system: Optional[str] = None    # system prompt (Jinja, inline)
+    user: Optional[str] = None      # Jinja file for the user turn
+    assistant: Optional[str] = None  # Jinja file for the assistant turn
+    turns: list[TurnConfig] = field(default_factory=list)  # or a multi-turn list
+    input_schema: Optional[str] = None  # JSON Schema file the record must satisfy
+    fields: list[str] = field(default_factory=list)        # fields the task needs
+    checks: list[str] = field(default_factory=list)        # eval task checks: json, mentions:<regex on the prompt>
+
+
+@dataclass
+class TemplateConfig:
+    name: str = MISSING
+    tasks: list[TaskConfig] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- prepare
+@dataclass
+class CleanConfig:
+    fix_unicode: bool = True        # ftfy: mojibake
+    strip_html: bool = True         # markup inside fields -> text
+    normalize_whitespace: bool = True
+    fields: list[str] = field(default_factory=list)  # which fields (empty: every string field)
+
+
+@dataclass
+class FiltersConfig:
+    required: list[str] = field(default_factory=list)
+    length_field: Optional[str] = None  # the main text field filters look at
+    min_chars: int = 0
+    max_chars: int = 0              # 0: no limit
+    min_words: int = 0
+    max_words: int = 0
+    languages: list[str] = field(default_factory=list)  # empty: language filter off
+    language_confidence: float = 0.5
+    max_dup_line_share: float = 1.0
+    max_dup_para_share: float = 1.0
+    max_top_ngram_share: float = 1.0
+    top_ngram_n: int = 2
+    max_symbol_word_ratio: float = 1.0
+    blocklist: list[str] = field(default_factory=list)   # regexes
+    mask_pii: bool = False
+
+
+@dataclass
+class DedupeConfig:
+    exact: bool = True
+    near: bool = True
+    fields: list[str] = field(default_factory=list)  # text the hashes are computed on
+    shingle: int = 5                # word shingles
+    num_perm: int = 128
+    threshold: float = 0.8
+    engine: str = "rensa"           # rensa|datasketch
+
+
+@dataclass
+class PrepareConfig:
+    workers: int = 0                # 0: one per core
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    filters: FiltersConfig = field(default_factory=FiltersConfig)
+    dedupe: DedupeConfig = field(default_factory=DedupeConfig)
+    validate_output: bool = True
+
+
+# ---------------------------------------------------------------- mix
+@dataclass
+class GeneralConfig:
+    enabled: bool = True
+    source: SourceConfig = field(default_factory=SourceConfig)
+    template: TemplateConfig = field(default_factory=TemplateConfig)
+    test_files: list[str] = field(default_factory=list)  # a general held-out set, scored by eval
+
+
+@dataclass
+class PackingConfig:
+    enabled: bool = True
+    overflow: str = "truncate"      # truncate|drop|split (examples longer than max_seq_len)
+
+
+@dataclass
+class MixConfig:
+    general: GeneralConfig = field(default_factory=GeneralConfig)
+    general_share: float = 0.3      # target share of general data in training tokens
+    short_policy: str = "cap"       # cap|oversample: when a side has fewer tokens than its share needs
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+    max_seq_len: int = 512
+    packing: PackingConfig = field(default_factory=PackingConfig)
+
+
+# ---------------------------------------------------------------- model
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 1.0
+    max_steps: int = -1
+    learning_rate: float = 2e-4
+    batch_tokens: int = 4096        # tokens per optimizer step (packed rows x max_seq_len)
+    grad_accum: int = 1
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    lr_scheduler: str = "cosine"
+    eval_steps: int = 0             # 0: evaluate at the end of each epoch
+    save_steps: int = 0             # 0: save at the end of each epoch
+    logging_steps: int = 5
+    gradient_checkpointing: bool = False
+    report_to: list[str] = field(default_factory=list)
+    seed: int = 0
+    threads: int = 0                # CPU threads (0: torch's default)
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "hf"                # hf|openai
+    name: str = MISSING             # short name used in reports and the registry
+    name_or_path: str = MISSING     # hub id or local directory, loaded with from_pretrained
+    tokenizer: Optional[str] = None  # default: name_or_path
+    method: str = "full"            # full|lora|qlora
+    dtype: str = "auto"             # auto|float32|bfloat16|float16
+    attn_implementation: str = "sdpa"  # sdpa|eager|flex_attention|flash_attention_2
+    chat_template: Optional[str] = None  # a Jinja file, for base models without one
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    merge_adapter: bool = False
+    # openai backend
+    api_key_env: str = "OPENAI_API_KEY"
+    base_url: Optional[str] = None
+    n_epochs: Any = "auto"
+    batch_size: Any = "auto"
+    learning_rate_multiplier: Any = "auto"
+    suffix: Optional[str] = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    poll_interval: float = 10.0
+
+
+# ---------------------------------------------------------------- eval
+@dataclass
+class JudgeConfig:
+    enabled: bool = False
+    model: str = "gpt-4o-mini"
+    base_url: Optional[str] = None
+    api_key_env: str = "OPENAI_API_KEY"
+    rubric: str = "Which answer better completes the task for the user? Consider accuracy, fluency and fit to the request."
+    max_pairs: int = 20
+    price_per_1k_tokens: float = 0.0006
+
+
+@dataclass
+class EvalConfig:
+    samples: int = 6                # side-by-side generations in the report
+    max_new_tokens: int = 96
+    generation_examples: int = 32   # test prompts scored with ROUGE-L/chrF/BLEU
+    batch_size: int = 8
+    max_general_regression: float = 0.5  # flag a regression if general loss rises by more (nats)
+    min_domain_gain: float = 0.0
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+
+
+# ---------------------------------------------------------------- registry
+@dataclass
+class RegistryConfig:
+    path: str = "runs/registry"
+    auto_register: bool = False
+    name: Optional[str] = None      # default: the run name
+
+
+@dataclass
+class WebtuneConfig:
+    name: str = MISSING
+    runs_dir: str = "runs"
+    source: SourceConfig = MISSING
+    template: TemplateConfig = MISSING
+    mix: MixConfig = MISSING
+    model: ModelConfig = MISSING
+    eval: EvalConfig = MISSING
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="webtune_schema", node=WebtuneConfig)
+    cs.store(group="source", name="schema", node=SourceConfig)
+    cs.store(group="template", name="schema", node=TemplateConfig)
+    cs.store(group="mix", name="schema", node=MixConfig)
+    cs.store(group="model", name="schema", node=ModelConfig)
+    cs.store(group="eval", name="schema", node=EvalConfig)

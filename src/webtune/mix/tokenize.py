@@ -1,0 +1,83 @@
+"""Chat examples to token ids and a loss mask, with the tokenizer's own chat template.
+
+Loss falls on assistant tokens only. We insist that the end-of-turn token is inside the mask
+(otherwise the model never learns to stop: TRL issue 7230). Templates with `{% generation %}`
+markers give the mask directly; for others it is recovered from rendered prefixes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import WebtuneError, check_local_path
+
+IGNORE = -100
+
+
+def load_tokenizer(model_cfg):
+    from transformers import AutoTokenizer
+    name = model_cfg.tokenizer or model_cfg.name_or_path
+    check_local_path(name, "tokenizer")
+    try:
+        tok = AutoTokenizer.from_pretrained(name)
+    except OSError as exc:
+        raise WebtuneError(f"cannot load tokenizer {name!r}: {str(exc).splitlines()[0]} "
+                           f"(set model.name_or_path to a hub id or a local directory)") from exc
+    if model_cfg.chat_template:
+        tok.chat_template = Path(model_cfg.chat_template).read_text()
+    if not tok.chat_template:
+        raise WebtuneError(f"tokenizer {name!r} has no chat template: set model.chat_template to a Jinja file "
+                           f"(see templates/chat/ for ready ones)")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+class ChatTokenizer:
+    def __init__(self, tok, name: str = ""):
+        self.tok, self.name = tok, name
+        self.eot_id = tok.eos_token_id
+        self.has_markers = "{% generation %}" in (tok.chat_template or "") or "{%- generation %}" in (tok.chat_template or "")
+
+    def encode(self, messages: list[dict]) -> tuple[list[int], list[int]]:
+        """(input_ids, labels) with labels = IGNORE outside assistant turns."""
+        if self.has_markers:
+            out = self.tok.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                               return_assistant_tokens_mask=True)
+            ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
+        else:
+            ids, mask = self._mask_from_prefixes(messages)
+        labels = [t if m else IGNORE for t, m in zip(ids, mask)]
+        self._check_end_of_turn(ids, labels)
+        return ids, labels
+
+    def _mask_from_prefixes(self, messages):
+        ids = self._ids(messages, add_generation_prompt=False)
+        mask = [0] * len(ids)
+        for i, m in enumerate(messages):
+            if m["role"] != "assistant":
+                continue
+            start = len(self._ids(messages[:i], add_generation_prompt=True))
+            end = len(self._ids(messages[: i + 1], add_generation_prompt=False))
+            for j in range(start, min(end, len(ids))):
+                mask[j] = 1
+        return ids, mask
+
+    def _ids(self, messages, add_generation_prompt):
+        out = self.tok.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                           add_generation_prompt=add_generation_prompt)
+        return list(out["input_ids"])
+
+    def _check_end_of_turn(self, ids, labels):
+        if self.eot_id is None:
+            return
+        trained = [t for t, lab in zip(ids, labels) if lab != IGNORE]
+        if trained and self.eot_id not in trained:
+            eot = self.tok.convert_ids_to_tokens(self.eot_id)
+            raise WebtuneError(
+                f"the chat template of {self.name or 'the tokenizer'} leaves the end-of-turn token {eot!r} out of the "
+                f"assistant loss mask, so the model would never learn to stop; put it inside the "
+                f"{{% generation %}} block or set model.chat_template to a template that does")
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        """The prompt for generation: every turn before the last assistant turn."""
+        return self._ids(messages, add_generation_prompt=True)

@@ -1,0 +1,113 @@
+"""Cleaning: repair text fields in place and say what was repaired.
+
+Each repair is cheap to skip: ftfy runs only on non-ASCII text, the HTML parser only on text that
+holds a tag or an entity, the whitespace regexes only when a quick scan finds something to fix.
+That keeps the common case (clean ASCII text) at a few string scans per field.
+"""
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+import ftfy
+
+# Only the mojibake / encoding repairs: no quote uncurling, width folding or NFC, which would
+# change legitimate text and be reported as a repair.
+_FTFY = ftfy.TextFixerConfig(unescape_html=False, uncurl_quotes=False, fix_character_width=False,
+                             fix_latin_ligatures=False, normalization=None, explain=False)
+
+_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9-]*(?:\s[^<>]*)?/?>|<!--.*?-->", re.S)
+_ENTITY = re.compile(r"&(?:#\d{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});")
+_BLOCK_TAGS = ("p", "div", "br", "li", "ul", "ol", "tr", "table", "h1", "h2", "h3", "h4", "h5",
+               "h6", "section", "article", "header", "footer", "blockquote", "pre", "dd", "dt")
+_DROP_TAGS = ("script", "style", "noscript", "template", "iframe", "svg", "head")
+
+_HSPACE = re.compile(r"[ \t\f\v\u00a0\u2000-\u200b\u202f\u205f\u3000]+")
+_SPACE_AROUND_NL = re.compile(r" *\n *")
+_MANY_NL = re.compile(r"\n{3,}")
+_NEEDS_WS = re.compile(r"[\t\r\f\v\u00a0\u2000-\u200b\u202f\u205f\u3000]|  | \n|\n |\n\n\n")
+
+
+def fix_unicode(text: str) -> str:
+    """Repair mojibake (UTF-8 read as Latin-1/cp1252 and the like)."""
+    if text.isascii():
+        return text
+    return ftfy.fix_text(text, _FTFY)
+
+
+def looks_like_html(text: str) -> bool:
+    return ("<" in text and _TAG.search(text) is not None) or ("&" in text and _ENTITY.search(text) is not None)
+
+
+def html_to_text(text: str) -> str:
+    """Markup inside a field -> its text: scripts and styles dropped, block elements on their own line."""
+    if "<" not in text or _TAG.search(text) is None:
+        return html.unescape(text)  # entities only
+    import lxml.html
+    from lxml import etree
+
+    try:
+        root = lxml.html.fragment_fromstring(text, create_parent="div")
+    except (etree.ParserError, ValueError):
+        return html.unescape(_TAG.sub(" ", text))
+    etree.strip_elements(root, *_DROP_TAGS, etree.Comment, with_tail=False)
+    for el in root.iter(*_BLOCK_TAGS):
+        el.tail = "\n" + (el.tail or "")
+    return root.text_content()
+
+
+def normalize_whitespace(text: str) -> str:
+    """Runs of spaces -> one space, at most one blank line, no spaces at line ends, trimmed."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if _NEEDS_WS.search(text) is not None:
+        text = _HSPACE.sub(" ", text)
+        text = _SPACE_AROUND_NL.sub("\n", text)
+        text = _MANY_NL.sub("\n\n", text)
+    return text.strip()
+
+
+class Cleaner:
+    """Applies the configured repairs to a record's string fields (recursing into lists and dicts)."""
+
+    def __init__(self, cfg):
+        self.fix_unicode = bool(cfg.fix_unicode)
+        self.strip_html = bool(cfg.strip_html)
+        self.normalize_whitespace = bool(cfg.normalize_whitespace)
+        self.fields = list(cfg.fields or [])
+
+    def clean_text(self, text: str, repairs: set[str]) -> str:
+        if self.fix_unicode and not text.isascii():
+            fixed = fix_unicode(text)
+            if fixed != text:
+                repairs.add("mojibake_fixed")
+                text = fixed
+        if self.strip_html and ("<" in text or "&" in text) and looks_like_html(text):
+            text = html_to_text(text)
+            repairs.add("html_stripped")
+        if self.normalize_whitespace:
+            text = normalize_whitespace(text)
+        return text
+
+    def _clean_value(self, value: Any, repairs: set[str]) -> Any:
+        if isinstance(value, str):
+            return self.clean_text(value, repairs)
+        if isinstance(value, list):
+            return [self._clean_value(v, repairs) for v in value]
+        if isinstance(value, dict):
+            return {k: self._clean_value(v, repairs) for k, v in value.items()}
+        return value
+
+    def clean(self, fields: dict) -> dict[str, list[str]]:
+        """Clean `fields` in place. Returns {repair reason: [field names]}."""
+        found: dict[str, list[str]] = {}
+        for name in (self.fields or list(fields)):
+            value = fields.get(name)
+            if value is None or isinstance(value, (int, float, bool)):
+                continue
+            repairs: set[str] = set()
+            fields[name] = self._clean_value(value, repairs)
+            for reason in repairs:
+                found.setdefault(reason, []).append(name)
+        return found

@@ -1,0 +1,212 @@
+"""Exact and near-duplicate detection, split into a map half and a reduce half.
+
+Map (per shard, per batch of records): `Signer.sign(texts)` normalises each text (lower case, ASCII
+punctuation dropped, split on whitespace), hashes words and word shingles with numpy over the whole
+batch at once, computes MinHash signatures with rensa (or datasketch), and keeps only
+  exact   one 64-bit hash of the normalised word sequence
+  bands   b 64-bit LSH band hashes (b bands x r rows of the signature)
+per record: 8 * (b + 1) bytes, so a million records fit in ~140 MB and travel as small files.
+
+Reduce (once, over all shards of all inputs, domain and general): `find_duplicates` links records
+that share the exact hash or any band hash and labels each connected group with its smallest
+global position (min-label propagation in numpy). The keeper of a group is therefore its first
+record in input order, whatever the sharding; every other member is a duplicate of it.
+Candidates are not re-verified against the full signature (datatrove does not either); the band
+layout is chosen so a pair at the threshold collides with probability >= 0.9 (see `lsh_params`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import WebtuneError
+
+_M64 = (1 << 64) - 1
+_P = np.uint64(0x100000001B3)                       # odd: invertible mod 2^64
+_P_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
+_PUNCT = np.zeros(256, dtype=bool)
+_PUNCT[np.frombuffer(b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", dtype=np.uint8)] = True
+_SPACE = np.zeros(256, dtype=bool)
+_SPACE[np.frombuffer(b" \t\n\r\x0b\x0c", dtype=np.uint8)] = True
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, elementwise: turns linear combinations into well-spread hashes."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _constants(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 1 << 63, size=n, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+
+
+_POWER_CACHE: dict[int, np.ndarray] = {}
+
+
+def _powers(base: np.uint64, n: int) -> np.ndarray:
+    """base**0 .. base**(n-1) mod 2^64, cached and grown by doubling."""
+    key = int(base)
+    have = _POWER_CACHE.get(key)
+    if have is None or len(have) < n:
+        size = max(n, 2 * len(have) if have is not None else 1 << 16)
+        out = np.full(size, base, dtype=np.uint64)
+        out[0] = 1
+        have = _POWER_CACHE[key] = np.cumprod(out, dtype=np.uint64)
+    return have[:n]
+
+
+def lsh_params(num_perm: int, threshold: float) -> tuple[int, int]:
+    """(bands, rows): the most rows per band (fewest false candidates) such that a pair at
+    `threshold` Jaccard still becomes a candidate with probability >= 0.9."""
+    if not 0.0 < threshold < 1.0:
+        raise WebtuneError(f"prepare.dedupe.threshold must be between 0 and 1, got {threshold}")
+    for rows in range(num_perm, 0, -1):
+        bands = num_perm // rows
+        if 1.0 - (1.0 - threshold ** rows) ** bands >= 0.9:
+            return bands, rows
+    return num_perm, 1
+
+
+def word_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Hash every normalised word of every text. Returns (hashes, words per text)."""
+    encoded = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
+    data = np.frombuffer(b"\n".join(encoded) + b"\n", dtype=np.uint8)
+    keep = ~_PUNCT[data]
+    seps = np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)) + 1) - 1
+    kept_before = np.cumsum(keep)
+    seps = kept_before[seps] - 1                        # each text's "\n" after dropping punctuation
+    data = data[keep]
+    space = _SPACE[data]
+    edge = np.diff(space.view(np.int8), prepend=np.int8(1), append=np.int8(1))
+    starts = np.flatnonzero(edge[:-1] == -1)            # space -> word
+    ends = np.flatnonzero(edge[1:] == 1)                # word -> space (inclusive end)
+    # polynomial prefix hash: word [s, e] -> (F[e] - F[s-1]) * P^-s  (all mod 2^64)
+    prefix = np.cumsum(data * _powers(_P, len(data)), dtype=np.uint64)
+    before = prefix[starts - 1]
+    before[starts == 0] = 0
+    h = _mix((prefix[ends] - before) * _powers(_P_INV, len(data))[starts] + (ends - starts).astype(np.uint64))
+    counts = np.diff(np.searchsorted(starts, seps), prepend=0)
+    return h, counts
+
+
+def shingle_hashes(words: np.ndarray, counts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of the word k-shingles of each text (a text shorter than k is one shingle).
+    Returns (flat hashes, row offsets) as rensa's flat-matrix API wants them."""
+    n = len(words)
+    owner = np.repeat(np.arange(len(counts)), counts)
+    first = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    pos = np.arange(n) - first[owner]                    # word's position inside its text
+    coef = _constants(k, 7)
+    acc = words * coef[0]
+    for t in range(1, k):
+        nxt = np.zeros(n, dtype=np.uint64)
+        nxt[:n - t] = words[t:]
+        same = np.zeros(n, dtype=bool)
+        same[:n - t] = owner[t:] == owner[:n - t]
+        acc = acc + np.where(same, nxt * coef[t], np.uint64(0))
+    valid = (pos <= (counts[owner] - k)) | ((counts[owner] < k) & (pos == 0))
+    shingles = _mix(acc[valid])
+    per_text = np.bincount(owner[valid], minlength=len(counts))
+    offsets = np.concatenate(([0], np.cumsum(per_text))).astype(np.uint64)
+    return shingles, offsets
+
+
+class Signer:
+    """Per-worker: texts -> (exact hash, LSH band hashes, empty flag) for each text."""
+
+    def __init__(self, cfg):
+        self.exact, self.near = bool(cfg.exact), bool(cfg.near)
+        self.k, self.num_perm, self.engine = int(cfg.shingle), int(cfg.num_perm), str(cfg.engine)
+        if self.k < 1 or self.num_perm < 2:
+            raise WebtuneError("prepare.dedupe: shingle must be >= 1 and num_perm >= 2")
+        if self.engine not in ("rensa", "datasketch"):
+            raise WebtuneError(f"prepare.dedupe.engine must be rensa or datasketch, got {self.engine!r}")
+        self.bands, self.rows = lsh_params(self.num_perm, float(cfg.threshold))
+        self.band_coef = _constants(self.rows, 11)
+
+    def sign(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = len(texts)
+        words, counts = word_hashes(texts)
+        empty = counts == 0
+        first = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        pos = np.arange(len(words)) - np.repeat(first, counts)
+        # order-sensitive sum of mixed (word, position) hashes, per text, via one prefix sum
+        weighted = _mix(words ^ _mix(pos.astype(np.uint64)))
+        prefix = np.concatenate(([np.uint64(0)], np.cumsum(weighted, dtype=np.uint64)))
+        ends = first + counts
+        exact = _mix(prefix[ends] - prefix[first] + counts.astype(np.uint64))
+        if not self.near:
+            return exact, np.zeros((n, 0), dtype=np.uint64), empty
+        shingles, offsets = shingle_hashes(words, counts, self.k)
+        sig = self._signatures(shingles, offsets)
+        used = sig[:, :self.bands * self.rows].reshape(n, self.bands, self.rows)
+        bands = _mix((used * self.band_coef).sum(axis=2, dtype=np.uint64))
+        return exact, bands, empty
+
+    def _signatures(self, shingles: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        if self.engine == "rensa":
+            from rensa import RMinHash
+            matrix = RMinHash.digest_matrix_from_flat_token_hashes(shingles, offsets, self.num_perm, 42)
+            return np.array(matrix.to_rows(), dtype=np.uint64).reshape(-1, self.num_perm)
+        from datasketch import MinHash
+        rows = []
+        for a, b in zip(offsets[:-1], offsets[1:]):
+            m = MinHash(num_perm=self.num_perm, seed=42, hashfunc=int)
+            m.update_batch((shingles[int(a):int(b)] & np.uint64(0xFFFFFFFF)).tolist())
+            rows.append(m.hashvalues)
+        return np.array(rows, dtype=np.uint64).reshape(-1, self.num_perm)
+
+
+def _groups(column: np.ndarray, active: np.ndarray):
+    """Members of groups of >= 2 equal values: (member indices, group start offsets, group sizes)."""
+    idx = np.flatnonzero(active)
+    order = idx[np.argsort(column[idx], kind="stable")]
+    values = column[order]
+    if len(values) < 2:
+        return None
+    boundary = np.concatenate(([True], values[1:] != values[:-1]))
+    starts = np.flatnonzero(boundary)
+    sizes = np.diff(np.append(starts, len(values)))
+    multi = np.repeat(sizes >= 2, sizes)
+    if not multi.any():
+        return None
+    members = order[multi]
+    sizes = sizes[sizes >= 2]
+    return members, np.concatenate(([0], np.cumsum(sizes)[:-1])), sizes
+
+
+def find_duplicates(exact: np.ndarray, bands: np.ndarray, empty: np.ndarray,
+                    use_exact: bool = True, use_near: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Records are in global input order. Returns (keeper, first_copy): keeper[i] is the first
+    record of i's duplicate group (i itself when i is kept); first_copy[i] the first record with
+    exactly the same normalised text (i itself when none comes before it)."""
+    n = len(exact)
+    active = ~empty
+    keeper = np.arange(n, dtype=np.int64)
+    first_copy = np.arange(n, dtype=np.int64)
+    columns = []
+    exact_groups = _groups(exact, active)
+    if exact_groups is not None:
+        members, starts, sizes = exact_groups
+        first_copy[members] = np.repeat(np.minimum.reduceat(members, starts), sizes)
+        if use_exact:
+            columns.append(exact_groups)
+    if use_near:
+        for b in range(bands.shape[1]):
+            g = _groups(bands[:, b], active)
+            if g is not None:
+                columns.append(g)
+    changed = True
+    while changed:  # min-label propagation: converges to each connected group's smallest index
+        changed = False
+        for members, starts, sizes in columns:
+            labels = keeper[members]
+            low = np.repeat(np.minimum.reduceat(labels, starts), sizes)
+            if (low < labels).any():
+                keeper[members] = low
+                changed = True
+        keeper = keeper[keeper]  # pointer jumping: shortens chains between passes
+    return keeper, first_copy

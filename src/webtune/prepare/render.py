@@ -1,0 +1,188 @@
+"""Rendering: a record's fields -> chat messages, through the task's Jinja templates.
+
+Jinja runs in a SandboxedEnvironment with StrictUndefined. A record without a field the template
+needs is a `missing_field` rejection naming the template, the record and the field; a template
+with a syntax error is one WebtuneError naming the file and line, raised when the task loads
+(before any record is read). Template and schema paths are relative to the working directory,
+else to the webtune checkout (so the shipped `templates/` work from anywhere).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import jinja2.meta
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+from ..errors import WebtuneError
+from .validate import InputSchema, Invalid
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+_UNDEFINED = [re.compile(r"^'([^']+)' is undefined"), re.compile(r"has no attribute '([^']+)'"),
+              re.compile(r"has no element (\S+)")]
+
+
+class NullValue(Exception):
+    pass
+
+
+def _finalize(value):
+    # A null printed as "None" would silently teach the model the word None.
+    if value is None:
+        raise NullValue()
+    return value
+
+
+def resolve(path: str, what: str) -> Path:
+    p = Path(path)
+    for candidate in (p, REPO_ROOT / p):
+        if candidate.is_file():
+            return candidate
+    raise WebtuneError(f"{what} {path!r} not found (looked in {Path.cwd()} and {REPO_ROOT}); "
+                       f"fix the path in the template config")
+
+
+def _environment(folder: Path) -> SandboxedEnvironment:
+    loader = jinja2.FileSystemLoader([str(folder), str(Path.cwd()), str(REPO_ROOT)])
+    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, loader=loader, autoescape=False,
+                                finalize=_finalize, keep_trailing_newline=False)
+
+
+def _compile(env: SandboxedEnvironment, source: str, where: str) -> jinja2.Template:
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateSyntaxError as e:
+        raise WebtuneError(f"{e.filename or where}:{e.lineno}: template syntax error: {e.message}") from None
+
+
+@dataclass
+class Turn:
+    role: str
+    template: jinja2.Template
+    where: str
+
+
+@dataclass
+class Task:
+    """One task of a template config: how a record becomes one chat example."""
+
+    name: str
+    turns: list[Turn]
+    fields: list[str] = field(default_factory=list)
+    schema: InputSchema | None = None
+
+    def check(self, fields: dict) -> list[str]:
+        """Fields the task needs, then its input schema (coercing in place); returns the repairs."""
+        for name in self.fields:
+            value = fields.get(name)
+            if value is None or value == "":
+                raise Invalid("missing_field", f"template {self.name} needs {name!r}")
+        return self.schema.validate(fields) if self.schema is not None else []
+
+    def render(self, fields: dict) -> list[dict]:
+        """The example's messages; raises Invalid for a record the templates cannot render."""
+        messages = []
+        for turn in self.turns:
+            try:
+                text = turn.template.render(fields)
+            except jinja2.UndefinedError as e:
+                raise Invalid("missing_field", f"template {self.name} needs {_undefined_name(str(e))!r}") from None
+            except NullValue:
+                raise Invalid("missing_field", f"template {self.name} ({turn.where}) prints a null value") from None
+            except jinja2.TemplateSyntaxError as e:
+                raise WebtuneError(f"{e.filename or turn.where}:{e.lineno}: template syntax error: {e.message}") from None
+            except SecurityError as e:
+                raise WebtuneError(f"{turn.where}: the template does something the sandbox forbids: {e}") from None
+            except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+                raise Invalid("render_error", f"template {self.name} ({turn.where}): {type(e).__name__}: {e}") from None
+            messages.append({"role": turn.role, "content": text.strip()})
+        return messages
+
+
+def _undefined_name(message: str) -> str:
+    for pattern in _UNDEFINED:
+        m = pattern.search(message)
+        if m:
+            return m.group(1)
+    return message
+
+
+def _turn_specs(task) -> list[tuple[str, str | None, str | None]]:
+    """(role, file, inline text) for every turn of a task config, system first."""
+    specs = []
+    if task.get("system"):
+        specs.append(("system", None, task.system))
+    if task.get("turns"):
+        if task.get("user") or task.get("assistant"):
+            raise WebtuneError(f"template task {task.name!r}: give either user/assistant files or turns, not both")
+        for i, turn in enumerate(task.turns):
+            if bool(turn.get("template")) == bool(turn.get("text")):
+                raise WebtuneError(f"template task {task.name!r}, turn {i + 1}: give exactly one of template (a file) "
+                                   f"or text (inline Jinja)")
+            specs.append((turn.role, turn.get("template"), turn.get("text")))
+    else:
+        if not task.get("user") or not task.get("assistant"):
+            raise WebtuneError(f"template task {task.name!r}: needs user and assistant template files, or a turns list")
+        specs += [("user", task.user, None), ("assistant", task.assistant, None)]
+    return specs
+
+
+def load_task(task) -> Task:
+    turns = []
+    for role, file, text in _turn_specs(task):
+        if file:
+            path = resolve(file, f"template task {task.name!r}: {role} template")
+            turns.append(Turn(role, _compile(_environment(path.parent), path.read_text(), str(path)), str(path)))
+        else:
+            where = f"{task.name}.{role} (inline)"
+            turns.append(Turn(role, _compile(_environment(Path.cwd()), text, where), where))
+    schema = None
+    if task.get("input_schema"):
+        schema = InputSchema(resolve(task.input_schema, f"template task {task.name!r}: input_schema"))
+    return Task(task.name, turns, list(task.get("fields") or []), schema)
+
+
+def load_tasks(cfg_template) -> list[Task]:
+    tasks = [load_task(t) for t in cfg_template.tasks]
+    if not tasks:
+        raise WebtuneError(f"template {cfg_template.name!r} has no tasks; add at least one under tasks:")
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise WebtuneError(f"template {cfg_template.name!r}: task names must be unique, got {names}")
+    return tasks
+
+
+def template_files(cfg_template) -> list[Path]:
+    """Every Jinja and schema file the template reads (its own files and what they include)."""
+    out: list[Path] = []
+    for task in cfg_template.tasks:
+        for role, file, text in _turn_specs(task):
+            if file:
+                path = resolve(file, f"template task {task.name!r}: {role} template")
+                out.append(path)
+                out += _included(path.read_text(), path.parent)
+            elif text:
+                out += _included(text, Path.cwd())
+        if task.get("input_schema"):
+            out.append(resolve(task.input_schema, f"template task {task.name!r}: input_schema"))
+    return list(dict.fromkeys(out))
+
+
+def _included(source: str, folder: Path) -> list[Path]:
+    env = _environment(folder)
+    try:
+        names = jinja2.meta.find_referenced_templates(env.parse(source))
+    except jinja2.TemplateSyntaxError:
+        return []  # reported with file and line when the task loads
+    found = []
+    for name in names:
+        if name is None:
+            continue
+        for base in (folder, Path.cwd(), REPO_ROOT):
+            if (base / name).is_file():
+                found.append(base / name)
+                found += _included((base / name).read_text(), (base / name).parent)
+                break
+    return found

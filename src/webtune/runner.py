@@ -1,0 +1,157 @@
+"""Sequences stages; knows nothing about any of them.
+
+One rule gives resume, skip and cache: a stage's key is the hash of its config sections, the
+files it reads from outside the run directory, its inputs' hashes and the code version. A stage
+whose key and outputs match the manifest is skipped; one whose key is in `runs/.cache/<stage>/<key>/`
+is restored by hard links; otherwise it runs, writing its outputs, and is then cached.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import OmegaConf
+
+from . import __version__
+from .rundir import MANIFEST, git_commit, hash_path, package_versions, read_json, sha256_text, write_json
+
+
+@dataclass
+class StageContext:
+    cfg: object          # the composed DictConfig
+    run_dir: Path
+    console: object
+    log: Callable[[str], None]
+
+
+@dataclass
+class Stage:
+    name: str
+    run: Callable[[StageContext], dict | None]   # returns stats, saved as stats/<name>.json
+    config: list[str]                            # dotted config sections the stage depends on
+    inputs: list[str] = field(default_factory=list)    # run-dir paths written by earlier stages
+    outputs: list[str] = field(default_factory=list)   # run-dir paths it writes (files or folders)
+    external: Callable[[object], list[Path]] = lambda cfg: []  # files read from outside the run dir
+    enabled: Callable[[object], bool] = lambda cfg: True
+    cacheable: bool = True
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The hash of webtune's own source: a code change invalidates every cached stage."""
+    root = Path(__file__).parent
+    return sha256_text("".join(f"{p.relative_to(root)}:{hash_path(p)}\n"
+                               for p in sorted(root.rglob("*.py"))))
+
+
+def select(cfg, dotted: str):
+    node = OmegaConf.select(cfg, dotted)
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def stage_key(stage: Stage, cfg, run_dir: Path) -> tuple[str, dict]:
+    inputs = {p: hash_path(run_dir / p) for p in stage.inputs if (run_dir / p).exists()}
+    external = {str(p): hash_path(p) for p in stage.external(cfg)}
+    material = {"stage": stage.name, "config": {k: select(cfg, k) for k in stage.config},
+                "inputs": inputs, "external": external, "code": code_version()}
+    return sha256_text(json.dumps(material, sort_keys=True, default=str)), inputs
+
+
+class Runner:
+    def __init__(self, cfg, run_dir: Path, stages: list[Stage], console, log=print, use_cache: bool = True):
+        self.cfg, self.run_dir, self.stages, self.console, self.log = cfg, Path(run_dir), stages, console, log
+        self.cache_root = Path(cfg.runs_dir) / ".cache"
+        self.use_cache = use_cache
+        self.manifest = read_json(self.run_dir / MANIFEST) or {
+            "webtune": __version__, "git_commit": git_commit(), "packages": package_versions(), "stages": {}}
+
+    def run(self, only: set[str] | None = None) -> dict:
+        for stage in self.stages:
+            if not stage.enabled(self.cfg) or (only and stage.name not in only):
+                continue
+            self.run_stage(stage)
+        return self.manifest
+
+    def outputs_of(self, stage: Stage) -> list[str]:
+        return stage.outputs + [f"stats/{stage.name}.json"]
+
+    def run_stage(self, stage: Stage) -> str:
+        key, inputs = stage_key(stage, self.cfg, self.run_dir)
+        done = self.manifest["stages"].get(stage.name)
+        outputs = self.outputs_of(stage)
+        if done and done["key"] == key and self._outputs_match(done["outputs"]):
+            self.log(f"[dim]{stage.name}: unchanged, skipped[/dim]")
+            return "skipped"
+        cache_dir = self.cache_root / stage.name / key
+        if self.use_cache and stage.cacheable and (cache_dir / ".complete").exists():
+            self._restore(cache_dir, outputs)
+            self._record(stage, key, inputs, outputs, 0.0, cached=True)
+            self.log(f"{stage.name}: restored from cache {cache_dir}")
+            return "cached"
+        for out in outputs:  # a half-written output from a killed run is never trusted
+            _remove(self.run_dir / out)
+        self.log(f"[bold]{stage.name}[/bold]: running")
+        start = time.perf_counter()
+        stats = stage.run(StageContext(self.cfg, self.run_dir, self.console, self.log)) or {}
+        seconds = time.perf_counter() - start
+        stats.setdefault("seconds", round(seconds, 3))
+        write_json(self.run_dir / "stats" / f"{stage.name}.json", stats)
+        self._record(stage, key, inputs, outputs, seconds)
+        if self.use_cache and stage.cacheable:
+            self._store(cache_dir, outputs)
+        self.log(f"{stage.name}: done in {seconds:.1f}s")
+        return "ran"
+
+    def _outputs_match(self, recorded: dict) -> bool:
+        return all((self.run_dir / p).exists() and hash_path(self.run_dir / p) == h for p, h in recorded.items())
+
+    def _record(self, stage, key, inputs, outputs, seconds, cached=False):
+        self.manifest["stages"][stage.name] = {
+            "key": key, "inputs": inputs,
+            "outputs": {p: hash_path(self.run_dir / p) for p in outputs if (self.run_dir / p).exists()},
+            "seconds": round(seconds, 3), "cached": cached}
+        write_json(self.run_dir / MANIFEST, self.manifest)
+
+    def _store(self, cache_dir: Path, outputs: list[str]) -> None:
+        tmp = cache_dir.with_name(cache_dir.name + f".tmp{os.getpid()}")
+        _remove(tmp)
+        for out in outputs:
+            src = self.run_dir / out
+            if src.exists():
+                _link_tree(src, tmp / out)
+        (tmp / ".complete").touch()
+        try:
+            tmp.rename(cache_dir)
+        except OSError:  # another run stored the same key first
+            _remove(tmp)
+
+    def _restore(self, cache_dir: Path, outputs: list[str]) -> None:
+        for out in outputs:
+            _remove(self.run_dir / out)
+            if (cache_dir / out).exists():
+                _link_tree(cache_dir / out, self.run_dir / out)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link a file or a folder's files (copy where links are impossible)."""
+    files = [src] if src.is_file() else [p for p in src.rglob("*") if p.is_file()]
+    for f in files:
+        target = dst if src.is_file() else dst / f.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(f, target)
+        except OSError:
+            shutil.copy2(f, target)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()

@@ -1,0 +1,415 @@
+"""Local files as a source: JSON, JSONL, CSV, HTML pages, VTT and SRT transcripts.
+
+Everything streams (ijson for JSON arrays, line by line for JSONL, row by row for CSV), so a file
+of any size reads in bounded memory. Bad input becomes a Rejection naming file, line and problem;
+it never raises and is never dropped. Record ids: `<source>:<path relative to root>#<n>` where n
+is the 1-based line (JSONL), row (CSV, header = row 0), array index (JSON) or window (1 for a
+whole page or transcript).
+
+Sharding: the union over shards is every record exactly once and ids never depend on the shard
+count. A JSONL file is split by byte range (each worker reads only its part); other formats are
+dealt out by item (JSON, CSV) or by file (HTML, transcripts) modulo the shard count.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import glob
+import io
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+
+from ..errors import WebtuneError
+from ..records import Record, Rejection, record_id
+
+SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv",
+            ".html": "html", ".htm": "html", ".xhtml": "html", ".vtt": "vtt", ".srt": "srt"}
+FORMATS = ("auto", "json", "jsonl", "csv", "html", "vtt", "srt")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that did not decode (errors="surrogateescape")
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # cells over the default 131,072 characters
+
+
+# ---------------------------------------------------------------- resolving paths
+def resolve(cfg) -> list[Path]:
+    """The files named by `cfg.paths` (files, directories, globs), sorted, each once."""
+    if cfg.format not in FORMATS:
+        raise WebtuneError(f"source.files.format={cfg.format!r} is not one of {', '.join(FORMATS)}")
+    if not cfg.paths:
+        raise WebtuneError("source.files.paths is empty: list the files, directories or globs to read")
+    found: set[Path] = set()
+    for spec in cfg.paths:
+        spec = os.path.expanduser(str(spec))
+        if _GLOB_CHARS.search(spec):
+            matches = [Path(p) for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
+            if not matches:
+                raise WebtuneError(f"source.files.paths: {spec!r} matches no files")
+            found.update(matches)
+        elif os.path.isdir(spec):
+            matches = [p for p in Path(spec).rglob("*")
+                       if p.is_file() and not p.name.startswith(".") and _readable_format(p, cfg.format)]
+            if not matches:
+                raise WebtuneError(f"source.files.paths: directory {spec!r} holds no "
+                                   f"{'/'.join(sorted(set(SUFFIXES.values()))) if cfg.format == 'auto' else cfg.format} files")
+            found.update(matches)
+        elif os.path.isfile(spec):
+            found.add(Path(spec))
+        else:
+            raise WebtuneError(f"source.files.paths: {spec!r} does not exist (relative paths start at {os.getcwd()})")
+    paths = sorted(p.resolve() for p in found)
+    for p in paths:
+        format_of(p, cfg.format)  # fail now on a file whose format we cannot tell
+    return paths
+
+
+def _readable_format(path: Path, fmt: str) -> bool:
+    return fmt != "auto" or path.suffix.lower() in SUFFIXES
+
+
+def format_of(path: Path, fmt: str = "auto") -> str:
+    if fmt != "auto":
+        return fmt
+    try:
+        return SUFFIXES[path.suffix.lower()]
+    except KeyError:
+        raise WebtuneError(f"cannot tell the format of {path} from its extension; set source.files.format "
+                           f"to one of {', '.join(FORMATS[1:])}") from None
+
+
+def _base(cfg, paths: list[Path]) -> Path:
+    if cfg.root:
+        return Path(os.path.expanduser(cfg.root)).resolve()
+    if not paths:
+        return Path.cwd()
+    return Path(os.path.commonpath([str(Path(p).resolve().parent) for p in paths]))
+
+
+def relative(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(Path(path).resolve(), base)).as_posix()
+
+
+# ---------------------------------------------------------------- records
+def iter_records(cfg, source_name: str, paths: list[Path], shard: int = 0,
+                 n_shards: int = 1) -> Iterator[Record | Rejection]:
+    """Every record (or rejection) of this shard, file by file in the given order."""
+    base = _base(cfg, paths)
+    turn = _Turns(shard, n_shards)
+    for file_no, path in enumerate(paths):
+        path = Path(path)
+        rel = relative(path, base)
+        fmt = format_of(path, cfg.format)
+        if fmt == "jsonl":
+            yield from _jsonl(cfg, source_name, path, rel, shard, n_shards)
+        elif fmt == "json":
+            yield from _json(cfg, source_name, path, rel, turn)
+        elif fmt == "csv":
+            yield from _csv(cfg, source_name, path, rel, turn)
+        elif file_no % n_shards == shard:  # one page or transcript per file: deal out files
+            if fmt == "html":
+                yield _html(cfg, source_name, path, rel)
+            else:
+                yield from _transcript(cfg, source_name, path, rel, fmt)
+
+
+class _Turns:
+    """Deals items out to shards by a running count over all files, so small files spread too."""
+
+    def __init__(self, shard: int, n_shards: int):
+        self.shard, self.n, self.k = shard, n_shards, -1
+
+    def mine(self) -> bool:
+        self.k += 1
+        return self.k % self.n == self.shard
+
+
+def _too_large(cfg, size: int) -> str | None:
+    if cfg.max_record_bytes and size > cfg.max_record_bytes:
+        return f"{size:,} bytes, over source.files.max_record_bytes={cfg.max_record_bytes:,}"
+    return None
+
+
+def _empty(source: str, rel: str) -> Rejection:
+    return Rejection(record_id(source, rel, 1), source, "empty_file", f"{rel}: the file is empty")
+
+
+# ---------------------------------------------------------------- JSONL
+def _jsonl(cfg, source: str, path: Path, rel: str, shard: int, n_shards: int) -> Iterator[Record | Rejection]:
+    size = path.stat().st_size
+    if size == 0 or (shard == 0 and not _has_content(path)):
+        if shard == 0:
+            yield _empty(source, rel)
+        return
+    start, end = size * shard // n_shards, size * (shard + 1) // n_shards
+    with open(path, "rb") as fh:
+        if start > 0:
+            # A line belongs to the shard holding its first byte: skip the line running into `start`.
+            fh.seek(start - 1)
+            fh.readline()
+        pos = fh.tell()
+        line_no = _count_newlines(path, pos) + 1
+        while pos < end:
+            line = fh.readline()
+            if not line:
+                break
+            pos += len(line)
+            item = _jsonl_line(cfg, source, rel, line_no, line)
+            if item is not None:
+                yield item
+            line_no += 1
+
+
+def _has_content(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 16):
+            if chunk.strip():
+                return True
+    return False
+
+
+def _count_newlines(path: Path, upto: int) -> int:
+    n = 0
+    with open(path, "rb") as fh:
+        while upto > 0:
+            chunk = fh.read(min(upto, 1 << 22))
+            if not chunk:
+                break
+            n += chunk.count(b"\n")
+            upto -= len(chunk)
+    return n
+
+
+def _jsonl_line(cfg, source: str, rel: str, line_no: int, line: bytes) -> Record | Rejection | None:
+    rid = record_id(source, rel, line_no)
+    if not line.strip():
+        return None  # a blank line holds no record
+    too_large = _too_large(cfg, len(line))
+    if too_large:
+        return Rejection(rid, source, "too_large", f"{rel} line {line_no}: {too_large}")
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as e:
+        if "UTF-8" in str(e):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as u:
+                return Rejection(rid, source, "invalid_utf8", f"{rel} line {line_no}: invalid UTF-8 at byte {u.start}")
+        return Rejection(rid, source, "malformed_json", f"{rel} line {line_no}: {e}")
+    if not isinstance(obj, dict):
+        return Rejection(rid, source, "not_an_object",
+                         f"{rel} line {line_no}: a JSON {type(obj).__name__}, not an object")
+    return Record(rid, source, obj)
+
+
+# ---------------------------------------------------------------- JSON
+def _json(cfg, source: str, path: Path, rel: str, turn: _Turns) -> Iterator[Record | Rejection]:
+    import ijson
+
+    first = _first_byte(path)
+    if first is None:
+        if turn.mine():
+            yield _empty(source, rel)
+        return
+    if first == b"[":
+        prefix = "item"
+    elif first == b"{" and cfg.json_key:
+        prefix = f"{cfg.json_key}.item"
+    elif first == b"{":
+        prefix = ""  # one object: one record
+    else:
+        if turn.mine():
+            yield Rejection(record_id(source, rel, 1), source, "malformed_json",
+                            f"{rel}: expected a JSON array or object, found {first!r}")
+        return
+    index = 0
+    with open(path, "rb") as raw:
+        try:
+            for index, obj in enumerate(ijson.items(_MarkBadUtf8(raw), prefix, use_float=True), 1):
+                if not turn.mine():
+                    continue
+                rid = record_id(source, rel, index)
+                if not isinstance(obj, dict):
+                    yield Rejection(rid, source, "not_an_object",
+                                    f"{rel} item {index}: a JSON {type(obj).__name__}, not an object")
+                    continue
+                dumped = orjson.dumps(obj)
+                if _BAD_MARK in dumped:
+                    yield Rejection(rid, source, "invalid_utf8", f"{rel} item {index}: invalid UTF-8 bytes")
+                    continue
+                too_large = _too_large(cfg, len(dumped))
+                if too_large:
+                    yield Rejection(rid, source, "too_large", f"{rel} item {index}: {too_large}")
+                    continue
+                yield Record(rid, source, obj)
+        except (ijson.JSONError, ijson.IncompleteJSONError, UnicodeDecodeError) as e:
+            # The rest of the file cannot be read: one rejection says where it broke.
+            if turn.mine():
+                yield Rejection(record_id(source, rel, index + 1), source, "malformed_json",
+                                f"{rel}: unreadable after item {index} ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+                                f"items after it are lost")
+            return
+    if index == 0 and prefix.endswith(".item") and not _has_key(path, cfg.json_key) and turn.mine():
+        yield Rejection(record_id(source, rel, 1), source, "missing_json_key",
+                        f"{rel}: no array at key {cfg.json_key!r} (source.files.json_key)")
+
+
+# Invalid UTF-8 inside a JSON array would stop the parser and lose every later item; instead each
+# bad byte becomes a private-use character, and the item holding it is rejected on its own.
+_BAD_CHAR = "\U0010fffd"
+_BAD_MARK = _BAD_CHAR.encode()
+codecs.register_error("webtune_mark", lambda e: (_BAD_CHAR, e.end))
+
+
+class _MarkBadUtf8:
+    """A binary reader for ijson that passes valid UTF-8 through and marks invalid bytes."""
+
+    def __init__(self, raw):
+        self.raw, self.decoder = raw, codecs.getincrementaldecoder("utf-8")("webtune_mark")
+
+    def read(self, n: int = -1) -> bytes:
+        if n == 0:  # ijson probes with read(0) to learn bytes or str
+            return b""
+        chunk = self.raw.read(n if n > 0 else -1)
+        return self.decoder.decode(chunk, final=not chunk).encode()
+
+
+def _first_byte(path: Path) -> bytes | None:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 16):
+            stripped = chunk.lstrip(b" \t\r\n\xef\xbb\xbf")
+            if stripped:
+                return stripped[:1]
+    return None
+
+
+def _has_key(path: Path, key: str) -> bool:
+    import ijson
+
+    with open(path, "rb") as fh:
+        try:
+            return any(p == key and ev == "start_array" for p, ev, _ in ijson.parse(fh))
+        except ijson.JSONError:
+            return False
+
+
+# ---------------------------------------------------------------- CSV
+def _csv(cfg, source: str, path: Path, rel: str, turn: _Turns) -> Iterator[Record | Rejection]:
+    encoding = "utf-8-sig" if cfg.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else cfg.encoding
+    list_fields = set(cfg.csv_list_fields)
+    number_fields = set(getattr(cfg, "csv_number_fields", None) or [])
+    sep = cfg.csv_list_separator
+    try:
+        fh = open(path, encoding=encoding, errors="surrogateescape", newline="")
+    except LookupError:
+        raise WebtuneError(f"source.files.encoding={cfg.encoding!r} is not a known encoding") from None
+    with fh:
+        reader = csv.reader(fh, delimiter=cfg.csv_delimiter)
+        try:
+            header = next(reader, None)
+        except csv.Error as e:
+            header, err = None, e
+        else:
+            err = None
+        if not header:
+            if turn.mine():
+                yield (_empty(source, rel) if err is None else
+                       Rejection(record_id(source, rel, 0), source, "malformed_csv", f"{rel} header: {err}"))
+            return
+        header = [h.strip() for h in header]
+        row_no = 0
+        while True:
+            row_no += 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                if turn.mine():
+                    yield Rejection(record_id(source, rel, row_no), source, "malformed_csv",
+                                    f"{rel} row {row_no} (line {reader.line_num}): {e}")
+                continue
+            if not turn.mine():
+                continue
+            yield _csv_row(cfg, source, rel, row_no, header, row, list_fields, number_fields, sep)
+
+
+def _csv_row(cfg, source, rel, row_no, header, row, list_fields, number_fields, sep) -> Record | Rejection:
+    rid = record_id(source, rel, row_no)
+    if not row or (len(row) == 1 and not row[0].strip()):
+        return Rejection(rid, source, "empty_row", f"{rel} row {row_no}: empty")
+    if len(row) != len(header):
+        return Rejection(rid, source, "wrong_column_count",
+                         f"{rel} row {row_no}: {len(row)} cells, the header has {len(header)}")
+    joined = "\x00".join(row)
+    if _SURROGATE.search(joined):
+        return Rejection(rid, source, "invalid_encoding",
+                         f"{rel} row {row_no}: bytes that are not valid {cfg.encoding}")
+    too_large = _too_large(cfg, len(joined))
+    if too_large:
+        return Rejection(rid, source, "too_large", f"{rel} row {row_no}: {too_large}")
+    fields: dict = {}
+    for name, cell in zip(header, row):
+        if name in list_fields:
+            fields[name] = [part.strip() for part in cell.split(sep)] if cell.strip() else []
+        elif name in number_fields:
+            fields[name] = _number(cell)
+        else:
+            fields[name] = cell
+    return Record(rid, source, fields)
+
+
+def _number(cell: str):
+    """'12' -> 12, '9.5' -> 9.5; '' -> None; anything else stays text for validation to judge."""
+    cell = cell.strip()
+    if not cell:
+        return None
+    try:
+        return int(cell)
+    except ValueError:
+        try:
+            return float(cell)
+        except ValueError:
+            return cell
+
+
+# ---------------------------------------------------------------- HTML and transcripts
+def _html(cfg, source: str, path: Path, rel: str) -> Record | Rejection:
+    from .html import extract
+
+    rid = record_id(source, rel, 1)
+    size = path.stat().st_size
+    too_large = _too_large(cfg, size)
+    if too_large:
+        return Rejection(rid, source, "too_large", f"{rel}: {too_large}")
+    page = extract(path.read_bytes())
+    if page.fields is None:
+        return Rejection(rid, source, page.reason, f"{rel}: {page.detail}")
+    page.fields["file"] = rel
+    return Record(rid, source, page.fields, repairs=page.repairs)
+
+
+def _transcript(cfg, source: str, path: Path, rel: str, fmt: str) -> Iterator[Record | Rejection]:
+    from . import transcripts as tr
+
+    group = f"{source}:{rel}"
+    size = path.stat().st_size
+    too_large = _too_large(cfg, size)
+    if too_large:
+        yield Rejection(record_id(source, rel, 1), source, "too_large", f"{rel}: {too_large}")
+        return
+    try:
+        segments = tr.parse(path.read_bytes(), fmt)
+    except tr.TranscriptError as e:
+        yield Rejection(record_id(source, rel, 1), source, e.reason, f"{rel}: {e.detail}")
+        return
+    title = tr.title_from_name(path.stem)
+    parts = tr.windows(segments, cfg.window_seconds)
+    for n, window in enumerate(parts, 1):
+        fields = tr.window_fields(title, window, n, len(parts))
+        fields["file"] = rel
+        yield Record(record_id(source, rel, n), source, fields, group=group)

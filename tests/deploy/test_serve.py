@@ -1,0 +1,349 @@
+"""The OpenAI-compatible endpoint, driven by the real `openai` SDK over HTTP against uvicorn, with
+responses validated against the official OpenAPI spec's schemas."""
+import concurrent.futures as cf
+import contextlib
+import json
+import math
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import jsonschema
+import openai
+import pytest
+import uvicorn
+import yaml
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from webtune.deploy import registry as reg
+from webtune.deploy.generate import GenerationSettings, generate, load_model, make_tiny_chat_model
+from webtune.deploy.serve import create_app, serve
+from webtune.errors import WebtuneError
+
+SPEC = Path("/work/shared/contracts/openai-openapi.yaml")
+if not SPEC.exists():
+    SPEC = Path(__file__).resolve().parents[3] / "shared" / "contracts" / "openai-openapi.yaml"
+
+
+# ---------------------------------------------------------------- the spec's schemas
+def _nullable_to_anyof(node):
+    """The spec is OpenAPI 3.1 but a few schemas still use 3.0's `nullable: true`, which JSON
+    Schema ignores; turn it into `anyOf: [schema, null]` so null is accepted where the spec means it."""
+    if isinstance(node, list):
+        return [_nullable_to_anyof(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _nullable_to_anyof(v) for k, v in node.items()}
+    if node.pop("nullable", False) is True:
+        return {"anyOf": [node, {"type": "null"}]}
+    return node
+
+
+@pytest.fixture(scope="module")
+def schema():
+    spec = _nullable_to_anyof(yaml.load(SPEC.read_text(), Loader=yaml.CSafeLoader))
+    # OpenAI returns null for the first echoed token's logprob (nothing precedes it), and so do we;
+    # the spec's item type says number, so allow null there only.
+    lp = spec["components"]["schemas"]["CreateCompletionResponse"]["properties"]["choices"]["items"][
+        "properties"]["logprobs"]["anyOf"][0]["properties"]
+    for key in ("token_logprobs", "top_logprobs"):
+        lp[key]["items"] = {"anyOf": [lp[key]["items"], {"type": "null"}]}
+    # Streamed completions use the same schema, whose finish_reason has no null; OpenAI (and vLLM)
+    # send null in every chunk but the last, and so do we.
+    fr = spec["components"]["schemas"]["CreateCompletionResponse"]["properties"]["choices"]["items"][
+        "properties"]
+    fr["finish_reason"] = {"anyOf": [fr["finish_reason"], {"type": "null"}]}
+    registry = Registry().with_resource("urn:openai", Resource(spec, DRAFT202012))
+
+    def validate(name: str, instance: dict) -> None:
+        jsonschema.Draft202012Validator({"$ref": f"urn:openai#/components/schemas/{name}"},
+                                        registry=registry).validate(instance)
+    return validate
+
+
+# ---------------------------------------------------------------- models, registry, server
+@pytest.fixture(scope="module")
+def registry_path(tmp_path_factory):
+    """Registry `shop` with v1 and v2 (different random weights), v1 promoted."""
+    root = tmp_path_factory.mktemp("serve")
+    for seed in (0, 1):
+        run = root / f"run{seed}"
+        make_tiny_chat_model(run / "model", seed=seed)
+        (run / "metrics.json").write_text(json.dumps({"eval": {"passed": True, "flags": []}}))
+        (run / "config.yaml").write_text(f"name: shop\nseed: {seed}\n")
+        reg.register(root / "registry", "shop", run)
+    reg.promote(root / "registry", "shop", 1)
+    return root / "registry"
+
+
+@pytest.fixture(scope="module")
+def local(registry_path):
+    """The same models loaded directly, to compare the server's answers with."""
+    return {v: load_model(registry_path / "shop" / f"v{v}" / "model") for v in (1, 2)}
+
+
+@contextlib.contextmanager
+def running(app):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def base_url(registry_path):
+    with running(create_app(registry_path, "shop", max_concurrency=2, queue_size=16)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(base_url):
+    return openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0)
+
+
+def greedy(lm, messages, n):
+    return generate(lm, lm.chat_prompt_ids(messages), GenerationSettings(max_tokens=n, temperature=0))
+
+
+def sse_events(base_url: str, path: str, body: dict) -> list:
+    """Raw `data:` payloads of a streamed response, in order (JSON decoded, `[DONE]` kept as is)."""
+    out = []
+    with httpx.stream("POST", base_url + path, json=body, timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                out.append("[DONE]" if line == "data: [DONE]" else json.loads(line[6:]))
+    return out
+
+
+MSGS = [{"role": "system", "content": "You write product copy."},
+        {"role": "user", "content": "Describe a steel water bottle."}]
+
+
+# ---------------------------------------------------------------- tests
+def test_models_and_health(client, base_url, schema):
+    assert [m.id for m in client.models.list()] == ["shop"]
+    body = httpx.get(base_url + "/v1/models").json()
+    schema("ListModelsResponse", body)
+    assert client.models.retrieve("shop").owned_by == "webtune"
+    assert httpx.get(base_url + "/health").json()["version"] == 1
+
+
+def test_chat_completion_uses_the_saved_template(client, local, schema):
+    raw = client.chat.completions.with_raw_response.create(model="shop", messages=MSGS, max_tokens=12,
+                                                          temperature=0)
+    schema("CreateChatCompletionResponse", raw.http_response.json())
+    resp = raw.parse()
+    expected = greedy(local[1], MSGS, 12)
+    assert resp.choices[0].message.content == expected.text and expected.text
+    assert resp.choices[0].finish_reason == "length"
+    assert resp.usage.prompt_tokens == len(local[1].chat_prompt_ids(MSGS))
+    assert resp.usage.completion_tokens == 12 and resp.system_fingerprint == "shop@v1"
+
+
+def test_chat_stream(client, base_url, local, schema):
+    events = sse_events(base_url, "/v1/chat/completions", {
+        "model": "shop", "messages": MSGS, "max_tokens": 12, "temperature": 0, "stream": True,
+        "stream_options": {"include_usage": True}})
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    for c in chunks:
+        schema("CreateChatCompletionStreamResponse", c)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == greedy(local[1], MSGS, 12).text
+    assert len([c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]) > 1
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-2]["choices"][0]["finish_reason"] == "length"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 12
+    # and the SDK reads the same stream
+    sdk = client.chat.completions.create(model="shop", messages=MSGS, max_tokens=12, temperature=0, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in sdk if c.choices) == text
+
+
+def test_sampling_seed_n_and_stop(client, local):
+    def sample(seed):
+        r = client.chat.completions.create(model="shop", messages=MSGS, max_tokens=10, temperature=1.0,
+                                           top_p=0.9, n=3, seed=seed)
+        return [c.message.content for c in r.choices]
+    a, b, c = sample(7), sample(7), sample(8)
+    assert len(a) == 3 and a == b and a != c and len(set(a)) > 1
+    full = greedy(local[1], MSGS, 20).text
+    stop = full[8:11]
+    for stream in (False, True):
+        r = client.chat.completions.create(model="shop", messages=MSGS, max_tokens=20, temperature=0,
+                                           stop=[stop, "never-seen"], stream=stream)
+        if stream:
+            chunks = list(r)
+            text = "".join(ch.choices[0].delta.content or "" for ch in chunks)
+            finish = chunks[-1].choices[0].finish_reason
+        else:
+            text, finish = r.choices[0].message.content, r.choices[0].finish_reason
+        assert text == full[:full.index(stop)] and finish == "stop"
+
+
+def test_completions_echo_logprobs_for_loglikelihood(client, local, schema):
+    import torch
+    lm = local[1]
+    raw = client.completions.with_raw_response.create(model="shop", prompt="Wireless headphones with noise",
+                                                      max_tokens=0, echo=True, logprobs=1, temperature=0)
+    schema("CreateCompletionResponse", raw.http_response.json())
+    choice = raw.parse().choices[0]
+    ids = lm.encode("Wireless headphones with noise")
+    assert choice.text == "Wireless headphones with noise"
+    assert len(choice.logprobs.tokens) == len(ids) and choice.logprobs.token_logprobs[0] is None
+    with torch.no_grad():
+        logp = torch.log_softmax(lm.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+    expected = sum(float(logp[i - 1, ids[i]]) for i in range(1, len(ids)))
+    assert math.isclose(sum(choice.logprobs.token_logprobs[1:]), expected, rel_tol=1e-4)
+    # lm-evaluation-harness's local-completions shape: token ids in a batch, one new token, echo
+    batch = [ids, lm.encode("Stainless steel")]
+    resp = client.completions.create(model="shop", prompt=batch, max_tokens=1, echo=True, logprobs=1,
+                                     temperature=0, seed=1234)
+    assert [c.index for c in resp.choices] == [0, 1]
+    for c, p in zip(resp.choices, batch):
+        assert len(c.logprobs.token_logprobs) == len(p) + 1
+        greedy_token = c.logprobs.token_logprobs[-1]
+        assert greedy_token == max(c.logprobs.top_logprobs[-1].values())  # temperature 0: it is greedy
+    assert resp.usage.prompt_tokens == len(batch[0]) + len(batch[1]) and resp.usage.completion_tokens == 2
+
+
+def test_completions_plain_and_stream(client, base_url, local, schema):
+    lm = local[1]
+    ids = lm.encode("Hello")
+    expected = generate(lm, ids, GenerationSettings(max_tokens=8, temperature=0)).text
+    r = client.completions.with_raw_response.create(model="shop", prompt="Hello", max_tokens=8, temperature=0)
+    schema("CreateCompletionResponse", r.http_response.json())
+    assert r.parse().choices[0].text == expected
+    events = sse_events(base_url, "/v1/completions", {"model": "shop", "prompt": "Hello", "max_tokens": 8,
+                                                      "temperature": 0, "stream": True})
+    assert events[-1] == "[DONE]"
+    for e in events[:-1]:
+        schema("CreateCompletionResponse", e)
+    assert "".join(e["choices"][0]["text"] for e in events[:-1]) == expected
+
+
+@pytest.mark.parametrize("body, status, param, needle", [
+    ({"model": "shop"}, 400, "messages", "Field required"),
+    ({"model": "shop", "messages": []}, 400, "messages", "at least 1"),
+    ({"model": "shop", "messages": MSGS, "foo": 1}, 400, "foo", "Unrecognized request argument supplied: foo"),
+    ({"model": "shop", "messages": MSGS, "temperature": 5}, 400, "temperature", "less than or equal to 2"),
+    ({"model": "shop", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages.0.role", "'user'"),
+    ({"model": "shop", "messages": MSGS, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", "at most 4"),
+    ({"model": "shop", "messages": MSGS, "presence_penalty": 1}, 400, "presence_penalty", "not supported"),
+    ({"model": "gpt-4o", "messages": MSGS}, 404, "model", "does not exist"),
+    ({"model": "shop", "messages": MSGS, "max_tokens": 100000}, 400, "messages", "context is 512 tokens"),
+])
+def test_bad_chat_requests_get_openai_errors(base_url, schema, body, status, param, needle):
+    r = httpx.post(base_url + "/v1/chat/completions", json=body)
+    assert r.status_code == status, r.text
+    schema("ErrorResponse", r.json())
+    err = r.json()["error"]
+    assert err["param"] == param and needle in err["message"]
+
+
+def test_bad_shapes_elsewhere(base_url, client, schema):
+    r = httpx.post(base_url + "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    r = httpx.post(base_url + "/v1/completions", json={"model": "shop", "prompt": [[1, 2, 99999]]})
+    assert r.status_code == 400 and "outside the vocabulary" in r.json()["error"]["message"]
+    r = httpx.get(base_url + "/v1/nothing-here")
+    assert r.status_code == 404
+    schema("ErrorResponse", r.json())
+    with pytest.raises(openai.BadRequestError, match="context"):
+        client.completions.create(model="shop", prompt="x" * 2000, max_tokens=5)
+    assert httpx.get(base_url + "/health").json()["admitted"] == 0  # no place in the gate leaked
+
+
+def test_bearer_key(registry_path, monkeypatch, schema):
+    monkeypatch.setenv("WEBTUNE_TEST_SERVE_KEY", "s3cret")
+    with running(create_app(registry_path, "shop", api_key_env="WEBTUNE_TEST_SERVE_KEY")) as url:
+        bad = openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            bad.models.list()
+        r = httpx.get(url + "/v1/models")
+        assert r.status_code == 401
+        schema("ErrorResponse", r.json())
+        good = openai.OpenAI(base_url=url + "/v1", api_key="s3cret", max_retries=0)
+        assert good.chat.completions.create(model="shop", messages=MSGS, max_tokens=2).choices
+        assert httpx.get(url + "/health").status_code == 200  # health needs no key
+    monkeypatch.delenv("WEBTUNE_TEST_SERVE_KEY")
+    with pytest.raises(WebtuneError, match="WEBTUNE_TEST_SERVE_KEY.*not set"):
+        create_app(registry_path, "shop", api_key_env="WEBTUNE_TEST_SERVE_KEY")
+
+
+def test_beyond_the_queue_gets_429_never_a_crash(registry_path, schema):
+    with running(create_app(registry_path, "shop", max_concurrency=1, queue_size=1)) as url:
+        body = {"model": "shop", "messages": MSGS, "max_tokens": 300, "temperature": 0, "stream": True}
+
+        def call(_):
+            with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=120) as r:
+                if r.status_code != 200:
+                    r.read()
+                    return r.status_code, r.json()
+                return 200, [line for line in r.iter_lines() if line.startswith("data: ")][-1]
+        with cf.ThreadPoolExecutor(6) as ex:
+            results = list(ex.map(call, range(6)))
+        ok = [r for r in results if r[0] == 200]
+        limited = [r for r in results if r[0] == 429]
+        assert len(ok) >= 2 and limited and len(ok) + len(limited) == 6
+        assert all(r[1] == "data: [DONE]" for r in ok)
+        for _, err in limited:
+            schema("ErrorResponse", err)
+            assert err["error"]["code"] == "rate_limit_exceeded"
+        assert httpx.get(url + "/health").json() == {"status": "ok", "model": "shop", "version": 1, "admitted": 0}
+
+
+def test_promote_and_rollback_while_streaming(registry_path, local, base_url, client):
+    expected = {v: greedy(local[v], MSGS, 6).text for v in (1, 2)}
+    assert expected[1] != expected[2]
+
+    def long_stream():
+        chunks = list(client.chat.completions.create(model="shop", messages=MSGS, max_tokens=250,
+                                                     temperature=0, stream=True))
+        return chunks
+
+    def ask():
+        r = client.chat.completions.create(model="shop", messages=MSGS, max_tokens=6, temperature=0)
+        return r.system_fingerprint, r.choices[0].message.content
+
+    try:
+        for target, change in ((2, lambda: reg.promote(registry_path, "shop", 2)),
+                               (1, lambda: reg.rollback(registry_path, "shop"))):
+            with cf.ThreadPoolExecutor(3) as ex:
+                stream = ex.submit(long_stream)
+                time.sleep(0.3)  # the stream is under way
+                side = [ex.submit(ask) for _ in range(2)]
+                change()
+                after = ask()  # the first request after the switch
+                chunks = stream.result(timeout=120)
+                side = [f.result(timeout=60) for f in side]  # none failed
+            assert after == (f"shop@v{target}", expected[target])
+            old = 3 - target
+            assert {c.system_fingerprint for c in chunks} == {f"shop@v{old}"}  # finished on its model
+            assert chunks[-1].choices[0].finish_reason == "length"
+            assert all(fp in ("shop@v1", "shop@v2") for fp, _ in side)
+    finally:
+        reg.promote(registry_path, "shop", 1)
+
+
+def test_startup_errors(tmp_path, registry_path):
+    empty = tmp_path / "r"
+    run = tmp_path / "run"
+    shutil.copytree(registry_path / "shop" / "v1" / "model", run / "model")
+    reg.register(empty, "shop", run)
+    with pytest.raises(WebtuneError, match="no promoted version"):
+        create_app(empty, "shop")
+    with pytest.raises(WebtuneError, match="vLLM, which is not installed"):
+        serve(registry_path, "shop", engine="vllm")

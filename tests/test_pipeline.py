@@ -1,0 +1,85 @@
+"""`webtune run` end to end through the real CLI, on the small configuration of the default."""
+import json
+
+import orjson
+import pytest
+
+from tests.conftest import REPO, SMALL, only_run_dir, webtune
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("small") / "runs"
+    r = webtune("run", f"runs_dir={runs}", *SMALL)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return only_run_dir(runs)
+
+
+def test_run_directory_has_everything(small_run):
+    d = small_run
+    for rel in ["config.yaml", ".hydra/config.yaml", ".hydra/overrides.yaml", "manifest.json", "data/examples.jsonl",
+                "data/train.jsonl", "data/val.jsonl", "data/test.jsonl", "ledger.jsonl", "model/config.json",
+                "metrics.json", "report.html", "run.log"]:
+        assert (d / rel).exists(), rel
+    manifest = json.loads((d / "manifest.json").read_text())
+    assert {"webtune", "git_commit", "packages", "stages"} <= set(manifest)
+    for stage in ("source", "prepare", "mix", "ledger", "train", "evaluate", "report"):
+        entry = manifest["stages"][stage]
+        assert set(entry) >= {"key", "inputs", "outputs"}
+        assert all(len(h) == 64 for h in entry["outputs"].values())
+
+
+def test_split_files_hold_exactly_messages(small_run):
+    for split in ("train", "val", "test"):
+        lines = (small_run / f"data/{split}.jsonl").read_bytes().splitlines()
+        assert lines, split
+        for line in lines:
+            obj = orjson.loads(line)
+            assert list(obj) == ["messages"]
+            assert obj["messages"][-1]["role"] == "assistant"
+
+
+def test_ledger_reconciles_with_the_input(small_run):
+    products = json.loads((REPO / "examples/products.json").read_text())
+    lines = [orjson.loads(x) for x in (small_run / "ledger.jsonl").read_bytes().splitlines()]
+    example = [x for x in lines if x["source"] == "example"]
+    assert len(example) == len(products)                       # one line per input record
+    assert len({x["id"] for x in example}) == len(products)
+    assert {x["status"] for x in example} <= {"kept", "rejected"}
+    rejected = [x for x in example if x["status"] == "rejected"]
+    assert rejected and all(x["reason"] and x["id"].startswith("example:products.json#") for x in rejected)
+    reasons = {x["reason"] for x in rejected}
+    assert any(r.startswith("brightdata_error") or "error" in r for r in reasons), reasons
+    assert any("duplicate" in r for r in reasons), reasons
+
+
+def test_model_loads_like_a_hub_model(small_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = AutoModelForCausalLM.from_pretrained(small_run / "model")
+    tok = AutoTokenizer.from_pretrained(small_run / "model")
+    ids = tok.apply_chat_template([{"role": "user", "content": "Hello"}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] > ids["input_ids"].shape[1]
+
+
+def test_resume_of_a_finished_run_skips_every_stage(small_run):
+    r = webtune("resume", str(small_run))
+    assert r.returncode == 0, r.stderr[-2000:]
+    for stage in ("prepare", "mix", "train", "evaluate"):
+        assert f"{stage}: unchanged, skipped" in r.stderr
+
+
+def test_reproduce_gives_identical_data_hashes(small_run):
+    r = webtune("reproduce", str(small_run))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "data hashes identical" in r.stderr
+
+
+def test_ledger_command_lists_reasons_and_records(small_run):
+    r = webtune("ledger", str(small_run))
+    assert r.returncode == 0 and "rejections by reason" in r.stderr + r.stdout
+    lines = [orjson.loads(x) for x in (small_run / "ledger.jsonl").read_bytes().splitlines()]
+    reason = next(x["reason"] for x in lines if x["status"] == "rejected")
+    r = webtune("ledger", str(small_run), "--reason", reason)
+    assert reason in r.stdout and "example:" in r.stdout
