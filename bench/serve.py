@@ -131,7 +131,8 @@ def main() -> None:
         "--max-concurrency", str(a.slots), "--queue-size", "256"])]
     if not a.no_peer:
         tf = Path(sys.executable).with_name("transformers")
-        servers.append(("transformers serve", str(model_dir), lambda p: [
+        # the same one intra-op thread per request that webtune serve uses on this machine
+        servers.append(("transformers serve", str(model_dir), lambda p: ["env", "OMP_NUM_THREADS=1",
             str(tf), "serve", str(model_dir), "--port", str(p), "--device", "cpu"]))
 
     rows = []

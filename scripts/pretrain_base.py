@@ -71,7 +71,7 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=2,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=1,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
     # Like Llama 3: plain encode() prepends <|begin_of_text|>; the chat template writes its own.
@@ -119,12 +119,13 @@ def main() -> None:
     ap.add_argument("--vocab-size", type=int, default=4096)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--intermediate", type=int, default=512)
+    ap.add_argument("--intermediate", type=int, default=384)
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--block-size", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--block-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--log-every", type=int, default=25)
     args = ap.parse_args()
 
     random.seed(args.seed)
@@ -179,6 +180,9 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
             progress.update(task, advance=1, loss=sum(losses[-10:]) / len(losses[-10:]))
+            if (step + 1) % args.log_every == 0:  # a plain line too, for logs and non-terminals
+                progress.console.print(f"step {step + 1}: loss {sum(losses[-10:]) / len(losses[-10:]):.3f} "
+                                       f"({time.perf_counter() - start:.0f} s)")
     seconds = time.perf_counter() - start
 
     final_loss = sum(losses[-10:]) / len(losses[-10:])
@@ -194,6 +198,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)
+    # transformers 5 writes its own class name; PreTrainedTokenizerFast loads in 4.x and 5.x alike.
+    tok_config_path = args.out / "tokenizer_config.json"
+    tok_config = json.loads(tok_config_path.read_text())
+    tok_config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    tok_config_path.write_text(json.dumps(tok_config, indent=2) + "\n")
     stats = {"parameters": n_params, "vocab_size": len(tokenizer), "steps": args.steps,
              "tokens_per_step": args.batch_size * args.block_size, "stream_tokens": len(stream),
              "pretrain_seconds": round(seconds, 1), "final_train_loss_last10": round(final_loss, 4),

@@ -45,6 +45,7 @@ class BrightDataConfig:
     batch_size: int = 0                 # download in parts of this many records (0: one request)
     primary_fields: list[str] = field(default_factory=lambda: ["title", "url"])
     timeout: float = 60.0
+    retry_backoff: float = 2.0          # seconds between GET retries: immediate, then ~2x and 4x this
 
 
 @dataclass
@@ -231,6 +232,9 @@ class ModelConfig:
     suffix: Optional[str] = None
     metadata: dict[str, str] = field(default_factory=dict)
     poll_interval: float = 10.0
+    max_retries: int = 2                # the openai SDK's own retries (no second retry layer)
+    price_per_1k_tokens: Optional[float] = None  # training price override for the cost estimate
+    max_tokens_per_example: Optional[int] = None
 
 
 # ---------------------------------------------------------------- eval

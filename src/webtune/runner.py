@@ -40,6 +40,7 @@ class Stage:
     external: Callable[[object], list[Path]] = lambda cfg: []  # files read from outside the run dir
     enabled: Callable[[object], bool] = lambda cfg: True
     cacheable: bool = True
+    keep: list[str] = field(default_factory=list)  # state that survives a rerun (a remote job's id)
 
 
 @lru_cache(maxsize=1)
@@ -89,13 +90,17 @@ class Runner:
             self.log(f"[dim]{stage.name}: unchanged, skipped[/dim]")
             return "skipped"
         cache_dir = self.cache_root / stage.name / key
-        if self.use_cache and stage.cacheable and (cache_dir / ".complete").exists():
+        if self.use_cache and stage.cacheable and self._cache_intact(cache_dir):
             self._restore(cache_dir, outputs)
             self._record(stage, key, inputs, outputs, 0.0, cached=True)
             self.log(f"{stage.name}: restored from cache {cache_dir}")
             return "cached"
+        kept = {p: (self.run_dir / p).read_bytes() for p in stage.keep if (self.run_dir / p).is_file()}
         for out in outputs:  # a half-written output from a killed run is never trusted
             _remove(self.run_dir / out)
+        for p, data in kept.items():
+            (self.run_dir / p).parent.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / p).write_bytes(data)
         self.log(f"[bold]{stage.name}[/bold]: running")
         start = time.perf_counter()
         stats = stage.run(StageContext(self.cfg, self.run_dir, self.console, self.log)) or {}
@@ -118,14 +123,29 @@ class Runner:
             "seconds": round(seconds, 3), "cached": cached}
         write_json(self.run_dir / MANIFEST, self.manifest)
 
+    def _cache_intact(self, cache_dir: Path) -> bool:
+        """A cache entry is used only if every file still has the hash it was stored with."""
+        marker = cache_dir / ".complete"
+        if not marker.exists():
+            return False
+        recorded = json.loads(marker.read_text() or "{}")
+        if all((cache_dir / p).exists() and hash_path(cache_dir / p) == h for p, h in recorded.items()):
+            return True
+        self.log(f"[yellow]{cache_dir}: cached files were modified; discarding the entry[/yellow]")
+        _remove(cache_dir)
+        return False
+
     def _store(self, cache_dir: Path, outputs: list[str]) -> None:
         tmp = cache_dir.with_name(cache_dir.name + f".tmp{os.getpid()}")
         _remove(tmp)
+        hashes = {}
         for out in outputs:
             src = self.run_dir / out
             if src.exists():
+                _read_only(src)  # shared by hard links: an in-place edit must not reach the cache
                 _link_tree(src, tmp / out)
-        (tmp / ".complete").touch()
+                hashes[out] = hash_path(src)
+        (tmp / ".complete").write_text(json.dumps(hashes))
         try:
             tmp.rename(cache_dir)
         except OSError:  # another run stored the same key first
@@ -148,6 +168,11 @@ def _link_tree(src: Path, dst: Path) -> None:
             os.link(f, target)
         except OSError:
             shutil.copy2(f, target)
+
+
+def _read_only(path: Path) -> None:
+    for f in [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]:
+        f.chmod(f.stat().st_mode & 0o555)
 
 
 def _remove(path: Path) -> None:

@@ -150,6 +150,6 @@ def test_estimate_cost_epochs_and_price(tmp_path, good_rows):
     assert auto.cost_usd == pytest.approx(per_epoch * 8 / 1000 * 0.003)
     fixed = estimate_cost(report, 2, None)
     assert fixed.n_epochs == 2 and fixed.cost_usd is None and "price unknown" in str(fixed)
-    assert "approximate" in str(auto)
+    assert "token count approximation" in str(auto)
     assert chat_format.resolve_epochs("auto", 50) == 3
     assert chat_format.resolve_epochs("auto", 20000) == 1

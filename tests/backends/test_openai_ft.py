@@ -325,6 +325,18 @@ def test_crash_between_create_and_record_adopts_the_runs_job(fake, run_dir):
     assert fake.job_creations == 1 and metrics["job_id"] == job.id
 
 
+def test_failed_or_other_data_job_of_the_run_is_not_adopted(fake, run_dir):
+    client = OpenAI(api_key=KEY, base_url=fake.base_url, max_retries=0)
+    other = run_dir.parent / "other.jsonl"
+    write_jsonl(other, [example(i) for i in range(30)])
+    with open(other, "rb") as fh:
+        file_id = client.files.create(file=("other.jsonl", fh), purpose="fine-tune").id
+    old = client.fine_tuning.jobs.create(model=BASE_MODEL, training_file=file_id,
+                                         metadata={"webtune_run": run_dir.name})
+    metrics = openai_ft.train(make_cfg(fake), run_dir, console=console())
+    assert fake.job_creations == 2 and metrics["job_id"] != old.id
+
+
 def test_resume_refuses_when_the_data_changed(fake, run_dir):
     fake.hold_running = True
     interrupt_when_running(fake)
@@ -395,3 +407,45 @@ def test_works_inside_the_callers_live_progress(fake, run_dir):
         outer.add_task("train", total=1)
         metrics = openai_ft.train(make_cfg(fake), run_dir, console=out)
     assert metrics["fine_tuned_model"] and "Files validated" in out.file.getvalue()
+
+
+def test_warnings_are_printed_verbatim(fake, run_dir):
+    rows = [example(i) for i in range(12)]
+    rows[3]["messages"] = rows[3]["messages"][1:]   # no system message: a warning, not an error
+    write_jsonl(run_dir / "data" / "train.jsonl", rows)
+    out = console()
+    openai_ft.train(make_cfg(fake), run_dir, console=out)
+    assert "1 of 12 examples have no system message [missing_system_message]" in out.file.getvalue()
+
+
+# ---------------------------------------------------------------- through the runner, on the default data
+def test_default_data_passes_every_check_and_runner_resume_makes_no_second_job(fake, tmp_path, monkeypatch):
+    """`webtune run model=openai_gpt4o_mini` on the embedded default: the exported train/val JSONL
+    passes every cookbook check, and a run stopped while polling resumes the same job even though
+    the runner clears the train stage's outputs before running it again."""
+    from webtune.backends.chat_format import check_examples
+    from webtune.hydra_setup import compose
+    from webtune.runner import Runner
+    from webtune.stages import build_stages
+
+    monkeypatch.chdir(REPO)            # the default's paths are relative to the repository
+    monkeypatch.setenv(ENV, KEY)
+    cfg = compose(["model=openai_gpt4o_mini", f"model.base_url={fake.base_url}", f"model.api_key_env={ENV}",
+                   "model.poll_interval=0.01", f"runs_dir={tmp_path / 'runs'}"])
+    run_dir = tmp_path / "runs" / "default"
+    out = console()
+    runner = Runner(cfg, run_dir, build_stages(), out, log=lambda *a: None)
+    runner.run(only={"source", "prepare", "mix"})
+    for name, minimum in (("train", 10), ("val", 1)):
+        report = check_examples(run_dir / "data" / f"{name}.jsonl", min_examples=minimum)
+        assert report.ok, report.first_error()
+        assert report.n_examples >= minimum and report.n_too_long == 0
+
+    fake.hold_running = True
+    interrupt_when_running(fake)
+    with pytest.raises(WebtuneError, match="keeps running"):
+        openai_ft.train(cfg, run_dir, console=out, ask_cancel=lambda j: False)
+    fake.hold_running = False
+    Runner(cfg, run_dir, build_stages(), out, log=lambda *a: None).run(only={"train"})
+    assert fake.job_creations == 1
+    assert json.loads((run_dir / "model" / "openai_model.json").read_text())["job_id"] == next(iter(fake.jobs))

@@ -6,6 +6,8 @@ Serves, with the behaviour a polite crawler must handle:
                           Last-Modified; answers 304 to a matching If-None-Match / If-Modified-Since
   /private/<anything>     a page robots.txt forbids (the log proves it was never asked for)
   /redirect/<file>        301 to /pages/<file>
+  /to-private             302 to a page robots.txt forbids
+  /loop                   302 to itself, forever
   /flaky/<file>           503 with Retry-After: 0 the first `flaky_failures` times, then the page
   /big                    an HTML page of `big_bytes` bytes, with Content-Length
   /big-stream             the same without Content-Length (chunked), to test a cap while streaming
@@ -141,6 +143,10 @@ class FakeWeb:
                     return self.send(200, b"<html><body><p>secret</p></body></html>")
                 if path.startswith("/redirect/"):
                     return self.send(301, b"", headers={"Location": "/pages/" + path[len("/redirect/"):]})
+                if path == "/to-private":
+                    return self.send(302, b"", headers={"Location": "/private/secret.html"})
+                if path == "/loop":
+                    return self.send(302, b"", headers={"Location": "/loop"})
                 if path.startswith("/flaky/"):
                     with web._lock:
                         n = web._flaky[path] = web._flaky.get(path, 0) + 1

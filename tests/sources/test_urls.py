@@ -60,6 +60,8 @@ def test_pages_become_records_and_every_refusal_a_rejection(web, tmp_path):
         "big_stream": web.url("/big-stream"),
         "json": web.url("/data.json"),
         "gone": web.url("/gone"),
+        "to_private": web.url("/to-private"),
+        "loop": web.url("/loop"),
     }
     cfg = make_cfg(tmp_path, list(listed.values()) + [listed["ok"]], max_bytes=100_000)  # a duplicate, fetched once
     paths, index = fetch(cfg, tmp_path)
@@ -85,6 +87,10 @@ def test_pages_become_records_and_every_refusal_a_rejection(web, tmp_path):
     assert item("big_stream").reason == "too_large"
     assert item("json").reason == "not_html" and "application/json" in item("json").detail
     assert item("gone").reason == "http_404"
+    # a redirect is followed hop by hop, each hop checked against robots.txt before it is requested
+    assert item("to_private").reason == "robots_disallowed" and "redirected to" in item("to_private").detail
+    assert web.hits("/private/secret.html") == []
+    assert item("loop").reason == "too_many_redirects" and len(web.hits("/loop")) == 6
     # pages are kept compressed in the raw folder
     assert gzip.decompress((paths[0].parent / index[listed["ok"]]["file"]).read_bytes()) == \
         (web.pages_dir / "a0.html").read_bytes()

@@ -57,8 +57,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"line {self.line}" if self.line else "file"
-        return f"{where}: {self.field}: {self.message} [{self.kind}]"
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.field}: {self.message} [{self.kind}]"
 
 
 @dataclass
@@ -289,12 +289,12 @@ class CostEstimate:
     price_per_1k: Optional[float]
     cost_usd: Optional[float]
     exact_tokens: bool
+    token_method: str = APPROXIMATION
 
     def __str__(self) -> str:
-        how = "" if self.exact_tokens else " (approximate token count)"
         cost = f" ~ ${self.cost_usd:,.2f}" if self.cost_usd is not None else " (price unknown for this model)"
         return (f"{self.billed_tokens_per_epoch:,} tokens x {self.n_epochs} epochs = "
-                f"{self.billed_tokens:,} billed training tokens{cost}{how}")
+                f"{self.billed_tokens:,} billed training tokens{cost} (token count {self.token_method})")
 
 
 def estimate_cost(report: Report, n_epochs: Any = "auto", price_per_1k: Optional[float] = None) -> CostEstimate:
@@ -303,4 +303,4 @@ def estimate_cost(report: Report, n_epochs: Any = "auto", price_per_1k: Optional
     per_epoch = report.billed_tokens_per_epoch()
     billed = per_epoch * epochs
     cost = None if price_per_1k is None else billed / 1000 * price_per_1k
-    return CostEstimate(epochs, per_epoch, billed, price_per_1k, cost, report.exact_tokens)
+    return CostEstimate(epochs, per_epoch, billed, price_per_1k, cost, report.exact_tokens, report.token_method)

@@ -1,17 +1,22 @@
-"""Local fine-tuning with transformers (+ peft for LoRA/QLoRA, accelerate for several processes).
+"""Local fine-tuning with transformers' Trainer (+ peft for LoRA/QLoRA, accelerate for several processes).
 
-Feeds the packed, padding-free rows from the mix stage to transformers' Trainer with attention
-isolated between examples, saves a model (or adapter) that loads with `from_pretrained`.
+Feeds the packed, padding-free rows from the mix stage to the Trainer with attention isolated
+between examples (see collate.py), and saves a model or adapter that loads with `from_pretrained`.
+
+Several processes (`accelerate launch -m webtune run ...`): each builds the same Trainer; the
+Trainer's DataLoader gives each process its own shard of the packed rows (so `PackedRows` is not
+sharded again here), and only the main process writes files.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from pathlib import Path
 
 from ..console import log
 from ..errors import WebtuneError, check_local_path
-from .memory import estimate
+from . import memory
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
@@ -20,13 +25,59 @@ def resolve_dtype(name: str):
     import torch
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    return getattr(torch, DTYPES[name])
+    if name not in DTYPES:
+        raise WebtuneError(f"model.dtype={name!r}: use auto, float32, bfloat16 or float16")
+    dtype = getattr(torch, DTYPES[name])
+    if dtype == torch.float16 and not torch.cuda.is_available():
+        raise WebtuneError("model.dtype=float16 trains only on a GPU; use bfloat16 or float32 on CPU")
+    return dtype
+
+
+def resolve_attn(name: str) -> str:
+    """`auto`: flash-attention 2 when it is installed and a GPU is present, else PyTorch SDPA."""
+    if name != "auto":
+        return name
+    import torch
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def say(message: str) -> None:
+    if rank() == 0:  # one plan on the console, not one per process
+        log(message)
+
+
+def model_source(name_or_path: str) -> str:
+    """A local directory as an absolute path, so an adapter's `base_model_name_or_path` still
+    points at its base from any working directory; a hub id unchanged."""
+    check_local_path(name_or_path, "model")
+    p = Path(name_or_path).expanduser()
+    return str(p.resolve()) if p.is_dir() else name_or_path
+
+
+def lora_config(model_cfg):
+    from peft import LoraConfig
+    exclude = model_cfg.lora.get("exclude_modules")
+    return LoraConfig(r=model_cfg.lora.r, lora_alpha=model_cfg.lora.alpha, lora_dropout=model_cfg.lora.dropout,
+                      target_modules=list(model_cfg.lora.target_modules), exclude_modules=exclude or None,
+                      task_type="CAUSAL_LM")
 
 
 def load_model(model_cfg, for_training: bool = True):
     import torch
     from transformers import AutoModelForCausalLM
-    kwargs = {"dtype": resolve_dtype(model_cfg.dtype), "attn_implementation": model_cfg.attn_implementation}
+    kwargs = {"dtype": resolve_dtype(model_cfg.dtype), "attn_implementation": resolve_attn(model_cfg.attn_implementation)}
+    if model_cfg.method not in ("full", "lora", "qlora"):
+        raise WebtuneError(f"model.method={model_cfg.method!r}: use full, lora or qlora")
     if model_cfg.method == "qlora":
         if not torch.cuda.is_available():
             raise WebtuneError("model.method=qlora needs a CUDA GPU with bitsandbytes (4-bit NF4); on this machine "
@@ -38,20 +89,42 @@ def load_model(model_cfg, for_training: bool = True):
             raise WebtuneError("model.method=qlora needs bitsandbytes: pip install 'webtune[gpu]'") from exc
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
-    check_local_path(model_cfg.name_or_path, "model")
+            bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # each process its own GPU
+    source = model_source(model_cfg.name_or_path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_cfg.name_or_path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as exc:
         raise WebtuneError(f"cannot load model {model_cfg.name_or_path!r}: {str(exc).splitlines()[0]}") from exc
+    except ImportError as exc:  # e.g. flash_attention_2 asked for but not installed
+        raise WebtuneError(f"model {model_cfg.name_or_path!r}: {str(exc).splitlines()[0]} "
+                           f"(set model.attn_implementation=sdpa)") from exc
     if model_cfg.method in ("lora", "qlora") and for_training:
-        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+        from peft import get_peft_model, prepare_model_for_kbit_training
         if model_cfg.method == "qlora":
-            model = prepare_model_for_kbit_training(model)
-        lcfg = LoraConfig(r=model_cfg.lora.r, lora_alpha=model_cfg.lora.alpha, lora_dropout=model_cfg.lora.dropout,
-                          target_modules=list(model_cfg.lora.target_modules), task_type="CAUSAL_LM")
-        model = get_peft_model(model, lcfg)
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=model_cfg.train.gradient_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+        try:
+            model = get_peft_model(model, lora_config(model_cfg))
+        except ValueError as exc:  # no target module matched
+            raise WebtuneError(f"model.lora.target_modules={list(model_cfg.lora.target_modules)} for "
+                               f"{model_cfg.name_or_path!r}: {str(exc).splitlines()[0]}") from exc
     return model
+
+
+def plan_memory(model_cfg, rows: int, seq_len: int) -> dict | None:
+    """The estimate from the model's config alone (before any weights load); None if unreadable."""
+    from transformers import AutoConfig
+    try:
+        config = AutoConfig.from_pretrained(model_source(model_cfg.name_or_path))
+        shape = memory.model_shape(config, model_cfg.lora.target_modules, model_cfg.lora.get("exclude_modules"),
+                                   model_cfg.lora.r)
+    except (OSError, ValueError):
+        return None  # loading the model itself reports the problem in one line
+    dtype = str(resolve_dtype(model_cfg.dtype)).replace("torch.", "")
+    return memory.estimate(shape, model_cfg.method, dtype, rows, seq_len, model_cfg.train.gradient_checkpointing,
+                           resolve_attn(model_cfg.attn_implementation))
 
 
 def last_checkpoint(folder: Path) -> str | None:
@@ -61,9 +134,34 @@ def last_checkpoint(folder: Path) -> str | None:
     return get_last_checkpoint(str(folder))
 
 
+def training_arguments(cfg, run_dir: Path, per_device: int, total_steps: int, dtype):
+    import torch
+    from transformers import TrainingArguments
+    t = cfg.model.train
+    on_gpu = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=per_device, per_device_eval_batch_size=per_device,
+        gradient_accumulation_steps=t.grad_accum,
+        num_train_epochs=t.epochs, max_steps=t.max_steps,
+        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=max(0, round(t.warmup_ratio * total_steps)), weight_decay=t.weight_decay,
+        logging_steps=t.logging_steps, logging_first_step=True,
+        eval_strategy="steps" if t.eval_steps else "epoch", eval_steps=t.eval_steps or None,
+        save_strategy="steps" if t.save_steps else "epoch", save_steps=t.save_steps or None, save_total_limit=1,
+        report_to=list(t.report_to) or "none", seed=t.seed, data_seed=t.seed,
+        bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16,
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        remove_unused_columns=False, dataloader_num_workers=0, use_cpu=not on_gpu,
+        ddp_find_unused_parameters=False if world_size() > 1 else None,
+        disable_tqdm=rank() != 0,
+    )
+
+
 def train(cfg, run_dir: Path, console=None) -> dict:
     import torch
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
     from ..mix.tokenize import load_tokenizer
     from .collate import PackedCollator
     from .packed_data import PackedRows
@@ -72,76 +170,105 @@ def train(cfg, run_dir: Path, console=None) -> dict:
     if t.threads:
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
-    tok = load_tokenizer(m)
-    model = load_model(m)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    train_rows = PackedRows(run_dir / "data/packed/train.npz")
+    world = world_size()
+    seq_len = cfg.mix.max_seq_len
+    train_rows = PackedRows(run_dir / "data/packed/train.npz")  # the Trainer's DataLoader shards it
     val_rows = PackedRows(run_dir / "data/packed/val.npz")
-    rows_per_step = max(1, t.batch_tokens // cfg.mix.max_seq_len)
+    rows_per_step = max(1, t.batch_tokens // seq_len)
     per_device = max(1, rows_per_step // (world * t.grad_accum))
     steps_per_epoch = max(1, math.ceil(len(train_rows) / (per_device * world * t.grad_accum)))
     total_steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
 
+    mem = plan_memory(m, per_device, seq_len)
+    say(f"  plan: {m.name_or_path} ({m.method}, {m.dtype}, attention {resolve_attn(m.attn_implementation)}); "
+        f"{len(train_rows)} packed rows of <= {seq_len} tokens, {per_device} rows/device/step x {world} "
+        f"process(es) x {t.grad_accum} accumulation, {total_steps} optimizer steps")
+    if mem:
+        say("  " + memory.describe(mem, memory.device_memory_gib()))
+
+    tok = load_tokenizer(m)
+    dtype = resolve_dtype(m.dtype)
+    model = load_model(m)
+    model.config.use_cache = False  # no KV cache while training (and flex builds its document mask only without one)
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    mc = model.config
-    mem = estimate(n_params, n_trainable, m.method, str(resolve_dtype(m.dtype)).replace("torch.", ""),
-                   getattr(mc, "num_hidden_layers", 1), getattr(mc, "hidden_size", 1), per_device,
-                   cfg.mix.max_seq_len, t.gradient_checkpointing)
-    log(f"  plan: {m.name_or_path} ({m.method}), {n_params / 1e6:.1f}M params, {n_trainable / 1e6:.2f}M trainable; "
-        f"{len(train_rows)} packed rows x {cfg.mix.max_seq_len} tokens, {per_device} rows/device/step, "
-        f"{total_steps} steps; memory estimate {mem['total_gib']} GiB "
-        f"(weights {mem['weights_gib']}, grads+AdamW {mem['grads_optimizer_gib']}, activations {mem['activations_gib']})")
+    say(f"  {n_params / 1e6:.1f}M parameters, {n_trainable / 1e6:.2f}M trainable")
 
-    on_gpu = torch.cuda.is_available()
-    dtype = resolve_dtype(m.dtype)
-    eval_strategy = "steps" if t.eval_steps else "epoch"
-    args = TrainingArguments(
-        output_dir=str(run_dir / "checkpoints"),
-        per_device_train_batch_size=per_device, per_device_eval_batch_size=per_device,
-        gradient_accumulation_steps=t.grad_accum,
-        num_train_epochs=t.epochs, max_steps=t.max_steps,
-        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=max(0, round(t.warmup_ratio * total_steps)), weight_decay=t.weight_decay,
-        logging_steps=t.logging_steps, logging_first_step=True,
-        eval_strategy=eval_strategy, eval_steps=t.eval_steps or None,
-        save_strategy="steps" if t.save_steps else "epoch", save_steps=t.save_steps or None, save_total_limit=1,
-        report_to=list(t.report_to) or "none", seed=t.seed, data_seed=t.seed,
-        bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16,
-        gradient_checkpointing=t.gradient_checkpointing,
-        remove_unused_columns=False, dataloader_num_workers=0, use_cpu=not on_gpu,
-        disable_tqdm=False, save_safetensors=True,
-    )
-    if m.attn_implementation == "flex_attention":
-        model.config.use_cache = False  # transformers builds flex's document mask only without a cache
+    args = training_arguments(cfg, run_dir, per_device, total_steps, dtype)
     collator = PackedCollator.for_model(model, pad_token_id=tok.pad_token_id)
     trainer = Trainer(model=model, args=args, train_dataset=train_rows,
-                      eval_dataset=val_rows if len(val_rows) else None, data_collator=collator)
+                      eval_dataset=val_rows if len(val_rows) else None, data_collator=collator,
+                      processing_class=tok)
     resume = last_checkpoint(run_dir / "checkpoints")
     if resume:
-        log(f"  resuming training from {resume}")
+        say(f"  resuming training from {resume}")
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     result = trainer.train(resume_from_checkpoint=resume)
-    if trainer.is_world_process_zero():
-        save(trainer.model, tok, m, run_dir / "model")
+    final_eval = None
     history = trainer.state.log_history
-    curve = [{k: h[k] for k in ("step", "epoch", "loss", "eval_loss", "learning_rate") if k in h} for h in history]
-    return {"steps": trainer.state.global_step, "train_loss": result.training_loss,
-            "train_runtime": result.metrics.get("train_runtime"),
-            "tokens": train_rows.n_tokens(), "params": n_params, "trainable_params": n_trainable,
-            "memory_estimate": mem, "loss_curve": curve, "resumed_from": resume}
+    evaluated_last = any("eval_loss" in h and h.get("step") == trainer.state.global_step for h in history)
+    if len(val_rows) and not evaluated_last:
+        final_eval = trainer.evaluate()
+    save(trainer, tok, m, run_dir / "model")
+
+    curve = [{k: h[k] for k in ("step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm") if k in h}
+             for h in trainer.state.log_history]
+    eval_losses = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
+    stats = {"steps": trainer.state.global_step, "train_loss": result.training_loss,
+             "eval_loss": eval_losses[-1] if eval_losses else None,
+             "train_runtime": result.metrics.get("train_runtime"),
+             "tokens": train_rows.n_tokens(), "params": n_params, "trainable_params": n_trainable,
+             "processes": world, "memory_estimate": mem, "loss_curve": curve, "resumed_from": resume,
+             "attn_implementation": model.config._attn_implementation}
+    if torch.cuda.is_available():
+        stats["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / memory.GIB, 3)
+    if final_eval:
+        stats["final_eval"] = final_eval
+    return stats
 
 
-def save(model, tok, model_cfg, out: Path) -> None:
-    """HF format: full weights, or the LoRA adapter (+ merged weights on request)."""
-    out.mkdir(parents=True, exist_ok=True)
-    if model_cfg.method in ("lora", "qlora"):
-        model.save_pretrained(out)  # adapter_config.json + adapter weights; loads with from_pretrained
-        if model_cfg.merge_adapter:
-            merged = model.merge_and_unload()
-            merged.save_pretrained(out / "merged")
-            tok.save_pretrained(out / "merged")
-    else:
-        model.save_pretrained(out)
+def save(trainer, tok, model_cfg, out: Path) -> None:
+    """HF format in `out`: full weights, or the LoRA adapter (+ `out/merged` on request), with the
+    tokenizer (its chat template and end-of-turn token) next to each, so `from_pretrained` loads
+    either directory. Every process calls this (FSDP gathers the weights); only the main one writes."""
+    model = trainer.model
+    model.config.use_cache = True  # generation after training wants its KV cache
+    trainer.save_model(str(out))
+    if not trainer.is_world_process_zero():
+        return
     tok.save_pretrained(out)
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.save_pretrained(out)
+    stop_at_end_of_turn(out, tok)
+    if model_cfg.method in ("lora", "qlora") and model_cfg.merge_adapter:
+        merge_adapter(out, model_cfg, tok)
+
+
+def stop_at_end_of_turn(model_dir: Path, tok) -> None:
+    """Generation must stop at the token a tuned reply ends with (Gemma: <end_of_turn>, not <eos>)."""
+    from transformers import GenerationConfig
+    try:
+        gen = GenerationConfig.from_pretrained(model_dir)
+    except OSError:
+        return  # an adapter directory: the base model's generation config applies
+    eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id] if gen.eos_token_id is not None else []
+    if tok.eos_token_id not in eos:
+        gen.eos_token_id = eos + [tok.eos_token_id] if eos else tok.eos_token_id
+    if gen.pad_token_id is None:
+        gen.pad_token_id = tok.pad_token_id
+    gen.save_pretrained(model_dir)
+
+
+def merge_adapter(adapter_dir: Path, model_cfg, tok) -> Path:
+    """Base weights (full precision, also for QLoRA: merging into 4-bit weights loses precision)
+    + the adapter, merged into one model in `adapter_dir/merged`."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    base = AutoModelForCausalLM.from_pretrained(model_source(model_cfg.name_or_path),
+                                                dtype=resolve_dtype(model_cfg.dtype))
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    out = adapter_dir / "merged"
+    merged.save_pretrained(out)
+    tok.save_pretrained(out)
+    stop_at_end_of_turn(out, tok)
+    say(f"  merged base + adapter -> {out}")
+    return out

@@ -16,10 +16,11 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from rich.console import Console
 from rich.errors import LiveError
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ..errors import WebtuneError
@@ -163,9 +164,14 @@ def train(cfg, run_dir: Path, console: Optional[Console] = None,
     estimate = None
 
     if job_path.exists():
-        record = json.loads(job_path.read_text(encoding="utf-8"))
+        try:
+            record = json.loads(job_path.read_text(encoding="utf-8"))
+            record["job_id"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise WebtuneError(f"{job_path}: not a job record (no job_id); restore it, or remove it to "
+                               f"start a new job") from None
         _check_same_data(record, job_path, train_path, val_path)
-        console.print(f"[bold]openai[/]: resuming job {record['job_id']} from {job_path} (no new job is created)")
+        console.print(f"[bold]openai[/]: resuming job {record['job_id']} from {escape(str(job_path))} (no new job is created)")
         client = _client_for(m)
     else:
         val = val_path if _has_examples(val_path) else None
@@ -221,13 +227,12 @@ def _show_estimate(console: Console, reports: list, m) -> chat_format.CostEstima
     train_report = reports[0]
     for report in reports:
         for warning in report.warnings[:5]:
-            console.print(f"[yellow]warning[/] {report.path}: {warning}")
+            console.print(f"[yellow]warning[/] {escape(f'{report.path}: {warning}')}", highlight=False)
         if len(report.warnings) > 5:
-            console.print(f"[yellow]warning[/] {report.path}: {len(report.warnings) - 5} more warnings")
+            console.print(f"[yellow]warning[/] {escape(str(report.path))}: {len(report.warnings) - 5} more warnings")
     price = _option(m, "price_per_1k_tokens", None) or _by_prefix(TRAINING_PRICE_PER_1K, m.name_or_path)
     estimate = chat_format.estimate_cost(train_report, m.n_epochs, price)
-    console.print(f"[bold]openai[/]: {train_report.n_examples} training examples, {estimate} "
-                  f"[dim]({train_report.token_method})[/]")
+    console.print(f"[bold]openai[/]: {train_report.n_examples} training examples, {escape(str(estimate))}")
     return estimate
 
 
@@ -243,7 +248,7 @@ def _start_job(client, cfg, run_dir: Path, train_path: Path, val_path: Optional[
     metadata = {str(k): str(v) for k, v in _as_dict(m.metadata).items()}
     if len(metadata) < 16:
         metadata.setdefault(RUN_METADATA_KEY, run_dir.resolve().name)
-    job = _find_live_job(client, metadata.get(RUN_METADATA_KEY), m.name_or_path, m.api_key_env)
+    job = _find_live_job(client, metadata.get(RUN_METADATA_KEY), m.name_or_path, train_path, m.api_key_env)
     if job is not None:
         console.print(f"[bold]openai[/]: found job {job.id} already created for this run; watching it")
     else:
@@ -275,16 +280,18 @@ def _start_job(client, cfg, run_dir: Path, train_path: Path, val_path: Optional[
     }
 
 
-def _find_live_job(client, run_tag: Optional[str], base_model: str, api_key_env: str):
+def _find_live_job(client, run_tag: Optional[str], base_model: str, train_path: Path, api_key_env: str):
+    """This run's newest job if it was created from the same training file and has not failed."""
     if not run_tag:
         return None
     import openai
     try:
         for job in client.fine_tuning.jobs.list(metadata={RUN_METADATA_KEY: run_tag}, limit=10):
-            if (job.metadata or {}).get(RUN_METADATA_KEY) == run_tag and job.model == base_model \
-                    and job.status not in ("failed", "cancelled"):
-                return job
-            break  # newest first: only the latest job of this run counts
+            if (job.metadata or {}).get(RUN_METADATA_KEY) != run_tag or job.model != base_model \
+                    or job.status in ("failed", "cancelled"):
+                return None
+            same_size = client.files.retrieve(job.training_file).bytes == train_path.stat().st_size
+            return job if same_size else None
     except openai.NotFoundError:
         return None  # providers without the list endpoint
     except openai.OpenAIError as exc:
@@ -333,7 +340,7 @@ def _watch(client, job_id: str, poll_interval: float, console: Console,
                         total = data.get("total_steps") or total
                     else:
                         style = {"warn": "yellow", "error": "red"}.get(event.level, "dim")
-                        progress.console.print(f"[{style}]{job_id}[/] {event.message}")
+                        progress.console.print(f"[{style}]{job_id}[/] {escape(event.message)}", highlight=False)
                 last = curve[max(curve)] if curve else None
                 progress.update(task, description=f"{job_id} {job.status}",
                                 completed=last["step"] if last else 0,

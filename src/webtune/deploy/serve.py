@@ -210,8 +210,9 @@ class Gate:
 
 # ---------------------------------------------------------------- the app
 def create_app(registry_path: str | Path, name: str, api_key_env: Optional[str] = None,
-               max_concurrency: int = 4, queue_size: int = 64) -> FastAPI:
-    """The OpenAI-compatible app serving the promoted version of `name` from the registry."""
+               max_concurrency: int = 4, queue_size: int = 64, threads: int = 0) -> FastAPI:
+    """The OpenAI-compatible app serving the promoted version of `name` from the registry.
+    `threads`: torch intra-op threads per generation thread (0: cores / max_concurrency, at least 1)."""
     registry_path = Path(registry_path)
     api_key = None
     if api_key_env:
@@ -221,7 +222,13 @@ def create_app(registry_path: str | Path, name: str, api_key_env: Optional[str] 
                                f"or leave serve.api_key_env empty for no key")
     holder = ModelHolder(registry_path, name)
     holder.served = holder.load(holder.promoted_version())  # fail at start, not on the first request
-    pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="webtune-gen")
+    import torch
+
+    # Concurrent requests are the parallelism; OpenMP teams that oversubscribe the cores make
+    # every token wait on spinning threads (20x slower on a busy 2-core machine in bench/serve.py).
+    threads = threads or max(1, (os.cpu_count() or 1) // max_concurrency)
+    pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="webtune-gen",
+                              initializer=torch.set_num_threads, initargs=(threads,))
     gate = Gate(max_concurrency, queue_size)
     app = FastAPI(title="webtune", docs_url=None, redoc_url=None)
     app.state.holder, app.state.gate = holder, gate
@@ -468,7 +475,7 @@ def _completion_choice(lm: LocalModel, ids: list[int], body: CompletionRequest, 
 
 def serve(registry_path: str | Path, name: str, host: str = "127.0.0.1", port: int = 8000,
           api_key_env: Optional[str] = None, max_concurrency: int = 4, queue_size: int = 64,
-          engine: str = "hf") -> None:
+          engine: str = "hf", threads: int = 0) -> None:
     """Run the endpoint with uvicorn until interrupted."""
     import uvicorn
 
@@ -477,7 +484,7 @@ def serve(registry_path: str | Path, name: str, host: str = "127.0.0.1", port: i
                            "GPU machine, or use serve.engine=hf")
     if engine != "hf":
         raise WebtuneError(f"serve.engine={engine} is unknown; use hf or vllm")
-    app = create_app(registry_path, name, api_key_env, max_concurrency, queue_size)
+    app = create_app(registry_path, name, api_key_env, max_concurrency, queue_size, threads)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
@@ -494,9 +501,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--max-concurrency", type=int, default=4)
     ap.add_argument("--queue-size", type=int, default=64)
     ap.add_argument("--engine", default="hf")
+    ap.add_argument("--threads", type=int, default=0)
     a = ap.parse_args(argv)
     try:
-        serve(a.registry, a.name, a.host, a.port, a.api_key_env, a.max_concurrency, a.queue_size, a.engine)
+        serve(a.registry, a.name, a.host, a.port, a.api_key_env, a.max_concurrency, a.queue_size, a.engine,
+              a.threads)
     except WebtuneError as e:
         raise SystemExit(f"error: {e}")
 

@@ -57,8 +57,16 @@ def html_to_text(text: str) -> str:
     return root.text_content()
 
 
+def _tidy_ascii(text: str) -> bool:
+    # substring tests run at memchr speed; most fields pass all of them
+    return not ("  " in text or "\n" in text or "\t" in text or "\r" in text or "\f" in text or "\v" in text
+                or text[:1].isspace() or text[-1:].isspace())
+
+
 def normalize_whitespace(text: str) -> str:
     """Runs of spaces -> one space, at most one blank line, no spaces at line ends, trimmed."""
+    if text.isascii() and _tidy_ascii(text):
+        return text
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if _NEEDS_WS.search(text) is not None:
@@ -102,12 +110,17 @@ class Cleaner:
     def clean(self, fields: dict) -> dict[str, list[str]]:
         """Clean `fields` in place. Returns {repair reason: [field names]}."""
         found: dict[str, list[str]] = {}
+        repairs: set[str] = set()
         for name in (self.fields or list(fields)):
             value = fields.get(name)
-            if value is None or isinstance(value, (int, float, bool)):
+            if isinstance(value, str):
+                fields[name] = self.clean_text(value, repairs)
+            elif isinstance(value, (list, dict)):
+                fields[name] = self._clean_value(value, repairs)
+            else:
                 continue
-            repairs: set[str] = set()
-            fields[name] = self._clean_value(value, repairs)
-            for reason in repairs:
-                found.setdefault(reason, []).append(name)
+            if repairs:
+                for reason in repairs:
+                    found.setdefault(reason, []).append(name)
+                repairs.clear()
         return found

@@ -44,9 +44,10 @@ def top_ngram_share(words: list[str], n: int) -> float:
     if len(words) < n + 1:
         return 0.0
     grams = Counter(zip(*(words[i:] for i in range(n))))
-    gram, count = grams.most_common(1)[0]
+    count = max(grams.values())
     if count < 2:
         return 0.0
+    gram = max(grams, key=grams.__getitem__)
     total = sum(map(len, words))
     return count * sum(map(len, gram)) / max(1, total)
 

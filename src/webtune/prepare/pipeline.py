@@ -56,6 +56,9 @@ class PrepareInput:
     paths: list[Path]    # from sources.acquire
 
 
+_NOT_TEXT = {"role", "name", "url", "id"}  # labels inside nested objects (chat messages), not their text
+
+
 def _strings(value, out: list[str]) -> None:
     if isinstance(value, str):
         out.append(value)
@@ -63,8 +66,9 @@ def _strings(value, out: list[str]) -> None:
         for v in value:
             _strings(v, out)
     elif isinstance(value, dict):
-        for v in value.values():
-            _strings(v, out)
+        for k, v in value.items():
+            if k not in _NOT_TEXT:
+                _strings(v, out)
 
 
 def plain(node):
@@ -157,6 +161,22 @@ def map_shard(cfg, run_dir: Path, work: Path, inputs: list[PrepareInput], shard:
                 for reason, names in cleaner.clean(fields).items():
                     ledger.repaired(rid, src, reason, ", ".join(names), step="clean")
                 timer.lap("clean")
+                # structure first (the fields each task needs, its input schema), then quality
+                viable, failures, coerced = [], [], set()
+                for task in tasks:
+                    try:
+                        for repair in task.check(fields):
+                            if repair not in coerced:
+                                coerced.add(repair)
+                                ledger.repaired(rid, src, repair, f"template {task.name}", step="validate")
+                        viable.append(task)
+                    except Invalid as e:
+                        failures.append(e)
+                timer.lap("validate")
+                if not viable:
+                    _reject_failures(ledger, rid, src, failures)
+                    c["rejected"] += 1
+                    continue
                 main = fields.get(length_field) if length_field else None
                 text = main if isinstance(main, str) else text_of(fields, dedupe_fields)
                 if p.filters.mask_pii:
@@ -176,32 +196,24 @@ def map_shard(cfg, run_dir: Path, work: Path, inputs: list[PrepareInput], shard:
                     ledger.rejected(rid, src, verdict[0], verdict[1], step="filter")
                     c["rejected"] += 1
                     continue
-                examples, failures, coerced = [], [], set()
-                for task in tasks:
+                examples = []
+                for task in viable:
                     try:
-                        for repair in task.check(fields):
-                            if repair not in coerced:
-                                coerced.add(repair)
-                                ledger.repaired(rid, src, repair, f"template {task.name}", step="validate")
-                        timer.lap("validate")
                         messages = task.render(fields)
-                        timer.lap("render")
                         if validate_output:
                             check_chat(messages)
                         examples.append((task.name, messages))
                     except Invalid as e:
-                        step = "render" if e.reason in ("missing_field", "render_error") else "validate"
-                        failures.append((step, e.reason, e.detail))
-                    timer.lap("validate")
+                        failures.append(e)
+                timer.lap("render")
                 if not examples:
-                    step, reason, detail = failures[0]
-                    ledger.rejected(rid, src, reason, "; ".join(f[2] for f in failures), step=step)
+                    _reject_failures(ledger, rid, src, failures)
                     c["rejected"] += 1
                     continue
                 group = item.group or (str(fields[group_field]) if group_field and fields.get(group_field) is not None
                                        else rid)
                 ids = [f"{rid}/{name}" for name, _ in examples]
-                note = "; ".join(f"{f[1]}: {f[2]}" for f in failures)
+                note = "; ".join(f"{e.reason}: {e.detail}" for e in failures)
                 where, _, n = rid.rpartition("#")
                 keys.append((index, local.setdefault(where, len(local)), int(n) if n.isdigit() else 0, cand.tell()))
                 cand.write(orjson.dumps([rid, src, ids, [name for name, _ in examples], note]) + b"\n")
@@ -255,6 +267,13 @@ def _order(work: Path, n_shards: int, parts) -> tuple[np.ndarray, np.ndarray]:
     all_keys = np.concatenate(sort_keys)
     order = np.lexsort((all_keys[:, 2], all_keys[:, 1], all_keys[:, 0]))
     return order, np.concatenate([p["key"][:, 3] for p in parts if len(p["key"])])
+
+
+def _reject_failures(ledger, rid: str, src: str, failures: list[Invalid]) -> None:
+    """No task could use the record: the first task's reason, every task's detail."""
+    first = failures[0]
+    step = "render" if first.reason in ("missing_field", "render_error") else "validate"
+    ledger.rejected(rid, src, first.reason, "; ".join(e.detail for e in failures), step=step)
 
 
 def reduce_signatures(cfg, work: Path, n_shards: int):

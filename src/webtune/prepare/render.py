@@ -62,6 +62,7 @@ class Turn:
     role: str
     template: jinja2.Template
     where: str
+    static: str | None = None   # the text itself when the template has no Jinja in it (a fixed system prompt)
 
 
 @dataclass
@@ -85,6 +86,9 @@ class Task:
         """The example's messages; raises Invalid for a record the templates cannot render."""
         messages = []
         for turn in self.turns:
+            if turn.static is not None:
+                messages.append({"role": turn.role, "content": turn.static})
+                continue
             try:
                 text = turn.template.render(fields)
             except jinja2.UndefinedError as e:
@@ -137,7 +141,8 @@ def load_task(task) -> Task:
             turns.append(Turn(role, _compile(_environment(path.parent), path.read_text(), str(path)), str(path)))
         else:
             where = f"{task.name}.{role} (inline)"
-            turns.append(Turn(role, _compile(_environment(Path.cwd()), text, where), where))
+            static = text.strip() if not any(tag in text for tag in ("{{", "{%", "{#")) else None
+            turns.append(Turn(role, _compile(_environment(Path.cwd()), text, where), where, static))
     schema = None
     if task.get("input_schema"):
         schema = InputSchema(resolve(task.input_schema, f"template task {task.name!r}: input_schema"))

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 # <meta charset="x"> or <meta http-equiv="Content-Type" content="text/html; charset=x">
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
 # WHATWG: browsers decode these labels as windows-1252, which is a superset.
+# Dates from the page's markup only: guessing from the body text is slow and finds copyright years.
+_DATES = {"extensive_search": False, "original_date": True}
 _AS_CP1252 = {"iso-8859-1", "iso8859-1", "latin-1", "latin1", "l1", "us-ascii", "ascii", "cp819"}
 
 
@@ -69,7 +71,7 @@ def extract(data: bytes, url: str | None = None, header_charset: str | None = No
     text, repairs = decode(data, header_charset)
     try:
         doc = trafilatura.bare_extraction(text, url=url, with_metadata=True, include_comments=False,
-                                          include_tables=True)
+                                          include_tables=True, date_extraction_params=_DATES)
     except Exception as e:  # lxml can choke on truly broken markup; that is a rejection, not a crash
         return Page(reason="broken_html", detail=f"{type(e).__name__}: {e}")
     body = (doc.text or "").strip() if doc is not None else ""

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import orjson
 
@@ -34,6 +34,7 @@ HTML_TYPES = {"text/html", "application/xhtml+xml"}
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([^\s;\"']+)", re.I)
 INDEX = "index.jsonl"
+MAX_REDIRECTS = 5
 
 
 @dataclass
@@ -129,6 +130,25 @@ class Fetcher:
             return "robots_disallowed", f"robots.txt of {origin} disallows it for {self.cfg.user_agent!r}", delay
         return "", "", delay
 
+    def _open(self, url: str, headers: dict, crawl_delay: float | None):
+        """GET, following redirects by hand so each hop is checked against its host's robots.txt
+        and delay. Returns (streamed response, None) or (None, (reason, detail))."""
+        current = url
+        for hop in range(MAX_REDIRECTS + 1):
+            self._wait(_origin(current), crawl_delay)
+            r = self.session.get(current, headers=headers, timeout=self.cfg.timeout, stream=True,
+                                 allow_redirects=False)
+            if not r.is_redirect:
+                return r, None
+            target = urljoin(current, r.headers["Location"])
+            r.close()
+            if hop == MAX_REDIRECTS:
+                return None, ("too_many_redirects", f"more than {MAX_REDIRECTS} redirects, last to {target}")
+            reason, why, crawl_delay = self.allowed(target)
+            if reason:
+                return None, (reason, f"redirected to {target}: {why}")
+            current = target
+
     def fetch(self, n: int, url: str, pages_dir: Path) -> Fetched:
         import requests
 
@@ -143,9 +163,12 @@ class Fetcher:
                 headers["If-None-Match"] = cached["etag"]
             if cached.get("last_modified"):
                 headers["If-Modified-Since"] = cached["last_modified"]
-        self._wait(_origin(url), crawl_delay)
         try:
-            with self.session.get(url, headers=headers, timeout=self.cfg.timeout, stream=True) as r:
+            r, refusal = self._open(url, headers, crawl_delay)
+            if refusal:
+                out.reason, out.detail = refusal
+                return out
+            with r:
                 out.status, out.final_url = r.status_code, r.url
                 if r.status_code == 304 and cached:
                     body = self.cache.body(url)
@@ -171,11 +194,6 @@ class Fetcher:
         except requests.RequestException as e:
             out.reason, out.detail = "fetch_failed", f"{type(e).__name__}: {str(e)[:300]}"
             return out
-        if _origin(out.final_url) != _origin(url):  # redirected to another host: its robots.txt rules
-            reason, why, _ = self.allowed(out.final_url)
-            if reason:
-                out.reason, out.detail = reason, f"redirected to {out.final_url}: {why}"
-                return out
         if etag or modified:
             self.cache.put(url, body, {"status": out.status, "etag": etag, "last_modified": modified,
                                        "content_type": out.content_type, "charset": out.charset,
@@ -195,7 +213,6 @@ def _session(cfg):
     s.mount("http://", HTTPAdapter(max_retries=retry))
     s.mount("https://", HTTPAdapter(max_retries=retry))
     s.headers["User-Agent"] = cfg.user_agent
-    s.max_redirects = 5
     return s
 
 

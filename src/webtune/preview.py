@@ -1,0 +1,82 @@
+"""`webtune preview [overrides] n=5`: a few rendered examples, their token counts and the loss mask.
+
+Nothing is trained or written: records are read, cleaned and rendered as the prepare stage would,
+then tokenized with the model's chat template. Trained (assistant) tokens are shown in green.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from rich.panel import Panel
+from rich.text import Text
+
+from .commands import split_config_dir, validate_overrides
+from .console import console
+from .hydra_setup import compose
+from .records import Rejection
+
+
+def preview(args: list[str]) -> int:
+    n = 5
+    rest = []
+    for a in args:
+        if a.startswith("n="):
+            n = int(a[2:])
+        else:
+            rest.append(a)
+    validate_overrides(rest)
+    overrides, config_dir = split_config_dir(rest)
+    if config_dir:
+        overrides.append(f"hydra.searchpath=[file://{config_dir.resolve()}]")
+    cfg = compose(overrides)
+    from . import sources
+    from .prepare.clean import Cleaner
+    from .prepare.pipeline import plain
+    from .prepare.render import Invalid, load_tasks
+    tasks = load_tasks(cfg.template)
+    cleaner = Cleaner(plain(cfg.prepare).clean)
+    chat = None
+    if cfg.model.kind == "hf":
+        from .mix.tokenize import ChatTokenizer, load_tokenizer
+        chat = ChatTokenizer(load_tokenizer(cfg.model), cfg.model.name_or_path)
+    shown = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = sources.acquire(cfg.source, Path(tmp), console=console)
+        for item in sources.iter_records(cfg.source, paths):
+            if shown >= n:
+                break
+            if isinstance(item, Rejection):
+                console.print(f"[yellow]{item.id}[/yellow] rejected: {item.reason} {item.detail}")
+                continue
+            fields = dict(item.fields)
+            repairs = list(cleaner.clean(fields))
+            for task in tasks:
+                try:
+                    task.check(fields)
+                    messages = task.render(fields)
+                except Invalid as exc:
+                    console.print(f"[yellow]{item.id}[/yellow] {task.name}: rejected: {exc}")
+                    continue
+                show(item.id, task.name, messages, chat, repairs)
+                shown += 1
+    return 0
+
+
+def show(record_id: str, task: str, messages: list[dict], chat, repairs) -> None:
+    body = Text()
+    title = f"{record_id} · {task}"
+    if chat is None:
+        for m in messages:
+            body.append(f"{m['role']}: ", style="bold")
+            body.append(m["content"] + "\n", style="green" if m["role"] == "assistant" else "")
+    else:
+        ids, labels = chat.encode(messages)
+        trained = sum(1 for x in labels if x != -100)
+        title += f" · {len(ids)} tokens, {trained} trained"
+        for tok_id, lab in zip(ids, labels):
+            piece = chat.tok.decode([tok_id])
+            body.append(piece, style="bold green" if lab != -100 else "dim")
+    if repairs:
+        title += f" · repaired: {', '.join(map(str, repairs))}"
+    console.print(Panel(body, title=title, title_align="left"))
