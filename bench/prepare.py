@@ -45,6 +45,14 @@ BENCH_FILTERS = dict(min_words=5, max_words=100_000, max_dup_line_share=0.3, max
                      blocklist=["(?i)lorem ipsum", "(?i)click here to buy"], length_field="description")
 
 
+INPUT_SCHEMA = {
+    "type": "object", "required": ["title", "brand", "description"],
+    "properties": {"title": {"type": "string", "minLength": 3}, "brand": {"type": "string", "minLength": 1},
+                   "description": {"type": "string", "minLength": 20},
+                   "features": {"type": ["array", "null"], "items": {"type": "string"}},
+                   "final_price": {"type": ["number", "null"]}, "rating": {"type": ["number", "null"]}}}
+
+
 # ---------------------------------------------------------------- data
 def ensure_data(folder: Path, n: int) -> tuple[Path, Path]:
     """p<n>.jsonl and l<n>.jsonl: the first n records of the seed-0 stream (a prefix of a larger file)."""
@@ -98,17 +106,19 @@ class TreeRss:
         return self.peak
 
 
-def run_measured(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> tuple[float, int, str]:
-    t0 = time.perf_counter()
+def run_measured(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> tuple[float, int, str, float]:
+    """Run a cell: (wall s, peak tree RSS, output, CPU s of the cell's whole process tree)."""
+    t0, c0 = time.perf_counter(), os.times()
     proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     rss = TreeRss(proc.pid)
     out, _ = proc.communicate()
     peak = rss.stop()
     wall = time.perf_counter() - t0
+    c1 = os.times()  # children's CPU is counted once they are waited for (workers by their parent)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-3000:]}")
-    return wall, peak, out
+    return wall, peak, out, (c1[2] + c1[3]) - (c0[2] + c0[3])
 
 
 # ---------------------------------------------------------------- the webtune cell (child process)
@@ -132,11 +142,17 @@ def child(data: Path, run_dir: Path, workers: int) -> None:
                                             "{% endfor %}{% endif %}"),
                TurnConfig(role="assistant", text="{{ description }}")],
         fields=["title", "brand", "description"])]))
+    # the task's input schema, as templates/product_description/input.schema.json (coercions and all)
+    schema = run_dir.parent / "bench_input.schema.json"
+    schema.write_text(json.dumps(INPUT_SCHEMA))
+    template.tasks[0].input_schema = str(schema)
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), os.times()
     stats = run(cfg, run_dir, [PrepareInput("domain", source, template, [data])])
     stats["prepare_s"] = time.perf_counter() - t0
+    c1 = os.times()  # CPU seconds of this process and its (joined) workers: what the stage cost,
+    stats["cpu_s"] = sum(c1[:4]) - sum(c0[:4])  # whatever else the machine was running
     t0 = time.perf_counter()
     fold(run_dir, ["prepare"])
     stats["fold_s"] = time.perf_counter() - t0
@@ -187,7 +203,7 @@ def quality(run_dir: Path, labels_path: Path, peers: Path) -> dict:
 # ---------------------------------------------------------------- cells
 def webtune_cell(data: Path, labels: Path, workers: int, work: Path, peers: Path) -> dict:
     run_dir = work / f"webtune_{data.stem}"
-    wall, peak, out = run_measured([sys.executable, str(Path(__file__)), "--child", str(data), str(run_dir),
+    wall, peak, out, cpu = run_measured([sys.executable, str(Path(__file__)), "--child", str(data), str(run_dir),
                                     str(workers)], cwd=REPO)
     stats = json.loads(next(line[6:] for line in out.splitlines() if line.startswith("STATS ")))
     q = quality(run_dir, labels, peers)
@@ -195,29 +211,30 @@ def webtune_cell(data: Path, labels: Path, workers: int, work: Path, peers: Path
     shutil.rmtree(run_dir, ignore_errors=True)
     return {"system": f"webtune prepare ({workers} workers)", "records": n, "seconds": stats["prepare_s"],
             "process_s": wall, "fold_s": stats["fold_s"], "rate": n / stats["prepare_s"], "peak_rss": peak,
+            "cpu_s": cpu, "stage_cpu_s": stats["cpu_s"],
             "near_recall": q["near_recall"], "exact_removed": q["exact_dup_removed_share"],
             "clean_removed": q["clean_removed_share"], "stats": stats, "quality": q}
 
 
 def datatrove_cell(data: Path, labels: Path, peers: Path, python: str, work: Path) -> dict:
     out_json = work / "dt_results.json"
-    wall, peak, _ = run_measured([python, str(peers / "dt_pipeline.py"), "--input", str(data), "--labels", str(labels),
+    wall, peak, _, cpu = run_measured([python, str(peers / "dt_pipeline.py"), "--input", str(data), "--labels", str(labels),
                                   "--work", str(work / "dt"), "--out", str(out_json)])
     r = json.loads(out_json.read_text())
     shutil.rmtree(work / "dt", ignore_errors=True)
     return {"system": "datatrove 0.10 (2 tasks)", "records": r["records_in"], "seconds": r["total_s"],
-            "process_s": wall, "rate": r["records_per_s_overall"], "peak_rss": peak,
+            "process_s": wall, "rate": r["records_per_s_overall"], "peak_rss": peak, "cpu_s": cpu,
             "near_recall": r["metrics"]["near_recall"], "exact_removed": r["metrics"]["exact_dup_removed_share"],
             "clean_removed": None, "raw": r}
 
 
 def minhash_cell(lib: str, data: Path, labels: Path, peers: Path, python: str, work: Path) -> dict:
     out_json = work / f"mem_{lib}.json"
-    wall, peak, _ = run_measured([python, str(peers / "mem_minhash.py"), "--lib", lib, "--input", str(data),
+    wall, peak, _, cpu = run_measured([python, str(peers / "mem_minhash.py"), "--lib", lib, "--input", str(data),
                                   "--labels", str(labels), "--out", str(out_json)])
     r = json.loads(out_json.read_text())
     return {"system": f"{lib} MinHash LSH alone (1 process)", "records": r["records_in"], "seconds": r["total_s"],
-            "process_s": wall, "rate": r["records_per_s_overall"], "peak_rss": peak,
+            "process_s": wall, "rate": r["records_per_s_overall"], "peak_rss": peak, "cpu_s": cpu,
             "near_recall": r["metrics"]["near_recall"], "exact_removed": r["metrics"]["exact_dup_removed_share"],
             "clean_removed": None, "raw": r}
 
@@ -226,12 +243,14 @@ def table(rows: list[dict], title: str):
     from rich.table import Table
 
     t = Table(title=title)
-    for col in ("system", "records", "prepare s", "records/s", "peak RSS MiB", "near recall (J>=0.8)",
-                "exact dups removed", "clean removed as dup", "vs datatrove"):
+    for col in ("system", "records", "seconds", "records/s", "CPU s (process)", "records/CPU-s", "peak RSS MiB",
+                "near recall (J>=0.8)", "exact dups removed", "clean removed as dup", "vs datatrove"):
         t.add_column(col, justify="left" if col == "system" else "right")
     base = next((r["rate"] for r in rows if r["system"].startswith("datatrove")), None)
     for r in rows:
+        cpu = r.get("cpu_s")
         t.add_row(r["system"], f"{r['records']:,}", f"{r['seconds']:.1f}", f"{r['rate']:,.0f}",
+                  f"{cpu:.1f}" if cpu else "-", f"{r['records'] / cpu:,.0f}" if cpu else "-",
                   f"{r['peak_rss'] / 2**20:,.0f}", f"{r['near_recall']:.4f}", f"{r['exact_removed']:.4f}",
                   "-" if r["clean_removed"] is None else f"{r['clean_removed']:.4%}",
                   f"{r['rate'] / base:.1f}x" if base else "-")
@@ -255,7 +274,7 @@ def main():
         return child(Path(a.child[0]), Path(a.child[1]), int(a.child[2]))
 
     from rich.console import Console
-    console = Console()
+    console = Console(width=200)
     work = a.data / "work"
     work.mkdir(parents=True, exist_ok=True)
     results = {"scaling": [], "peers": []}
@@ -263,21 +282,26 @@ def main():
     for n in sorted(set(sizes + ([a.peer_size] if not a.no_peers else [])), reverse=True):
         ensure_data(a.data, n)  # largest first: the smaller files are its prefixes
 
+    def save():
+        a.out.write_text(json.dumps(results, indent=1, default=str))
+
+    # the slow peer (datatrove) runs last, so every other figure is in hand if it is stopped
     if not a.no_peers:
         data, labels = ensure_data(a.data, a.peer_size)
-        rows = [webtune_cell(data, labels, a.workers, work, a.peers)]
-        if not a.no_datatrove:
-            rows.append(datatrove_cell(data, labels, a.peers, a.peers_python, work))
-        for lib in ("rensa", "datasketch"):
-            rows.append(minhash_cell(lib, data, labels, a.peers, a.peers_python, work))
-        results["peers"] = rows
-        console.print(table(rows, f"Side by side on {a.peer_size:,} records (gen_products.py --seed 0), same run"))
+        for cell in ([lambda: webtune_cell(data, labels, a.workers, work, a.peers)]
+                     + [lambda lib=lib: minhash_cell(lib, data, labels, a.peers, a.peers_python, work)
+                        for lib in ("rensa", "datasketch")]):
+            results["peers"].append(cell())
+            console.print(table(results["peers"][-1:], "done"))
+            save()
     for n in sizes:
         data, labels = ensure_data(a.data, n)
         row = webtune_cell(data, labels, a.workers, work, a.peers)
         results["scaling"].append(row)
-        console.print(f"{n:,}: {row['rate']:,.0f} records/s, peak RSS {row['peak_rss'] / 2**20:,.0f} MiB, "
-                      f"steps (worker s) {row['stats']['worker_seconds']}, phases {row['stats']['seconds']}")
+        save()
+        console.print(f"{n:,}: {row['rate']:,.0f} records/s, CPU {row['cpu_s']:.1f} s, peak RSS "
+                      f"{row['peak_rss'] / 2**20:,.0f} MiB, steps (worker wall s) {row['stats']['worker_seconds']}, "
+                      f"phases {row['stats']['seconds']}")
     if results["scaling"]:
         console.print(table(results["scaling"], "webtune prepare: growth from 100k to 1M records"))
         last = results["scaling"][-1]["quality"]
@@ -287,6 +311,13 @@ def main():
         console.print(f"exact_dup kept: {last['exact_dup_kept']} of {last['exact_dup_total']}; clean removed as "
                       f"duplicates: {last['clean_removed_as_dup']} of {last['clean_total']}; every record in the "
                       f"ledger: {last['accounted']}")
+    if not a.no_peers and not a.no_datatrove:
+        data, labels = ensure_data(a.data, a.peer_size)
+        results["peers"].append(datatrove_cell(data, labels, a.peers, a.peers_python, work))
+        save()
+    if results["peers"]:
+        console.print(table(results["peers"], f"Side by side on {a.peer_size:,} records (gen_products.py --seed 0), "
+                                              f"same run"))
     a.out.write_text(json.dumps(results, indent=1, default=str))
     console.print(f"results: {a.out}")
 

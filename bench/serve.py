@@ -93,9 +93,11 @@ async def load(url: str, model: str, clients: int, max_tokens: int) -> dict:
     limits = httpx.Limits(max_connections=clients + 4)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         await one_stream(client, url, model, 4)  # warm-up
-        t0 = time.perf_counter()
-        results = await asyncio.gather(*[one_stream(client, url, model, max_tokens) for _ in range(clients)])
-        wall = time.perf_counter() - t0
+        results, wall = [], 0.0
+        for _ in range(max(1, 8 // clients)):  # a few rounds where one round is few requests
+            t0 = time.perf_counter()
+            results += await asyncio.gather(*[one_stream(client, url, model, max_tokens) for _ in range(clients)])
+            wall += time.perf_counter() - t0
     ok = [r for r in results if "error" not in r]
     errors = [r["error"] for r in results if "error" in r]
     ttfts = sorted(r["ttft"] for r in ok)
@@ -113,7 +115,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 32])
-    ap.add_argument("--slots", type=int, default=4, help="webtune serve --max-concurrency")
+    ap.add_argument("--slots", type=int, nargs="+", default=[2, 4], help="webtune serve --max-concurrency")
+    ap.add_argument("--threads", type=int, default=0, help="webtune serve --threads (0: cores // slots)")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--write", action="store_true")
     a = ap.parse_args()
@@ -126,30 +130,40 @@ def main() -> None:
     reg.promote(work / "registry", "tiny", 1)
     model_dir = work / "registry" / "tiny" / "v1" / "model"
 
-    servers = [("webtune serve", "tiny", lambda p: [
+    servers = [(f"webtune serve, {n} slots", "tiny", lambda p, n=n: [
         sys.executable, "-m", "webtune.deploy.serve", str(work / "registry"), "tiny", "--port", str(p),
-        "--max-concurrency", str(a.slots), "--queue-size", "256"])]
+        "--max-concurrency", str(n), "--queue-size", "256", "--threads", str(a.threads)]) for n in a.slots]
     if not a.no_peer:
         tf = Path(sys.executable).with_name("transformers")
         # the same one intra-op thread per request that webtune serve uses on this machine
         servers.append(("transformers serve", str(model_dir), lambda p: ["env", "OMP_NUM_THREADS=1",
             str(tf), "serve", str(model_dir), "--port", str(p), "--device", "cpu"]))
 
-    rows = []
-    for label, model, cmd in servers:
-        port = free_port()
-        proc = start(cmd(port), port, work / f"{label.split()[0]}.log")
-        try:
+    # All servers up at once (idle ones cost nothing); they take turns, round after round, and each
+    # cell keeps its best round, so load from other jobs on the machine falls on all of them alike.
+    procs, ports = [], {}
+    try:
+        for label, model, cmd in servers:
+            ports[label] = free_port()
+            procs.append(start(cmd(ports[label]), ports[label],
+                               work / f"{label.replace(' ', '_').replace(',', '')}.log"))
+        best: dict = {}
+        for rnd in range(a.rounds):
             for c in a.clients:
-                with console.status(f"{label}: {c} streaming client(s)..."):
-                    rows.append({"server": label, **asyncio.run(load(f"http://127.0.0.1:{port}", model, c,
-                                                                     a.max_tokens))})
-        finally:
+                for label, model, _ in servers:
+                    with console.status(f"round {rnd + 1}/{a.rounds}: {label}, {c} streaming client(s)..."):
+                        r = asyncio.run(load(f"http://127.0.0.1:{ports[label]}", model, c, a.max_tokens))
+                    errors = best.get((label, c), {}).get("errors", 0) + r["errors"]
+                    if (label, c) not in best or r["total_tps"] > best[(label, c)]["total_tps"]:
+                        best[(label, c)] = {"server": label, **r}
+                    best[(label, c)]["errors"] = errors  # errors count over all rounds
+    finally:
+        for proc in procs:
             proc.terminate()
             proc.wait(timeout=30)
+    rows = [best[(label, c)] for label, _, _ in servers for c in a.clients]
 
-    table = Table(title=f"tiny Llama (hidden 64, 2 layers) on CPU, {a.max_tokens} new tokens per stream, "
-                        f"webtune slots={a.slots}")
+    table = Table(title=f"tiny Llama (hidden 64, 2 layers) on CPU, {a.max_tokens} new tokens per stream")
     for col in ("server", "clients", "ok", "errors", "TTFT p50 s", "TTFT p95 s", "tok/s per stream",
                 "tok/s total", "vs peer (total)"):
         table.add_column(col, justify="right" if col != "server" else "left")
@@ -157,7 +171,7 @@ def main() -> None:
     lines = []
     for r in rows:
         ratio = (f"{r['total_tps'] / peer[r['clients']]['total_tps']:.2f}x"
-                 if r["server"] == "webtune serve" and r["clients"] in peer and peer[r["clients"]]["total_tps"]
+                 if r["server"].startswith("webtune") and r["clients"] in peer and peer[r["clients"]]["total_tps"]
                  else "")
         cells = [r["server"], str(r["clients"]), str(r["ok"]), str(r["errors"]) + (
                  f" ({', '.join(r['error_kinds'])})" if r["errors"] else ""), f"{r['ttft_p50']:.3f}",
@@ -172,8 +186,11 @@ def main() -> None:
             SECTION, "",
             f"`python bench/serve.py{' --write'}` — {time.strftime('%Y-%m-%d')}, {cpu}; tiny Llama (hidden 64, "
             f"2 layers, vocab 320) built by `make_tiny_chat_model`, {a.max_tokens} new tokens per streaming "
-            f"chat request, greedy; `webtune serve --max-concurrency {a.slots}`; peer: `transformers serve` "
-            f"on the same model in the same run. TTFT includes time spent queued.", "",
+            f"chat request, greedy; `webtune serve --max-concurrency N` (N slots, cores // N torch threads each); "
+            f"peer: `transformers serve` (OMP_NUM_THREADS=1) on the same model in the same run. TTFT "
+            f"includes time spent queued; 1 client = 8 requests in a row. The servers take turns for "
+            f"{a.rounds} rounds and each cell shows its best round (errors: all rounds), because other jobs "
+            f"share the machine (load average at the end: {os.getloadavg()[0]:.1f}).", "",
             "| server | clients | ok | errors | TTFT p50 s | TTFT p95 s | tok/s per stream | tok/s total | vs peer (total) |",
             "|---|---|---|---|---|---|---|---|---|", *lines, ""])
         path = Path(__file__).with_name("RESULTS.md")
@@ -181,6 +198,9 @@ def main() -> None:
         if SECTION in text:
             start_i = text.index(SECTION)
             nxt = text.find("\n## ", start_i + len(SECTION))
+            old = text[start_i:nxt if nxt != -1 else len(text)]
+            notes = old[old.index("\n### ") + 1:].rstrip("\n") + "\n" if "\n### " in old else ""
+            body += ("\n" + notes if notes else "")  # hand-written ### notes under the table stay
             text = text[:start_i] + body + ("\n" + text[nxt + 1:] if nxt != -1 else "")
         else:
             text = text.rstrip("\n") + "\n\n" + body

@@ -635,6 +635,18 @@ def make_asin(rng: random.Random) -> str:
     return "B0" + "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789") for _ in range(8))
 
 
+def check_grammar() -> None:
+    """Every noun a feature names exists, and every noun has enough features for a description."""
+    for name, cat in CATEGORIES.items():
+        for label, _, nouns in cat["features"]:
+            unknown = set() if nouns == ALL else set(nouns.split("|")) - set(cat["nouns"])
+            if unknown:
+                raise ValueError(f"category {name}, feature {label}: unknown nouns {sorted(unknown)}")
+        for noun in cat["nouns"]:
+            if len(features_for(cat, noun)) < 3:
+                raise ValueError(f"category {name}, noun {noun}: needs at least 3 features")
+
+
 def also(verb_phrase: str) -> str:
     """'is light' -> 'is also light'; 'folds flat' -> 'also folds flat'."""
     for aux in ("is ", "was "):
@@ -924,6 +936,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def main() -> None:
+    check_grammar()
     records, labels = make_products(random.Random(SEED))
     (EXAMPLES / "products.json").write_text(json.dumps(records, ensure_ascii=False, indent=1) + "\n",
                                            encoding="utf-8")

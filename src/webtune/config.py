@@ -22,6 +22,7 @@ class FilesConfig:
     csv_delimiter: str = ","
     csv_list_separator: str = " | "  # list-valued cells, e.g. features
     csv_list_fields: list[str] = field(default_factory=list)
+    csv_number_fields: list[str] = field(default_factory=list)  # cells turned into numbers
     encoding: str = "utf-8"
     window_seconds: float = 0.0     # transcripts: cut into windows of this length (0: whole)
     max_record_bytes: int = 4_000_000

@@ -108,10 +108,22 @@ def test_openai_target_through_our_own_endpoint(run_dir, lm, tmp_path):
     with running(create_app(root, "shop")) as url:
         env = {"OPENAI_API_KEY": "unused", "OPENAI_BASE_URL": url + "/v1"}
         done = chat("openai:shop", "--temperature", "0", "--max-tokens", "8", stdin="Hello\nAgain\n", env=env)
+        # a registered OpenAI run: its record names the endpoint and the env var holding the key
+        oai_run = tmp_path / "oai_run"
+        (oai_run / "model").mkdir(parents=True)
+        (oai_run / "model" / "openai_model.json").write_text(json.dumps(
+            {"fine_tuned_model": "shop", "base_url": url + "/v1", "api_key_env": "SHOP_KEY"}))
+        reg.register(root, "tuned", oai_run)
+        registered = chat("tuned", "--registry", str(root), "--temperature", "0", "--max-tokens", "8",
+                          stdin="Hello\n", env={"SHOP_KEY": "unused", "OPENAI_BASE_URL": ""})
+        unknown = chat("openai:nope", stdin="hi\n/exit\n", env=env)
+    assert unknown.returncode == 0 and "error: openai:nope: NotFoundError" in unknown.stderr  # REPL goes on
     assert done.returncode == 0, done.stderr
     r1 = reply_to(lm, [{"role": "user", "content": "Hello"}], n=8)
     r2 = reply_to(lm, [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": r1},
                        {"role": "user", "content": "Again"}], n=8)
     assert done.stdout == f"{r1}\n{r2}\n"
+    assert registered.returncode == 0, registered.stderr
+    assert registered.stdout == f"{r1}\n"
     done = chat("openai:gpt-4o-mini", stdin="hi\n", env={"OPENAI_API_KEY": ""})
     assert done.returncode != 0 and "needs an API key in $OPENAI_API_KEY" in done.stderr

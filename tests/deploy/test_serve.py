@@ -24,9 +24,7 @@ from webtune.deploy.generate import GenerationSettings, generate, load_model, ma
 from webtune.deploy.serve import create_app, serve
 from webtune.errors import WebtuneError
 
-SPEC = Path("/work/shared/contracts/openai-openapi.yaml")
-if not SPEC.exists():
-    SPEC = Path(__file__).resolve().parents[3] / "shared" / "contracts" / "openai-openapi.yaml"
+SPEC = Path(__file__).resolve().parents[2] / "docs" / "contracts" / "openai-openapi.yaml"  # OpenAI's, as published
 
 
 # ---------------------------------------------------------------- the spec's schemas
@@ -179,6 +177,14 @@ def test_sampling_seed_n_and_stop(client, local):
         return [c.message.content for c in r.choices]
     a, b, c = sample(7), sample(7), sample(8)
     assert len(a) == 3 and a == b and a != c and len(set(a)) > 1
+    with cf.ThreadPoolExecutor(4) as ex:  # each request samples with its own generator
+        assert list(ex.map(lambda _: sample(7), range(4))) == [a] * 4
+    chunks = list(client.chat.completions.create(model="shop", messages=MSGS, max_tokens=10, temperature=1.0,
+                                                 top_p=0.9, n=3, seed=7, stream=True))
+    streamed = ["".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices[0].index == i)
+                for i in range(3)]
+    assert streamed == a
+    assert [ch.choices[0].index for ch in chunks if ch.choices[0].finish_reason] == [0, 1, 2]
     full = greedy(local[1], MSGS, 20).text
     stop = full[8:11]
     for stream in (False, True):
@@ -242,6 +248,8 @@ def test_completions_plain_and_stream(client, base_url, local, schema):
     ({"model": "shop", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages.0.role", "'user'"),
     ({"model": "shop", "messages": MSGS, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", "at most 4"),
     ({"model": "shop", "messages": MSGS, "presence_penalty": 1}, 400, "presence_penalty", "not supported"),
+    ({"model": "shop", "messages": MSGS, "stream": "maybe"}, 400, "stream", "valid boolean"),
+    ({"model": "shop", "messages": [{"role": "user", "content": 5}]}, 400, "messages.0.content", "valid"),
     ({"model": "gpt-4o", "messages": MSGS}, 404, "model", "does not exist"),
     ({"model": "shop", "messages": MSGS, "max_tokens": 100000}, 400, "messages", "context is 512 tokens"),
 ])
@@ -285,33 +293,52 @@ def test_bearer_key(registry_path, monkeypatch, schema):
 
 def test_beyond_the_queue_gets_429_never_a_crash(registry_path, schema):
     with running(create_app(registry_path, "shop", max_concurrency=1, queue_size=1)) as url:
-        body = {"model": "shop", "messages": MSGS, "max_tokens": 300, "temperature": 0, "stream": True}
-
-        def call(_):
-            with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=120) as r:
-                if r.status_code != 200:
-                    r.read()
-                    return r.status_code, r.json()
-                return 200, [line for line in r.iter_lines() if line.startswith("data: ")][-1]
-        with cf.ThreadPoolExecutor(6) as ex:
-            results = list(ex.map(call, range(6)))
-        ok = [r for r in results if r[0] == 200]
-        limited = [r for r in results if r[0] == 429]
-        assert len(ok) >= 2 and limited and len(ok) + len(limited) == 6
-        assert all(r[1] == "data: [DONE]" for r in ok)
-        for _, err in limited:
-            schema("ErrorResponse", err)
-            assert err["error"]["code"] == "rate_limit_exceeded"
+        body = {"model": "shop", "messages": MSGS, "max_tokens": 450, "temperature": 0, "stream": True}
+        with contextlib.ExitStack() as stack:
+            # one request generating, one queued: both admitted and still streaming
+            streams = [stack.enter_context(httpx.stream("POST", url + "/v1/chat/completions", json=body,
+                                                        timeout=120)) for _ in range(2)]
+            lines = [s.iter_lines() for s in streams]
+            for it in lines:
+                assert next(it).startswith("data: ")
+            with cf.ThreadPoolExecutor(4) as ex:
+                extra = list(ex.map(lambda _: httpx.post(url + "/v1/chat/completions", json={
+                    **body, "stream": False, "max_tokens": 2}, timeout=60), range(4)))
+            for r in extra:
+                assert r.status_code == 429
+                schema("ErrorResponse", r.json())
+                assert r.json()["error"]["code"] == "rate_limit_exceeded"
+            for it in lines:  # the admitted ones finish normally
+                assert [line for line in it if line.startswith("data: ")][-1] == "data: [DONE]"
         assert httpx.get(url + "/health").json() == {"status": "ok", "model": "shop", "version": 1, "admitted": 0}
+        r = httpx.post(url + "/v1/chat/completions", json={**body, "stream": False, "max_tokens": 2})
+        assert r.status_code == 200  # and the server takes work again
+
+
+def test_client_leaving_mid_stream_frees_its_slot(base_url):
+    body = {"model": "shop", "messages": MSGS, "max_tokens": 400, "temperature": 0, "stream": True}
+    with httpx.stream("POST", base_url + "/v1/chat/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: ")
+        assert httpx.get(base_url + "/health").json()["admitted"] == 1
+    deadline = time.time() + 20
+    while httpx.get(base_url + "/health").json()["admitted"] and time.time() < deadline:
+        time.sleep(0.05)
+    assert httpx.get(base_url + "/health").json()["admitted"] == 0
 
 
 def test_promote_and_rollback_while_streaming(registry_path, local, base_url, client):
     expected = {v: greedy(local[v], MSGS, 6).text for v in (1, 2)}
     assert expected[1] != expected[2]
 
+    started = threading.Event()
+
     def long_stream():
-        chunks = list(client.chat.completions.create(model="shop", messages=MSGS, max_tokens=250,
-                                                     temperature=0, stream=True))
+        chunks = []
+        for chunk in client.chat.completions.create(model="shop", messages=MSGS, max_tokens=450,
+                                                    temperature=0, stream=True):
+            chunks.append(chunk)
+            started.set()
         return chunks
 
     def ask():
@@ -322,10 +349,12 @@ def test_promote_and_rollback_while_streaming(registry_path, local, base_url, cl
         for target, change in ((2, lambda: reg.promote(registry_path, "shop", 2)),
                                (1, lambda: reg.rollback(registry_path, "shop"))):
             with cf.ThreadPoolExecutor(3) as ex:
+                started.clear()
                 stream = ex.submit(long_stream)
-                time.sleep(0.3)  # the stream is under way
+                assert started.wait(60)  # the stream is under way
                 side = [ex.submit(ask) for _ in range(2)]
                 change()
+                assert not stream.done()  # the switch happened mid-stream
                 after = ask()  # the first request after the switch
                 chunks = stream.result(timeout=120)
                 side = [f.result(timeout=60) for f in side]  # none failed
@@ -347,3 +376,44 @@ def test_startup_errors(tmp_path, registry_path):
         create_app(empty, "shop")
     with pytest.raises(WebtuneError, match="vLLM, which is not installed"):
         serve(registry_path, "shop", engine="vllm")
+
+
+def test_the_saved_chat_template_is_the_one_applied(tmp_path, registry_path, schema):
+    run = tmp_path / "run"
+    shutil.copytree(registry_path / "shop" / "v1" / "model", run / "model")
+    (run / "model" / "chat_template.jinja").write_text(
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System messages are not supported') }}{% endif %}"
+        "[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}[assistant] ")
+    reg.register(tmp_path / "r", "strict", run)
+    reg.promote(tmp_path / "r", "strict", 1, force=True)
+    with running(create_app(tmp_path / "r", "strict")) as url:
+        r = httpx.post(url + "/v1/chat/completions", json={"model": "strict", "messages": MSGS})
+        assert r.status_code == 400 and "System messages are not supported" in r.json()["error"]["message"]
+        schema("ErrorResponse", r.json())
+        r = httpx.post(url + "/v1/chat/completions", json={"model": "strict", "max_tokens": 3,
+                                                            "messages": MSGS[1:]}).json()
+        lm = load_model(run / "model")
+        rendered = "[user] " + MSGS[1]["content"] + "\n[assistant] "  # no BOS: the template has none
+        assert r["usage"]["prompt_tokens"] == len(lm.tokenizer(rendered, add_special_tokens=False)["input_ids"])
+
+
+def test_serves_a_lora_adapter_run(tmp_path, registry_path, local):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = registry_path / "shop" / "v1" / "model"
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    run = tmp_path / "run"
+    model.save_pretrained(run / "model")  # adapter only, no tokenizer: it comes from the base
+    assert not (run / "model" / "config.json").exists()
+    reg.register(tmp_path / "r", "lora", run)
+    reg.promote(tmp_path / "r", "lora", 1, force=True)
+    with running(create_app(tmp_path / "r", "lora")) as url:
+        r = httpx.post(url + "/v1/chat/completions", json={"model": "lora", "messages": MSGS, "max_tokens": 8,
+                                                            "temperature": 0}).json()
+    adapted = load_model(run / "model")
+    assert r["choices"][0]["message"]["content"] == greedy(adapted, MSGS, 8).text
+    assert greedy(adapted, MSGS, 8).text != greedy(local[1], MSGS, 8).text  # the adapter is applied
+    assert r["usage"]["prompt_tokens"] == len(local[1].chat_prompt_ids(MSGS))

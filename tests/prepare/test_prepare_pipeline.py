@@ -165,3 +165,45 @@ def test_two_workers_give_the_same_output_as_one(tmp_path, templates):
     fate = outs[0][1]
     assert all(fate[rid]["reason"] == "exact_duplicate" for rid in copies)
     assert sum(ev["reason"] == "near_duplicate" for ev in fate.values()) == 30
+
+
+def test_round_robin_source_is_merged_in_input_order(tmp_path, templates):
+    """A JSON array is dealt out item by item: the shards' outputs interleave and must be merged."""
+    import json
+
+    from webtune.config import FilesConfig, SourceConfig
+    from .conftest import product_template
+    recs = [product(i) for i in range(30)] + [product(4), product(11)]
+    path = tmp_path / "d" / "shop.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(recs))
+    src = OmegaConf.structured(SourceConfig(name="shop", files=FilesConfig(paths=[str(path)], format="json")))
+    outs = []
+    for workers in (1, 2):
+        run_dir = tmp_path / f"run{workers}"
+        run(prepare_cfg(workers=workers), run_dir, [PrepareInput("domain", src, product_template(templates), [path])])
+        outs.append((run_dir / "data" / "examples.jsonl").read_bytes())
+        fate = finals(run_dir)
+        assert fate["shop:shop.json#32"]["duplicate_of"] == "shop:shop.json#12"
+    assert outs[0] == outs[1]
+    ids = [e["record_id"] for e in read_jsonl(tmp_path / "run2" / "data" / "examples.jsonl")]
+    assert ids == [f"shop:shop.json#{i}" for i in range(1, 31)]
+
+
+def test_shipped_template_loads_and_pii_is_masked(tmp_path):
+    """conf/template/product_description.yaml with its repo-relative files, and PII masking as a repair."""
+    from pathlib import Path
+
+    from webtune.config import TemplateConfig
+    from webtune.prepare import template_files
+    repo = Path(__file__).resolve().parents[2]
+    shipped = OmegaConf.merge(OmegaConf.structured(TemplateConfig),
+                              OmegaConf.load(repo / "conf" / "template" / "product_description.yaml"))
+    assert {p.name for p in template_files(shipped)} == {"user.j2", "assistant.j2", "input.schema.json"}
+    path = write_jsonl(tmp_path / "d" / "shop.jsonl", [product(1, description=words(1, 40) + " mail me at a.b@example.com")])
+    cfg = prepare_cfg(mask_pii=True)
+    run(cfg, tmp_path / "run", [PrepareInput("domain", source("shop", path), shipped, [path])])
+    example = read_jsonl(tmp_path / "run" / "data" / "examples.jsonl")[0]
+    assert example["messages"][-1]["content"].endswith("mail me at [EMAIL]")
+    repairs = [e for e in _events(tmp_path / "run") if e["status"] == "repaired"]
+    assert [(e["reason"], e["detail"]) for e in repairs] == [("pii_masked", "description")]

@@ -77,3 +77,15 @@ def test_chat_checks_name_the_cookbook_class(messages, reason):
         check_chat(messages)
     assert e.value.reason == reason
     check_chat(GOOD_CHAT)
+
+
+@pytest.mark.parametrize("messages", [
+    GOOD_CHAT, [], [{"role": "user", "content": "u"}], [{"role": "assistant", "content": "a", "weight": 2}],
+    [{"role": "assistant", "content": "a", "name": 3}], [{"role": "assistant", "content": "a", "name": "bot"}],
+    [{"role": "user", "content": "u"}, {"role": "assistant", "content": 5}],
+])
+def test_hand_written_checks_agree_with_the_chat_schema(messages):
+    import jsonschema
+
+    from webtune.prepare.validate import CHAT_SCHEMA, _chat_ok
+    assert _chat_ok(messages) == jsonschema.Draft202012Validator(CHAT_SCHEMA).is_valid({"messages": messages})

@@ -15,7 +15,7 @@ from webtune.errors import WebtuneError
 from webtune.records import Record, Rejection
 from webtune.sources import files, general
 
-GEN_PRODUCTS = Path(__file__).resolve().parents[3] / "shared/bench/gen_products.py"
+GEN_PRODUCTS = Path(__file__).resolve().parents[2] / "bench/gen/gen_products.py"
 
 
 def cfg_for(*paths, **kw):
@@ -46,6 +46,15 @@ def test_resolve_names_the_missing_path(tmp_path):
         files.resolve(cfg_for(tmp_path / "nope.jsonl"))
     with pytest.raises(WebtuneError, match=r"\*.parquet.*matches no files"):
         files.resolve(cfg_for(tmp_path / "*.parquet"))
+
+
+def test_shipped_examples_resolve_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    [found] = files.resolve(cfg_for("examples/products.json"))
+    assert found == files.REPO_ROOT / "examples/products.json"
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples/products.json").write_text("[]")  # the user's own file wins
+    assert files.resolve(cfg_for("examples/products.json")) == [tmp_path / "examples/products.json"]
 
 
 def test_resolve_refuses_a_file_it_cannot_read(tmp_path):
@@ -213,6 +222,11 @@ def test_csv_delimiter_encoding_and_bom(tmp_path):
     assert read(cfg_for(bom))[0].fields == {"title": "x", "n": "1"}
     with pytest.raises(WebtuneError, match="klingon"):
         read(cfg_for(bom, encoding="klingon"))
+
+
+def test_tsv_uses_tabs(tmp_path):
+    (tmp_path / "t.tsv").write_text("title\tnote\nDesk, oak\tsturdy, tall\n")
+    assert read(cfg_for(tmp_path / "t.tsv"))[0].fields == {"title": "Desk, oak", "note": "sturdy, tall"}
 
 
 def test_csv_header_only_and_empty(tmp_path):

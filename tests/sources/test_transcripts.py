@@ -12,7 +12,7 @@ from webtune.config import FilesConfig
 from webtune.records import Record, Rejection
 from webtune.sources import files
 
-GEN_PAGES = Path(__file__).resolve().parents[3] / "shared/bench/gen_pages.py"
+GEN_PAGES = Path(__file__).resolve().parents[2] / "bench/gen/gen_pages.py"
 pytestmark = pytest.mark.skipif(not GEN_PAGES.exists(), reason=f"{GEN_PAGES} not found")
 
 

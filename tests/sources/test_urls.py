@@ -15,7 +15,7 @@ from webtune.errors import WebtuneError
 from webtune.records import Record, Rejection
 from webtune.sources import urls
 
-GEN_PAGES = Path(__file__).resolve().parents[3] / "shared/bench/gen_pages.py"
+GEN_PAGES = Path(__file__).resolve().parents[2] / "bench/gen/gen_pages.py"
 ARTICLE = ("<html><head><meta charset='utf-8'><title>{t}</title></head><body><nav>Home Blog About</nav>"
            "<article><h1>{t}</h1><p>{t} is a page about chairs, desks and the people who sit at them all day.</p>"
            "<p>Good posture matters more than the price of the chair, says every guide we have read.</p>"

@@ -128,13 +128,29 @@ def plan_memory(model_cfg, rows: int, seq_len: int) -> dict | None:
 
 
 def last_checkpoint(folder: Path) -> str | None:
-    if not folder.is_dir():
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
-    return get_last_checkpoint(str(folder))
+    """The newest checkpoint the Trainer finished saving: it writes trainer_state.json last, so a
+    kill mid-save leaves a folder without (or with half) one, which must not be resumed from."""
+    import json
+    finished = []
+    for path in folder.glob("checkpoint-*") if folder.is_dir() else []:
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            finished.append((int(path.name.rsplit("-", 1)[1]), str(path)))
+        except (OSError, ValueError):
+            continue
+    return max(finished)[1] if finished else None
 
 
-def training_arguments(cfg, run_dir: Path, per_device: int, total_steps: int, dtype):
+def checkpointing_arguments(on: bool) -> dict:
+    """Activation checkpointing without the reentrant variant (which needs inputs that require grad
+    under LoRA); transformers 5.2x renamed the arguments, older releases know the old names."""
+    from transformers import TrainingArguments
+    name = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ \
+        else "gradient_checkpointing"
+    return {name: on, f"{name}_kwargs": {"use_reentrant": False} if on else None}
+
+
+def training_arguments(cfg, run_dir: Path, per_device: int, total_steps: int, dtype, has_val: bool):
     import torch
     from transformers import TrainingArguments
     t = cfg.model.train
@@ -147,12 +163,11 @@ def training_arguments(cfg, run_dir: Path, per_device: int, total_steps: int, dt
         learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler,
         warmup_steps=max(0, round(t.warmup_ratio * total_steps)), weight_decay=t.weight_decay,
         logging_steps=t.logging_steps, logging_first_step=True,
-        eval_strategy="steps" if t.eval_steps else "epoch", eval_steps=t.eval_steps or None,
+        eval_strategy=("steps" if t.eval_steps else "epoch") if has_val else "no", eval_steps=t.eval_steps or None,
         save_strategy="steps" if t.save_steps else "epoch", save_steps=t.save_steps or None, save_total_limit=1,
         report_to=list(t.report_to) or "none", seed=t.seed, data_seed=t.seed,
         bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16,
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        **checkpointing_arguments(t.gradient_checkpointing),
         remove_unused_columns=False, dataloader_num_workers=0, use_cpu=not on_gpu,
         ddp_find_unused_parameters=False if world_size() > 1 else None,
         disable_tqdm=rank() != 0,
@@ -194,11 +209,12 @@ def train(cfg, run_dir: Path, console=None) -> dict:
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     say(f"  {n_params / 1e6:.1f}M parameters, {n_trainable / 1e6:.2f}M trainable")
 
-    args = training_arguments(cfg, run_dir, per_device, total_steps, dtype)
+    args = training_arguments(cfg, run_dir, per_device, total_steps, dtype, has_val=len(val_rows) > 0)
     collator = PackedCollator.for_model(model, pad_token_id=tok.pad_token_id)
     trainer = Trainer(model=model, args=args, train_dataset=train_rows,
                       eval_dataset=val_rows if len(val_rows) else None, data_collator=collator,
                       processing_class=tok)
+    batches_per_process = len(trainer.get_train_dataloader())  # this process's shard, per epoch
     resume = last_checkpoint(run_dir / "checkpoints")
     if resume:
         say(f"  resuming training from {resume}")
@@ -219,7 +235,7 @@ def train(cfg, run_dir: Path, console=None) -> dict:
              "eval_loss": eval_losses[-1] if eval_losses else None,
              "train_runtime": result.metrics.get("train_runtime"),
              "tokens": train_rows.n_tokens(), "params": n_params, "trainable_params": n_trainable,
-             "processes": world, "memory_estimate": mem, "loss_curve": curve, "resumed_from": resume,
+             "processes": world, "batches_per_process": batches_per_process, "memory_estimate": mem, "loss_curve": curve, "resumed_from": resume,
              "attn_implementation": model.config._attn_implementation}
     if torch.cuda.is_available():
         stats["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / memory.GIB, 3)

@@ -45,9 +45,10 @@ class LocalChat:
 
 
 class OpenAIChat:
-    def __init__(self, model_id: str, base_url: Optional[str], api_key_env: str):
+    def __init__(self, model_id: str, base_url: Optional[str], api_key_env: Optional[str]):
         import openai
 
+        api_key_env = api_key_env or "OPENAI_API_KEY"
         key = os.environ.get(api_key_env)
         if not key:
             raise WebtuneError(f"chatting with openai:{model_id} needs an API key in ${api_key_env}; export it")
@@ -56,36 +57,41 @@ class OpenAIChat:
         self.label = f"openai:{model_id}"
 
     def stream(self, messages: list[dict], settings: GenerationSettings) -> Iterator[str]:
-        resp = self.client.chat.completions.create(
-            model=self.model_id, messages=messages, stream=True, temperature=settings.temperature,
-            top_p=settings.top_p, max_tokens=settings.max_tokens, seed=settings.seed,
-            stop=settings.stop or None)
-        for chunk in resp:
-            if chunk.choices and chunk.choices[0].delta.content:
-                yield chunk.choices[0].delta.content
+        import openai
+
+        try:
+            resp = self.client.chat.completions.create(
+                model=self.model_id, messages=messages, stream=True, temperature=settings.temperature,
+                top_p=settings.top_p, max_tokens=settings.max_tokens, seed=settings.seed,
+                stop=settings.stop or None)
+            for chunk in resp:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+        except openai.APIError as e:  # the conversation goes on; the user can retry or /exit
+            raise WebtuneError(f"{self.label}: {type(e).__name__}: {getattr(e, 'message', e)}") from None
 
     def render(self, messages: list[dict]) -> str:
         return "(the OpenAI API applies its own template to:)\n" + json.dumps(messages, indent=2)
 
 
 def open_target(target: str, registry: str | Path = "runs/registry", base_url: Optional[str] = None,
-                api_key_env: str = "OPENAI_API_KEY"):
-    """`NAME[@vN]`, a run or model directory, or `openai:MODEL_ID` -> a chat backend."""
+                api_key_env: Optional[str] = None):
+    """`NAME[@vN]`, a run or model directory, or `openai:MODEL_ID` -> a chat backend. An OpenAI
+    model's record (from the run or the registry) supplies base_url and api_key_env unless given."""
     if target.startswith("openai:"):
         return OpenAIChat(target.split(":", 1)[1], base_url, api_key_env)
     path = Path(target)
     if not path.is_dir():
         path = reg.resolve(registry, target)  # a registry name, or a one-line error
-    if (path / "openai_model.json").exists():  # a registered OpenAI model
-        return OpenAIChat(json.loads((path / "openai_model.json").read_text())["model"], base_url, api_key_env)
     model_dir = path / "model" if (path / "model").is_dir() else path
-    if not (model_dir / "config.json").exists() and not (model_dir / "adapter_config.json").exists():
-        openai_job = reg.find_openai_model(model_dir)
-        if openai_job:
-            return OpenAIChat(openai_job["model"], base_url, api_key_env)
-        raise WebtuneError(f"{target}: no model found (expected a run directory with model/, a model "
-                           f"directory, NAME[@vN] from the registry, or openai:MODEL_ID)")
-    return LocalChat(model_dir)
+    if (model_dir / "config.json").exists() or (model_dir / "adapter_config.json").exists():
+        return LocalChat(model_dir)
+    record = reg.find_openai_model(path) or reg.find_openai_model(model_dir)
+    if record:
+        return OpenAIChat(record["model"], base_url or record.get("base_url"),
+                          api_key_env or record.get("api_key_env"))
+    raise WebtuneError(f"{target}: no model found (expected a run directory with model/, a model "
+                       f"directory, NAME[@vN] from the registry, or openai:MODEL_ID)")
 
 
 def read_message(stdin: TextIO, stdout: TextIO, interactive: bool) -> Optional[str]:
@@ -136,11 +142,14 @@ def _set(settings: GenerationSettings, arg: str) -> str:
 
 def chat_repl(target: str, registry: str | Path = "runs/registry", system: Optional[str] = None,
               temperature: float = 0.7, top_p: float = 1.0, max_tokens: int = 256, seed: Optional[int] = None,
-              base_url: Optional[str] = None, api_key_env: str = "OPENAI_API_KEY",
+              base_url: Optional[str] = None, api_key_env: Optional[str] = None,
               stdin: TextIO = None, stdout: TextIO = None, stderr: TextIO = None) -> None:
     """Chat with TARGET until /exit or end of input. Replies go to stdout; notes to stderr."""
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
-    backend = open_target(target, registry, base_url, api_key_env)
+    from rich.console import Console
+
+    with Console(file=stderr).status(f"loading {target}"):
+        backend = open_target(target, registry, base_url, api_key_env)
     settings = GenerationSettings(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
     interactive = stdin.isatty()
     history: list[dict] = []
@@ -200,7 +209,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--seed", type=int)
     ap.add_argument("--base-url", help="an OpenAI-compatible endpoint, e.g. `webtune serve`'s")
-    ap.add_argument("--api-key-env", default="OPENAI_API_KEY")
+    ap.add_argument("--api-key-env", help="env var holding the OpenAI key (default OPENAI_API_KEY)")
     a = ap.parse_args(argv)
     try:
         chat_repl(a.target, a.registry, a.system, a.temperature, a.top_p, a.max_tokens, a.seed, a.base_url,

@@ -8,6 +8,7 @@ per-token log-probabilities for `/v1/completions` with `echo` + `logprobs`.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 from dataclasses import dataclass, field
@@ -81,15 +82,23 @@ def load_model(path: str | Path) -> LocalModel:
     if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
         raise WebtuneError(f"{path}: no config.json or adapter_config.json; expected a model saved with "
                            f"save_pretrained")
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    adapter = (path / "adapter_config.json").exists()
+    tok_path = path
+    if adapter and not (path / "tokenizer_config.json").exists():  # an adapter saved without it
+        tok_path = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+    tokenizer = AutoTokenizer.from_pretrained(tok_path)
     if not tokenizer.chat_template:
         raise WebtuneError(f"{path}: the tokenizer has no chat_template; save the one the model was "
                            f"trained with (model.chat_template in the config)")
-    if (path / "adapter_config.json").exists():
+    if adapter:
         from peft import AutoPeftModelForCausalLM
         model = AutoPeftModelForCausalLM.from_pretrained(path, dtype="auto")
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+    import torch
+
+    if torch.cuda.is_available():
+        model.to("cuda")
     model.eval()
     return LocalModel(model, tokenizer, path)
 
@@ -152,7 +161,8 @@ def _logits_processors(settings: GenerationSettings) -> list:
             scores = scores.float() / settings.temperature
             if top_p is not None:
                 scores = top_p(input_ids, scores)
-            pick = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=gen)
+            probs = torch.softmax(scores, dim=-1).cpu()  # the generator lives on the CPU
+            pick = torch.multinomial(probs, 1, generator=gen).to(scores.device)
             # leave only the sampled token, so greedy decoding picks it
             return torch.full_like(scores, float("-inf")).scatter_(1, pick, 0.0)
 
@@ -173,7 +183,7 @@ def generate(lm: LocalModel, prompt_ids: list[int], settings: GenerationSettings
                 return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
         criteria.append(Cancelled())
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else (lm.eos_ids or [0])[0]
-    ids = torch.tensor([prompt_ids])
+    ids = torch.tensor([prompt_ids], device=lm.model.device)
     if max_new == 0:  # echo-only scoring requests
         out_ids: list[int] = []
         if streamer is not None:
@@ -275,7 +285,7 @@ def token_logprobs(lm: LocalModel, ids: list[int], top: int = 0) -> list[TokenLo
     import torch
 
     with torch.no_grad():
-        logits = lm.model(input_ids=torch.tensor([ids])).logits[0].float()
+        logits = lm.model(input_ids=torch.tensor([ids], device=lm.model.device)).logits[0].float()
     logp = torch.log_softmax(logits, dim=-1)
     pieces = [lm.tokenizer.decode([i]) for i in ids]
     out = [TokenLogprob(pieces[0], None, None)]
@@ -309,7 +319,8 @@ _TEXT = [
 
 def make_tiny_chat_model(out_dir: str | Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
     """Save a random tiny Llama (byte-level BPE tokenizer, Llama-3 style chat template) to
-    `out_dir`. Tests and benchmarks serve it; it produces noise, quickly."""
+    `out_dir`. Tests and benchmarks serve it; it produces noise, quickly. Its vocabulary is
+    printable ASCII: other input characters are dropped."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast

@@ -152,14 +152,18 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def find_openai_model(model_src: Path) -> Optional[dict]:
-    for path in sorted(model_src.glob("*.json")):
+    """The OpenAI model record in a model directory: `openai_model.json` (written by the openai
+    backend on success), else any JSON holding `fine_tuned_model`. `model` is the model id."""
+    candidates = [model_src / "openai_model.json"] + sorted(model_src.glob("*.json"))
+    for path in candidates:
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if isinstance(data, dict) and data.get("fine_tuned_model"):
-            return {"model": data["fine_tuned_model"], "job": data.get("id") or data.get("job_id"),
-                    "base_model": data.get("model"), "from_file": path.name}
+        model = isinstance(data, dict) and (data.get("fine_tuned_model") or
+                                            (path.name == "openai_model.json" and data.get("model")))
+        if model:
+            return {**data, "model": model}
     return None
 
 

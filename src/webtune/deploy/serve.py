@@ -32,7 +32,7 @@ from webtune.deploy.generate import (GenerationSettings, LocalModel, astream, ch
                                      load_model, token_logprobs)
 from webtune.errors import WebtuneError
 
-log = logging.getLogger("webtune.serve")
+log = logging.getLogger("uvicorn.error")  # next to uvicorn's own lines
 
 
 # ---------------------------------------------------------------- errors
@@ -220,10 +220,10 @@ def create_app(registry_path: str | Path, name: str, api_key_env: Optional[str] 
         if not api_key:
             raise WebtuneError(f"serve.api_key_env names {api_key_env}, but it is not set; export it, "
                                f"or leave serve.api_key_env empty for no key")
-    holder = ModelHolder(registry_path, name)
-    holder.served = holder.load(holder.promoted_version())  # fail at start, not on the first request
     import torch
 
+    holder = ModelHolder(registry_path, name)
+    holder.served = holder.load(holder.promoted_version())  # fail at start, not on the first request
     # Concurrent requests are the parallelism; OpenMP teams that oversubscribe the cores make
     # every token wait on spinning threads (20x slower on a busy 2-core machine in bench/serve.py).
     threads = threads or max(1, (os.cpu_count() or 1) // max_concurrency)
@@ -242,7 +242,8 @@ def create_app(registry_path: str | Path, name: str, api_key_env: Optional[str] 
         err = exc.errors()[0]
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
         # pydantic names each union branch in the path; the client only needs the field
-        loc = [p for p in loc if not p.startswith(("list[", "str", "int", "function-", "literal["))]
+        loc = [p for p in loc if p not in ("str", "int", "float", "bool", "none")
+               and not p.startswith(("list[", "dict[", "function-", "literal[", "nullable["))]
         msg = err.get("msg", "invalid request")
         if err.get("type") == "extra_forbidden":
             msg = f"Unrecognized request argument supplied: {loc[-1] if loc else '?'}"
@@ -308,7 +309,11 @@ def create_app(registry_path: str | Path, name: str, api_key_env: Optional[str] 
     async def chat_completions(body: ChatRequest):
         served = await served_for(body.model)
         lm = served.lm
-        ids = lm.chat_prompt_ids([m.as_template_message() for m in body.messages])
+        try:
+            ids = lm.chat_prompt_ids([m.as_template_message() for m in body.messages])
+        except Exception as e:  # e.g. a template that demands alternating user/assistant turns
+            raise APIError(400, f"the model's chat template rejected the messages: {e}",
+                           param="messages") from None
         max_tokens = body.max_completion_tokens or body.max_tokens
         prompt_ids_checked(lm, ids, max_tokens)
         base = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": name,

@@ -1,124 +1,317 @@
 """The evaluate stage: base vs tuned on the domain and the general test sets.
 
-Held-out loss and perplexity on assistant tokens, batched greedy generations scored with
-ROUGE-L / chrF / BLEU and the template's task checks, side-by-side samples, regression flags,
-and optionally an LLM judge. Writes eval/metrics.json and eval/samples.jsonl.
+Held-out loss and perplexity on assistant tokens (the tokens training optimises), batched greedy
+generations scored with ROUGE-L / chrF / BLEU, length stats and the template's task checks,
+side-by-side samples, regression flags from the thresholds in `eval`, and optionally an LLM judge.
+Writes eval/metrics.json, eval/samples.jsonl (the first `eval.samples` prompts, for the report) and
+eval/generations.jsonl (every scored prompt, with its per-prompt scores).
 """
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 
+from ..console import console as default_console
 from ..console import log
+from ..errors import WebtuneError
 from ..mix.mix import read_jsonl
-from ..mix.tokenize import IGNORE, ChatTokenizer, load_tokenizer
 from ..rundir import write_json
-from .textmetrics import corpus_scores, run_check
+from .textmetrics import check_rates, corpus_scores, rouge_l, run_check, validate_check
 
 
 def run(cfg, run_dir: Path, console=None) -> dict:
+    e = cfg.eval
+    domain = read_test(run_dir / "data/test.jsonl")
+    general = read_test(run_dir / "data/general_test.jsonl", required=False)
+    if not domain:
+        raise WebtuneError(f"{run_dir}/data/test.jsonl is empty: no domain test examples to evaluate "
+                           f"(raise mix.test_fraction or add records)")
+    checks_of = task_checks(cfg, run_dir)
+    prompts = domain[: max(0, e.generation_examples, e.samples)]   # the side-by-side samples are generated too
+    if cfg.model.kind == "openai":
+        from .api_eval import run_api
+        results, outputs = run_api(cfg, run_dir, prompts, console=console)
+    else:
+        results, outputs = run_local(cfg, run_dir, domain, general, prompts, console=console)
+    for label in results:
+        score_generations(results[label], prompts, outputs[label], checks_of)
+    out = {**results, **verdict(e, results), "n_domain_test": len(domain), "n_general_test": len(general),
+           "n_generated": len(prompts), "loss_available": cfg.model.kind != "openai",
+           "decoding": {"strategy": "greedy", "max_new_tokens": e.max_new_tokens},
+           "settings": settings(e)}
+    rows = generation_rows(prompts, outputs, checks_of)
+    if e.judge.enabled:
+        from .judge import judge_pairs
+        try:
+            out["judge"] = judge_pairs(e.judge, [p[:-1] for p in prompts], [p[-1]["content"] for p in prompts],
+                                       outputs["base"], outputs["tuned"], console=console)
+        except WebtuneError as exc:   # keep the losses and generations; the report shows why the judge is missing
+            log(f"  [bold red]judge failed[/]: {exc} (retry with `webtune eval {run_dir} eval.judge.enabled=true`)")
+            out["judge_error"] = str(exc)
+        for v in out.get("judge", {}).get("verdicts", []):
+            rows[v["pair"]]["judge"] = {k: v[k] for k in ("tuned_first", "base_first", "score")}
+    write_outputs(run_dir, out, rows, e.samples)
+    say_summary(out)
+    return {"domain_gain": out["domain_gain"], "general_change": out["general_change"], "passed": out["passed"],
+            **({"judge_win_rate": out["judge"]["win_rate"]} if "judge" in out else {})}
+
+
+def settings(e) -> dict:
+    """The eval settings this evaluation ran with (`webtune eval RUN k=v` may differ from config.yaml)."""
+    from omegaconf import OmegaConf
+    out = OmegaConf.to_container(e, resolve=True) if OmegaConf.is_config(e) else dict(e)
+    if not out.get("judge", {}).get("enabled"):
+        out["judge"] = {"enabled": False}
+    return out
+
+
+def read_test(path: Path, required: bool = True) -> list[list[dict]]:
+    if not path.exists():
+        if required:
+            raise WebtuneError(f"{path} not found: run the mix stage first (webtune resume RUN)")
+        return []
+    convs = []
+    for n, row in enumerate(read_jsonl(path), 1):
+        messages = row.get("messages") if isinstance(row, dict) else None
+        if not messages or messages[-1].get("role") != "assistant":
+            raise WebtuneError(f"{path} line {n}: field messages must be a list ending with an assistant turn")
+        convs.append(messages)
+    return convs
+
+
+def task_checks(cfg, run_dir: Path):
+    """A function: test conversation -> the checks its task declared. Examples carry their task in
+    data/examples.jsonl (id `<record id>/<task>`), so a JSON check only runs on the JSON task."""
+    by_task = {t.name: list(t.checks) for t in cfg.template.tasks}
+    for name, checks in by_task.items():
+        for c in checks:
+            validate_check(c, where=f"template {cfg.template.name}, task {name}, checks")
+    every = sorted({c for cs in by_task.values() for c in cs})
+    if len(by_task) <= 1 or not (run_dir / "data/examples.jsonl").exists():
+        return lambda messages: every
+    task_of = {}
+    for ex in read_jsonl(run_dir / "data/examples.jsonl"):
+        if ex.get("side", "domain") == "domain":
+            task = ex.get("task") or str(ex.get("id", "")).rsplit("/", 1)[-1]
+            task_of[orjson.dumps(ex["messages"])] = task
+    return lambda messages: by_task.get(task_of.get(orjson.dumps(messages)), every)
+
+
+# ---------------------------------------------------------------- local models
+def run_local(cfg, run_dir: Path, domain, general, prompts, console=None):
     import torch
     e = cfg.eval
     torch.manual_seed(0)
-    domain = [r["messages"] for r in read_jsonl(run_dir / "data/test.jsonl")]
-    general = [r["messages"] for r in read_jsonl(run_dir / "data/general_test.jsonl")]
-    if cfg.model.kind == "openai":
-        from .api_eval import run_api
-        return run_api(cfg, run_dir, domain)
-    checks = [c for task in cfg.template.tasks for c in task.checks]
     results, outputs = {}, {}
+    cache = base_cache_path(cfg, run_dir, prompts)
+    if cache and cache.exists():   # the base's scores do not depend on the run: reuse them across a sweep
+        cached = orjson.loads(cache.read_bytes())
+        results["base"], outputs["base"] = cached["result"], cached["outputs"]
+        log(f"  base scores reused from {cache}")
     for label, path in (("base", cfg.model.name_or_path), ("tuned", str(run_dir / "model"))):
+        if label in results:
+            continue
         model, chat = load_for_eval(path, cfg.model)
-        log(f"  scoring {label} ({path})")
-        results[label] = {"domain": heldout_loss(model, chat, domain, e.batch_size),
-                          "general": heldout_loss(model, chat, general, e.batch_size)}
-        prompts = domain[: e.generation_examples]
-        outputs[label] = generate(model, chat, [p[:-1] for p in prompts], e.max_new_tokens, e.batch_size)
-        refs = [p[-1]["content"] for p in prompts]
-        results[label]["generation"] = corpus_scores(outputs[label], refs)
-        results[label]["checks"] = check_rates(checks, prompts, outputs[label])
+        log(f"  scoring {label} ({path}) on {len(domain)} domain + {len(general)} general test examples, "
+            f"generating {len(prompts)}")
+        with progress(console) as bar:
+            results[label] = {"domain": heldout_loss(model, chat, domain, e.batch_size, bar, f"{label} domain loss")}
+            if general:
+                results[label]["general"] = heldout_loss(model, chat, general, e.batch_size, bar, f"{label} general loss")
+            outputs[label] = generate(model, chat, [p[:-1] for p in prompts], e.max_new_tokens, e.batch_size,
+                                      bar, f"{label} generate")
         del model
-    gain = results["base"]["domain"]["loss"] - results["tuned"]["domain"]["loss"]
-    regression = results["tuned"]["general"]["loss"] - results["base"]["general"]["loss"]
-    flags = []
-    if gain < e.min_domain_gain:
-        flags.append(f"domain loss gain {gain:.3f} below eval.min_domain_gain {e.min_domain_gain}")
-    if regression > e.max_general_regression:
-        flags.append(f"general loss rose by {regression:.3f}, above eval.max_general_regression {e.max_general_regression}")
-    samples = [{"prompt": p[:-1], "reference": p[-1]["content"], "base": b, "tuned": t}
-               for p, b, t in zip(domain[: e.samples], outputs["base"], outputs["tuned"])]
-    out = {**results, "domain_gain": round(gain, 4), "general_change": round(regression, 4),
-           "flags": flags, "passed": not flags, "n_domain_test": len(domain), "n_general_test": len(general)}
-    if e.judge.enabled:
-        from .judge import judge_pairs
-        out["judge"] = judge_pairs(e.judge, domain[: e.judge.max_pairs], outputs["base"], outputs["tuned"])
-    write_json(run_dir / "eval/metrics.json", out)
-    (run_dir / "eval/samples.jsonl").write_bytes(b"".join(orjson.dumps(s) + b"\n" for s in samples))
-    log(f"  domain loss {results['base']['domain']['loss']:.3f} -> {results['tuned']['domain']['loss']:.3f} "
-        f"(gain {gain:.3f}); general loss {results['base']['general']['loss']:.3f} -> "
-        f"{results['tuned']['general']['loss']:.3f}")
-    return {"domain_gain": out["domain_gain"], "general_change": out["general_change"], "passed": out["passed"]}
+        if label == "base" and cache:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp")
+            tmp.write_bytes(orjson.dumps({"result": results["base"], "outputs": outputs["base"]}))
+            tmp.replace(cache)
+    return results, outputs
+
+
+def base_cache_path(cfg, run_dir: Path, prompts) -> Path | None:
+    """runs/.cache/evaluate-base/<key>.json, keyed by everything the base's scores depend on: the
+    base model's files, the test sets, the prompts, the decoding settings, the device and our code."""
+    import torch
+    from ..rundir import hash_path, sha256_text
+    base = Path(cfg.model.name_or_path)
+    if not base.is_dir():
+        return None   # a hub id: its files are not ours to fingerprint
+    fingerprint = [(str(f.relative_to(base)), f.stat().st_size, f.stat().st_mtime_ns)
+                   for f in sorted(base.rglob("*")) if f.is_file()]
+    key = {"model": fingerprint, "tokenizer": cfg.model.tokenizer, "chat_template": cfg.model.chat_template,
+           "dtype": cfg.model.dtype, "device": "cuda" if torch.cuda.is_available() else "cpu",
+           "test": [hash_path(run_dir / f) for f in ("data/test.jsonl", "data/general_test.jsonl") if (run_dir / f).exists()],
+           "prompts": len(prompts), "max_new_tokens": cfg.eval.max_new_tokens,
+           "code": [hash_path(Path(__file__).with_name(n)) for n in ("metrics.py", "textmetrics.py")]}
+    digest = sha256_text(orjson.dumps(key, option=orjson.OPT_SORT_KEYS).decode())
+    return Path(cfg.runs_dir) / ".cache" / "evaluate-base" / f"{digest[:32]}.json"
 
 
 def load_for_eval(path: str, model_cfg):
+    """A model and its chat tokenizer: a full model directory, a LoRA adapter directory, or a hub id."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from ..backends.hf import resolve_dtype
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(model_cfg.dtype))
+    from ..backends.hf import model_source, resolve_dtype
+    from ..mix.tokenize import ChatTokenizer, load_tokenizer
+    dtype = resolve_dtype(model_cfg.dtype)
+    try:
+        if Path(path, "adapter_config.json").exists() and not Path(path, "config.json").exists():
+            from peft import PeftModel
+            base = AutoModelForCausalLM.from_pretrained(model_source(model_cfg.name_or_path), dtype=dtype)
+            model = PeftModel.from_pretrained(base, path).merge_and_unload()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(model_source(path), dtype=dtype)
+    except OSError as exc:
+        raise WebtuneError(f"evaluate: cannot load model {path!r}: {str(exc).splitlines()[0]}") from exc
     model.eval()
     if torch.cuda.is_available():
         model.to("cuda")
     tok = AutoTokenizer.from_pretrained(path) if Path(path, "tokenizer_config.json").exists() else load_tokenizer(model_cfg)
+    if model_cfg.chat_template and not tok.chat_template:
+        tok.chat_template = Path(model_cfg.chat_template).read_text()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, ChatTokenizer(tok, path)
 
 
-def heldout_loss(model, chat: ChatTokenizer, conversations: list[list[dict]], batch_size: int) -> dict:
-    """Mean cross-entropy over assistant tokens (the tokens the model is trained on)."""
+@contextmanager
+def progress(console=None):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    with Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console or default_console, transient=True,
+                  disable=not (console or default_console).is_terminal) as bar:
+        yield bar
+
+
+def batches(items: list, batch_size: int):
+    """Indices in batches of similar length (less padding), so callers can restore the order."""
+    order, size = sorted(range(len(items)), key=lambda i: len(items[i])), max(1, batch_size)
+    for i in range(0, len(order), size):
+        yield order[i:i + size]
+
+
+def heldout_loss(model, chat, conversations: list[list[dict]], batch_size: int, bar=None, what="loss") -> dict:
+    """Mean cross-entropy (nats/token) over assistant tokens, and its perplexity."""
     import torch
-    total, count = 0.0, 0
+    from ..mix.tokenize import IGNORE
     encoded = [chat.encode(c) for c in conversations]
-    for i in range(0, len(encoded), batch_size):
-        batch = encoded[i:i + batch_size]
+    task = bar.add_task(what, total=len(encoded)) if bar else None
+    total, count, pad = 0.0, 0, chat.tok.pad_token_id
+    for idx in batches([ids for ids, _ in encoded], batch_size):
+        batch = [encoded[i] for i in idx]
         width = max(len(ids) for ids, _ in batch)
-        pad = chat.tok.pad_token_id
         ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in batch], device=model.device)
         labels = torch.tensor([y + [IGNORE] * (width - len(y)) for _, y in batch], device=model.device)
         mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch], device=model.device)
-        with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)),
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
                                                  labels[:, 1:].reshape(-1), ignore_index=IGNORE, reduction="sum")
         total += loss.item()
         count += int((labels[:, 1:] != IGNORE).sum())
+        if bar:
+            bar.advance(task, len(batch))
     loss = total / max(1, count)
-    return {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50)), 3), "tokens": count}
+    return {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50)), 3), "tokens": count,
+            "examples": len(conversations)}
 
 
-def generate(model, chat: ChatTokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Batched greedy decoding, left-padded."""
+def generate(model, chat, prompts: list[list[dict]], max_new_tokens: int, batch_size: int, bar=None,
+             what="generate") -> list[str]:
+    """Batched greedy decoding, left-padded, stopping at the end-of-turn token; outputs in prompt order."""
     import torch
-    tok, outs = chat.tok, []
-    for i in range(0, len(prompts), batch_size):
-        batch = [chat.prompt_ids(p) for p in prompts[i:i + batch_size]]
+    tok, outs = chat.tok, [""] * len(prompts)
+    encoded = [chat.prompt_ids(p) for p in prompts]
+    task = bar.add_task(what, total=len(prompts)) if bar else None
+    eos = model.generation_config.eos_token_id
+    eos = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
+    eos = sorted(set(eos + ([chat.eot_id] if chat.eot_id is not None else [])))
+    for idx in batches(encoded, batch_size):
+        batch = [encoded[i] for i in idx]
         width = max(map(len, batch))
         ids = torch.tensor([[tok.pad_token_id] * (width - len(x)) + x for x in batch], device=model.device)
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch], device=model.device)
-        with torch.no_grad():
+        with torch.inference_mode():
             gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                                 eos_token_id=chat.eot_id, pad_token_id=tok.pad_token_id)
-        outs += [tok.decode(g[width:], skip_special_tokens=True).strip() for g in gen]
+                                 eos_token_id=eos or None, pad_token_id=tok.pad_token_id)
+        for i, g in zip(idx, gen):
+            outs[i] = tok.decode(g[width:], skip_special_tokens=True).strip()
+        if bar:
+            bar.advance(task, len(batch))
     return outs
 
 
-def check_rates(checks: list[str], prompts: list[list[dict]], outputs: list[str]) -> dict:
-    rates = {}
+# ---------------------------------------------------------------- scores, verdict, outputs
+def prompt_text(messages: list[dict]) -> str:
+    """What checks search: every turn before the answer."""
+    return "\n".join(m["content"] for m in messages[:-1])
+
+
+def score_generations(result: dict, prompts, outputs: list[str], checks_of) -> None:
+    refs = [p[-1]["content"] for p in prompts]
+    result["generation"] = corpus_scores(outputs, refs)
+    checks = sorted({c for p in prompts for c in checks_of(p)})
+    result["checks"] = {}
     for check in checks:
-        results = [run_check(check, "\n".join(m["content"] for m in p[:-1]), o) for p, o in zip(prompts, outputs)]
-        applied = [r for r in results if r is not None]
-        if applied:
-            rates[check] = round(sum(applied) / len(applied), 3)
-    return rates
+        applies = [i for i, p in enumerate(prompts) if check in checks_of(p)]
+        result["checks"].update(check_rates([check], [prompt_text(prompts[i]) for i in applies],
+                                            [outputs[i] for i in applies]))
+
+
+def verdict(e, results: dict) -> dict:
+    """Domain gain and general change in loss, and the flags that fail the promote gate."""
+    base, tuned = results["base"], results["tuned"]
+    flags = []
+    gain = change = None
+    if "domain" in base and "domain" in tuned:
+        gain = round(base["domain"]["loss"] - tuned["domain"]["loss"], 4)
+        if gain < e.min_domain_gain:
+            flags.append(f"domain loss gain {gain:.3f} is below eval.min_domain_gain={e.min_domain_gain}")
+    if "general" in base and "general" in tuned:
+        change = round(tuned["general"]["loss"] - base["general"]["loss"], 4)
+        if change > e.max_general_regression:
+            flags.append(f"general loss rose by {change:.3f} nats, above eval.max_general_regression="
+                         f"{e.max_general_regression}")
+    return {"domain_gain": gain, "general_change": change, "flags": flags, "passed": not flags}
+
+
+def generation_rows(prompts, outputs: dict, checks_of) -> list[dict]:
+    rows = []
+    for i, p in enumerate(prompts):
+        ref = p[-1]["content"]
+        row = {"prompt": p[:-1], "reference": ref}
+        for label, outs in outputs.items():
+            row[label] = outs[i]
+            row[f"{label}_rougeL"] = round(100 * rouge_l(outs[i], ref), 1)
+            row[f"{label}_checks"] = {c: r for c in checks_of(p)
+                                      if (r := run_check(c, prompt_text(p), outs[i])) is not None}
+        rows.append(row)
+    return rows
+
+
+def write_outputs(run_dir: Path, out: dict, rows: list[dict], samples: int) -> None:
+    write_json(run_dir / "eval/metrics.json", out)
+    (run_dir / "eval/samples.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows[:max(0, samples)]))
+    (run_dir / "eval/generations.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+
+
+def say_summary(out: dict) -> None:
+    b, t = out["base"], out["tuned"]
+    if out["domain_gain"] is not None:
+        log(f"  domain loss {b['domain']['loss']:.3f} -> {t['domain']['loss']:.3f} (gain {out['domain_gain']:.3f})")
+    if out["general_change"] is not None:
+        log(f"  general loss {b['general']['loss']:.3f} -> {t['general']['loss']:.3f} ({out['general_change']:+.3f})")
+    g = t.get("generation", {})
+    if g:
+        log(f"  tuned generations: ROUGE-L {g['rougeL']}, chrF {g['chrF']}, BLEU {g['BLEU']} "
+            f"(base {b['generation']['rougeL']}, {b['generation']['chrF']}, {b['generation']['BLEU']})")
+    if "judge" in out:
+        j = out["judge"]
+        log(f"  judge: tuned preferred in {100 * j['win_rate']:.0f}% of {j['pairs']} pairs "
+            f"(95% CI {100 * j['ci_low']:.0f}-{100 * j['ci_high']:.0f}%)")
+    for flag in out["flags"]:
+        log(f"  [bold red]flag[/]: {flag}")

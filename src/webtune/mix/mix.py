@@ -19,6 +19,15 @@ from .split import assign
 SPLIT_FILES = {"train": "data/train.jsonl", "val": "data/val.jsonl", "test": "data/test.jsonl"}
 
 
+def shipped(path: str) -> Path:
+    """A relative path from the working directory, else from the webtune checkout (examples/...)."""
+    from ..sources.files import REPO_ROOT
+    p = Path(path)
+    if p.is_absolute() or p.exists() or not (REPO_ROOT / p).exists():
+        return p
+    return REPO_ROOT / p
+
+
 def read_jsonl(path: Path):
     with open(path, "rb") as fh:
         for n, line in enumerate(fh, 1):
@@ -44,7 +53,7 @@ def run(cfg, run_dir: Path, console=None) -> dict:
         splits[assign(ex["group"], m.seed, m.val_fraction, test_fraction)].append(ex)
     general_test = []
     for path in (m.general.test_files if m.general.enabled else []):
-        general_test += [{"messages": r["messages"]} for r in read_jsonl(Path(path))]
+        general_test += [{"messages": r["messages"]} for r in read_jsonl(shipped(path))]
 
     counter = token_counter(cfg)
     ledger = LedgerWriter(run_dir, "mix")

@@ -86,7 +86,8 @@ class Cleaner:
         self.fields = list(cfg.fields or [])
 
     def clean_text(self, text: str, repairs: set[str]) -> str:
-        if self.fix_unicode and not text.isascii():
+        ascii_ = text.isascii()
+        if self.fix_unicode and not ascii_:
             fixed = fix_unicode(text)
             if fixed != text:
                 repairs.add("mojibake_fixed")
@@ -94,7 +95,8 @@ class Cleaner:
         if self.strip_html and ("<" in text or "&" in text) and looks_like_html(text):
             text = html_to_text(text)
             repairs.add("html_stripped")
-        if self.normalize_whitespace:
+            ascii_ = False
+        if self.normalize_whitespace and not (ascii_ and _tidy_ascii(text)):
             text = normalize_whitespace(text)
         return text
 
@@ -107,11 +109,12 @@ class Cleaner:
             return {k: self._clean_value(v, repairs) for k, v in value.items()}
         return value
 
-    def clean(self, fields: dict) -> dict[str, list[str]]:
-        """Clean `fields` in place. Returns {repair reason: [field names]}."""
+    def clean(self, fields: dict, names: list[str] | None = None) -> dict[str, list[str]]:
+        """Clean `fields` in place: the configured fields, else `names`, else every field.
+        Returns {repair reason: [field names]}."""
         found: dict[str, list[str]] = {}
         repairs: set[str] = set()
-        for name in (self.fields or list(fields)):
+        for name in (self.fields or names or list(fields)):
             value = fields.get(name)
             if isinstance(value, str):
                 fields[name] = self.clean_text(value, repairs)

@@ -20,42 +20,7 @@ import numpy as np
 
 from ..errors import WebtuneError
 
-_M64 = (1 << 64) - 1
-_P = np.uint64(0x100000001B3)                       # odd: invertible mod 2^64
-_P_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
-_PUNCT = np.zeros(256, dtype=bool)
-_PUNCT[np.frombuffer(b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", dtype=np.uint8)] = True
-_SPACE = np.zeros(256, dtype=bool)
-_SPACE[np.frombuffer(b" \t\n\r\x0b\x0c", dtype=np.uint8)] = True
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser, elementwise: turns linear combinations into well-spread hashes."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def _constants(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 1 << 63, size=n, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-
-
-_POWER_CACHE: dict[int, np.ndarray] = {}
-
-
-def _powers(base: np.uint64, n: int) -> np.ndarray:
-    """base**0 .. base**(n-1) mod 2^64, cached and grown by doubling."""
-    key = int(base)
-    have = _POWER_CACHE.get(key)
-    if have is None or len(have) < n:
-        size = max(n, 2 * len(have) if have is not None else 1 << 16)
-        out = np.full(size, base, dtype=np.uint64)
-        out[0] = 1
-        have = _POWER_CACHE[key] = np.cumprod(out, dtype=np.uint64)
-    return have[:n]
+from .words import Words, analyse, constants as _constants, mix as _mix
 
 
 def lsh_params(num_perm: int, threshold: float) -> tuple[int, int]:
@@ -71,25 +36,9 @@ def lsh_params(num_perm: int, threshold: float) -> tuple[int, int]:
 
 
 def word_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Hash every normalised word of every text. Returns (hashes, words per text)."""
-    encoded = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
-    data = np.frombuffer(b"\n".join(encoded) + b"\n", dtype=np.uint8)
-    keep = ~_PUNCT[data]
-    seps = np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)) + 1) - 1
-    kept_before = np.cumsum(keep)
-    seps = kept_before[seps] - 1                        # each text's "\n" after dropping punctuation
-    data = data[keep]
-    space = _SPACE[data]
-    edge = np.diff(space.view(np.int8), prepend=np.int8(1), append=np.int8(1))
-    starts = np.flatnonzero(edge[:-1] == -1)            # space -> word
-    ends = np.flatnonzero(edge[1:] == 1)                # word -> space (inclusive end)
-    # polynomial prefix hash: word [s, e] -> (F[e] - F[s-1]) * P^-s  (all mod 2^64)
-    prefix = np.cumsum(data * _powers(_P, len(data)), dtype=np.uint64)
-    before = prefix[starts - 1]
-    before[starts == 0] = 0
-    h = _mix((prefix[ends] - before) * _powers(_P_INV, len(data))[starts] + (ends - starts).astype(np.uint64))
-    counts = np.diff(np.searchsorted(starts, seps), prepend=0)
-    return h, counts
+    """Hashes of every normalised word of every text, and words per text."""
+    w = analyse(texts)
+    return w.hashes, w.counts
 
 
 def shingle_hashes(words: np.ndarray, counts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -127,9 +76,10 @@ class Signer:
         self.bands, self.rows = lsh_params(self.num_perm, float(cfg.threshold))
         self.band_coef = _constants(self.rows, 11)
 
-    def sign(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def sign(self, texts: list[str], analysed: Words | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = len(texts)
-        words, counts = word_hashes(texts)
+        w = analysed if analysed is not None else analyse(texts)
+        words, counts = w.hashes, w.counts
         empty = counts == 0
         first = np.concatenate(([0], np.cumsum(counts)[:-1]))
         pos = np.arange(len(words)) - np.repeat(first, counts)

@@ -9,23 +9,26 @@
   reduce  (one task; `reduce_signatures`)  loads every shard's signatures (~140 bytes a record),
           puts them in global input order and finds exact and near duplicates across all inputs,
           domain and general alike; the first record of each group is kept.
-  map     (`write_outputs`)  streams the candidate files in global order: kept records' examples
-          go to data/examples.jsonl and get their `kept` event (with example_ids); duplicates get a
-          `rejected` event naming the kept record.
+  map     (one task per shard; `finish_shard`)  streams its candidates in input order: kept
+          records' examples go to tmp/prepare/examples-<shard>.jsonl with their `kept` event (and
+          example_ids), duplicates get a `rejected` event naming the kept record
+          (ledger/prepare/dedupe-<shard>.jsonl). `assemble` concatenates the parts into
+          data/examples.jsonl (or merges them, when a source deals records out round-robin).
 
 Input order is (input index, then the record id's `<source>:<where>` part as text, then its
 `#<n>` number): ids never depend on the shard count (a source contract), so neither does the order,
 the keeper of a duplicate group or data/examples.jsonl, which is byte-identical for any number of
 workers. For files that is file by file (sorted paths), then line, row or item.
 
-Here the map runs on `prepare.workers` local processes. On a cluster, each step is a plain
-function of files: run `map_shard` as N Ray tasks or datatrove executor tasks, then
-`reduce_signatures` on one node (its input is small), then the final write.
+Here the maps run on `prepare.workers` local processes. On a cluster each step is a plain function
+of files: run `map_shard` as N Ray tasks (or datatrove executor tasks), `reduce_signatures` on one
+node (its input is ~140 bytes a record), then `finish_shard` as N tasks and `assemble`.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import shutil
 import time
 from collections import defaultdict
@@ -41,6 +44,7 @@ from ..records import Rejection
 from .clean import Cleaner
 from .dedupe import Signer, find_duplicates
 from .filters import Filters, mask_pii
+from .words import analyse
 from .render import load_tasks
 from .validate import Invalid, check_chat
 
@@ -118,23 +122,46 @@ def map_shard(cfg, run_dir: Path, work: Path, inputs: list[PrepareInput], shard:
     validate_output = bool(p.validate_output)
     counts: dict[str, dict] = {}
     exacts, bands, empties = [], [], []
-    keys: list[tuple[int, int, int, int]] = []   # (input, local prefix number, n, offset in cand file)
+    keys: list[tuple[int, int, int, int, int]] = []  # (input, local prefix number, n, cand offset, examples)
     prefixes: list[dict[str, int]] = [{} for _ in inputs]
-    pending_text: list[str] = []
+    # records that passed everything per record wait here for the batched word filters and hashing
+    pending: list[tuple] = []
 
-    def flush():
-        if pending_text:
-            e, b, m = signer.sign(pending_text)
-            exacts.append(e), bands.append(b), empties.append(m)
-            pending_text.clear()
+    def flush(ledger, cand, cand_ids):
+        if not pending:
+            return
+        filter_texts = [x[-2] for x in pending]
+        dedupe_texts = [x[-1] for x in pending]
+        words = analyse(filter_texts) if filters.need_words else None
+        verdicts = filters.check_words(words) if words is not None else [None] * len(pending)
+        timer.lap("filter")
+        same = words is not None and all(a is b for a, b in zip(filter_texts, dedupe_texts))
+        e, b, m = signer.sign(dedupe_texts, words if same else None)
+        timer.lap("dedupe")
+        keep = np.array([v is None for v in verdicts], dtype=bool)
+        for (counter, rid, src, key, header, lines, _, _), verdict in zip(pending, verdicts):
+            if verdict is not None:
+                ledger.rejected(rid, src, verdict[0], verdict[1], step="filter")
+                counter["rejected"] += 1
+                continue
+            keys.append(key + (cand.tell(), len(lines)))
+            cand_ids.write(rid.encode() + b"\n")
+            cand.write(header)
+            cand.writelines(lines)
+        exacts.append(e[keep]), bands.append(b[keep]), empties.append(m[keep])
+        pending.clear()
+        timer.lap("write")
 
     timer = _Timer()
     done = 0
-    with LedgerWriter(run_dir, "prepare", part=f"{shard}") as ledger, open(work / f"cand-{shard}.jsonl", "wb") as cand:
+    with LedgerWriter(run_dir, "prepare", part=f"{shard}") as ledger, \
+            open(work / f"cand-{shard}.jsonl", "wb") as cand, open(work / f"ids-{shard}.txt", "wb") as cand_ids:
         for index, inp in enumerate(inputs):
             tasks = load_tasks(inp.template)
             needed = list(dict.fromkeys(f for t in tasks for f in t.fields))
             dedupe_fields = list(p.dedupe.fields or needed)
+            clean_fields = _fields_to_clean(tasks, length_field, dedupe_fields)
+            same_text = bool(length_field) and dedupe_fields == [length_field]  # filters and dedupe read one text
             group_field = inp.source.get("group_field")
             source_name = inp.source.name
             c = counts.setdefault(source_name, {"in": 0, "rejected": 0})
@@ -158,7 +185,7 @@ def map_shard(cfg, run_dir: Path, work: Path, inputs: list[PrepareInput], shard:
                                     step="parse")
                     c["rejected"] += 1
                     continue
-                for reason, names in cleaner.clean(fields).items():
+                for reason, names in cleaner.clean(fields, clean_fields).items():
                     ledger.repaired(rid, src, reason, ", ".join(names), step="clean")
                 timer.lap("clean")
                 # structure first (the fields each task needs, its input schema), then quality
@@ -190,7 +217,7 @@ def map_shard(cfg, run_dir: Path, work: Path, inputs: list[PrepareInput], shard:
                     if masked:
                         ledger.repaired(rid, src, "pii_masked", ", ".join(masked), step="filter")
                         text = mask_pii(text)
-                verdict = filters.check(fields, text)
+                verdict = filters.check_record(fields, text)
                 timer.lap("filter")
                 if verdict is not None:
                     ledger.rejected(rid, src, verdict[0], verdict[1], step="filter")
@@ -215,25 +242,25 @@ def map_shard(cfg, run_dir: Path, work: Path, inputs: list[PrepareInput], shard:
                 ids = [f"{rid}/{name}" for name, _ in examples]
                 note = "; ".join(f"{e.reason}: {e.detail}" for e in failures)
                 where, _, n = rid.rpartition("#")
-                keys.append((index, local.setdefault(where, len(local)), int(n) if n.isdigit() else 0, cand.tell()))
-                cand.write(orjson.dumps([rid, src, ids, [name for name, _ in examples], note]) + b"\n")
-                for eid, (name, messages) in zip(ids, examples):
-                    cand.write(orjson.dumps({"id": eid, "record_id": rid, "source": src, "side": inp.side,
-                                             "template": name, "group": group, "messages": messages}) + b"\n")
+                key = (index, local.setdefault(where, len(local)), int(n) if n.isdigit() else 0)
+                header = orjson.dumps([rid, src, ids, [name for name, _ in examples], note]) + b"\n"
+                lines = [orjson.dumps({"id": eid, "record_id": rid, "source": src, "side": inp.side,
+                                       "template": name, "group": group, "messages": messages}) + b"\n"
+                         for eid, (name, messages) in zip(ids, examples)]
+                dedupe_text = text if same_text else text_of(fields, dedupe_fields)
+                if len(dedupe_text) > MAX_SIGN_CHARS:
+                    dedupe_text = dedupe_text[:MAX_SIGN_CHARS]
+                pending.append((c, rid, src, key, header, lines, text, dedupe_text))
                 timer.lap("write")
-                dedupe_text = text_of(fields, dedupe_fields)
-                pending_text.append(dedupe_text[:MAX_SIGN_CHARS])
-                if len(pending_text) >= BATCH:
-                    flush()
-                    timer.lap("dedupe")
-        flush()
-        timer.lap("dedupe")
+                if len(pending) >= BATCH:
+                    flush(ledger, cand, cand_ids)
+        flush(ledger, cand, cand_ids)
     if progress is not None:
         progress[shard] = done
     empty = np.zeros(0, dtype=np.uint64)
     (work / f"prefixes-{shard}.json").write_bytes(orjson.dumps([list(d) for d in prefixes]))
     np.savez(work / f"sig-{shard}.npz",
-             key=np.array(keys, dtype=np.int64).reshape(-1, 4),
+             key=np.array(keys, dtype=np.int64).reshape(-1, 5),
              exact=np.concatenate(exacts) if exacts else empty,
              bands=np.concatenate(bands) if bands else np.zeros((0, signer.bands), dtype=np.uint64),
              empty=np.concatenate(empties) if empties else np.zeros(0, dtype=bool))
@@ -241,8 +268,8 @@ def map_shard(cfg, run_dir: Path, work: Path, inputs: list[PrepareInput], shard:
     return {"counts": counts, "seconds": dict(timer.seconds)}
 
 
-def _order(work: Path, n_shards: int, parts) -> tuple[np.ndarray, np.ndarray]:
-    """Global input order of all candidates: (sort permutation, cand-file offsets) from the shards' keys."""
+def _order(work: Path, n_shards: int, parts) -> np.ndarray:
+    """Global input order: the permutation that sorts all shards' candidates (concatenated) by id."""
     local_prefixes = [orjson.loads((work / f"prefixes-{s}.json").read_bytes()) for s in range(n_shards)]
     n_inputs = max((len(p) for p in local_prefixes), default=0)
     ranks = []
@@ -252,95 +279,121 @@ def _order(work: Path, n_shards: int, parts) -> tuple[np.ndarray, np.ndarray]:
     sort_keys = []
     for s, part in enumerate(parts):
         key = part["key"]
-        if not len(key):
-            continue
-        # local prefix number -> global rank, per input
-        lookup = [np.array([ranks[i][w] for w in local_prefixes[s][i]] or [0], dtype=np.int64)
-                  for i in range(n_inputs)]
-        rank = np.empty(len(key), dtype=np.int64)
-        for i in range(n_inputs):
+        rank = np.zeros(len(key), dtype=np.int64)
+        for i in range(n_inputs):  # local prefix number -> global rank, per input
+            lookup = np.array([ranks[i][w] for w in local_prefixes[s][i]] or [0], dtype=np.int64)
             mine = key[:, 0] == i
-            rank[mine] = lookup[i][key[mine, 1]]
+            rank[mine] = lookup[key[mine, 1]]
         sort_keys.append(np.stack([key[:, 0], rank, key[:, 2]], axis=1))
-    if not sort_keys:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    all_keys = np.concatenate(sort_keys)
-    order = np.lexsort((all_keys[:, 2], all_keys[:, 1], all_keys[:, 0]))
-    return order, np.concatenate([p["key"][:, 3] for p in parts if len(p["key"])])
+    all_keys = np.concatenate(sort_keys) if sort_keys else np.zeros((0, 3), dtype=np.int64)
+    return np.lexsort((all_keys[:, 2], all_keys[:, 1], all_keys[:, 0]))
 
 
-def _reject_failures(ledger, rid: str, src: str, failures: list[Invalid]) -> None:
-    """No task could use the record: the first task's reason, every task's detail."""
-    first = failures[0]
-    step = "render" if first.reason in ("missing_field", "render_error") else "validate"
-    ledger.rejected(rid, src, first.reason, "; ".join(e.detail for e in failures), step=step)
+@dataclass
+class Plan:
+    """The reduce's verdict, one entry per candidate in global input order."""
+
+    shard: np.ndarray        # which shard holds it
+    row: np.ndarray          # its row in that shard's candidate files
+    offset: np.ndarray       # byte offset of its header in cand-<shard>.jsonl
+    n_examples: np.ndarray
+    keeper: np.ndarray       # global index of the record kept for its group (itself when kept)
+    first_copy: np.ndarray   # global index of the first record with the same normalised text
 
 
-def reduce_signatures(cfg, work: Path, n_shards: int):
-    """Global exact + near dedupe. Returns (shard_of, offset, keeper, first_copy), all in input order."""
+def reduce_signatures(cfg, work: Path, n_shards: int) -> Plan:
+    """Global exact + near dedupe over every shard of every input."""
     parts = [np.load(work / f"sig-{s}.npz") for s in range(n_shards)]
-    order, offsets = _order(work, n_shards, parts)
-    shard_of = np.concatenate([np.full(len(x["key"]), s, dtype=np.int32) for s, x in enumerate(parts)])[order]
-    offsets = offsets[order]
+    order = _order(work, n_shards, parts)
+    key = np.concatenate([x["key"] for x in parts])[order]
+    shard = np.concatenate([np.full(len(x["key"]), s, dtype=np.int64) for s, x in enumerate(parts)])[order]
+    row = np.concatenate([np.arange(len(x["key"])) for x in parts])[order]
     n = len(order)
     d = cfg.prepare.dedupe
-    if not n or (not d.exact and not d.near):
-        return shard_of, offsets, np.arange(n), np.arange(n)
-    exact = np.concatenate([x["exact"] for x in parts])[order]
-    bands = np.concatenate([x["bands"] for x in parts])[order]
-    empty = np.concatenate([x["empty"] for x in parts])[order]
-    keeper, first_copy = find_duplicates(exact, bands, empty, bool(d.exact), bool(d.near))
-    return shard_of, offsets, keeper, first_copy
+    keeper = first_copy = np.arange(n)
+    if n and (d.exact or d.near):
+        exact = np.concatenate([x["exact"] for x in parts])[order]
+        bands = np.concatenate([x["bands"] for x in parts])[order]
+        empty = np.concatenate([x["empty"] for x in parts])[order]
+        keeper, first_copy = find_duplicates(exact, bands, empty, bool(d.exact), bool(d.near))
+    return Plan(shard, row, key[:, 3], key[:, 4], keeper, first_copy)
 
 
-def write_outputs(run_dir: Path, work: Path, n_shards: int, shard_of, offsets, keeper, first_copy) -> dict:
-    """Kept examples to data/examples.jsonl in input order; the final ledger event of each candidate."""
+def _keeper_ids(work: Path, plan: Plan) -> dict[int, str]:
+    """Ids of the records that duplicates name (the kept one, the first exact copy)."""
+    dup = plan.keeper != np.arange(len(plan.keeper))
+    wanted = np.unique(np.concatenate([plan.keeper[dup], plan.first_copy[dup]]))
+    out = {}
+    for s in np.unique(plan.shard[wanted]):
+        lines = (work / f"ids-{s}.txt").read_bytes().split(b"\n")
+        for g in wanted[plan.shard[wanted] == s]:
+            out[int(g)] = lines[plan.row[g]].decode()
+    return out
+
+
+def finish_shard(run_dir: Path, work: Path, shard: int, plan: Plan, names: dict[int, str]) -> dict:
+    """Second map: this shard's kept examples (in input order) and every candidate's final event."""
+    mine = np.flatnonzero(plan.shard == shard)
+    kept: dict[str, int] = defaultdict(int)
+    dups: dict[str, int] = defaultdict(int)
+    per_template: dict[str, int] = defaultdict(int)
+    at = 0
+    with open(work / f"cand-{shard}.jsonl", "rb") as f, open(work / f"examples-{shard}.jsonl", "wb") as out, \
+            LedgerWriter(run_dir, "prepare", part=f"dedupe-{shard}") as ledger:
+        for i in mine.tolist():
+            offset = int(plan.offset[i])
+            if offset != at:  # only when a source deals records out of id order
+                f.seek(offset)
+            header = f.readline()
+            rid, src, ids, templates, note = orjson.loads(header)
+            examples = [f.readline() for _ in ids]
+            at = offset + len(header) + sum(map(len, examples))
+            k, first = int(plan.keeper[i]), int(plan.first_copy[i])
+            if k == i:
+                out.writelines(examples)
+                ledger.kept(rid, src, detail=note, example_ids=ids, step="dedupe")
+                kept[src] += 1
+                for t in templates:
+                    per_template[t] += 1
+            else:
+                exact = first != i
+                detail = "same normalised text" if exact else "near-duplicate (MinHash LSH)"
+                if exact and first != k:
+                    detail += f" as {names[first]}"
+                ledger.rejected(rid, src, "exact_duplicate" if exact else "near_duplicate", detail,
+                                duplicate_of=names[k], step="dedupe")
+                dups[src] += 1
+    return {"kept": dict(kept), "duplicates": dict(dups), "examples": dict(per_template)}
+
+
+def assemble(run_dir: Path, work: Path, n_shards: int, plan: Plan) -> None:
+    """data/examples.jsonl from the shards' parts: a concatenation when each shard holds one block of
+    the input order (byte-range sharding), else a merge in input order."""
     out_path = Path(run_dir) / "data" / "examples.jsonl"
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    files = [open(work / f"cand-{s}.jsonl", "rb") for s in range(n_shards)]
-    at = [0] * n_shards   # where each file's reader stands: seek only when input order jumps
-    kept_counts: dict[str, int] = defaultdict(int)
-    dup_counts: dict[str, int] = defaultdict(int)
-    per_template: dict[str, int] = defaultdict(int)
-    keeper_ids: dict[int, str] = {}
-    needed = set(np.unique(keeper[keeper != np.arange(len(keeper))]).tolist())
-    try:
-        with open(out_path, "wb") as out, LedgerWriter(run_dir, "prepare", part="dedupe") as ledger:
-            for i in range(len(keeper)):
-                s = int(shard_of[i])
-                f = files[s]
-                if at[s] != offsets[i]:
-                    f.seek(int(offsets[i]))
-                header = f.readline()
-                rid, src, ids, templates, note = orjson.loads(header)
-                examples = [f.readline() for _ in ids]
-                at[s] = int(offsets[i]) + len(header) + sum(map(len, examples))
-                if i in needed:
-                    keeper_ids[i] = rid
-                k = int(keeper[i])
-                if k == i:
-                    out.writelines(examples)
-                    ledger.kept(rid, src, detail=note, example_ids=ids, step="dedupe")
-                    kept_counts[src] += 1
-                    for t in templates:
-                        per_template[t] += 1
-                else:
-                    exact = int(first_copy[i]) != i
-                    detail = "same normalised text" if exact else "near-duplicate (MinHash LSH)"
-                    if exact and int(first_copy[i]) != k:
-                        detail += f" as {keeper_ids.get(int(first_copy[i]), 'an earlier duplicate')}"
-                    ledger.rejected(rid, src, "exact_duplicate" if exact else "near_duplicate", detail,
-                                    duplicate_of=keeper_ids[k], step="dedupe")
-                    dup_counts[src] += 1
-    finally:
-        for f in files:
-            f.close()
-    return {"kept": dict(kept_counts), "duplicates": dict(dup_counts), "examples": dict(per_template)}
+    kept = plan.keeper == np.arange(len(plan.keeper))
+    shard_seq = plan.shard[kept]
+    changes = np.flatnonzero(np.diff(shard_seq)) + 1
+    blocks = shard_seq[np.concatenate(([0], changes))] if len(shard_seq) else np.zeros(0, dtype=np.int64)
+    with open(out_path, "wb") as out:
+        if len(set(blocks.tolist())) == len(blocks):
+            for s in blocks.tolist():
+                with open(work / f"examples-{s}.jsonl", "rb") as part:
+                    shutil.copyfileobj(part, out, 1 << 22)
+            return
+        parts = [open(work / f"examples-{s}.jsonl", "rb") for s in range(n_shards)]
+        try:
+            for s, n in zip(shard_seq.tolist(), plan.n_examples[kept].tolist()):
+                for _ in range(n):
+                    out.write(parts[s].readline())
+        finally:
+            for part in parts:
+                part.close()
 
 
-def _worker(cfg, run_dir, work, inputs, shard, n_shards, progress, results):
+def _worker(fn, args, shard, progress, results):
     try:
-        results.put((shard, "ok", map_shard(cfg, run_dir, work, inputs, shard, n_shards, progress)))
+        results.put((shard, "ok", fn(*args, progress) if progress is not None else fn(*args)))
     except WebtuneError as e:
         results.put((shard, "error", str(e)))
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises
@@ -348,52 +401,68 @@ def _worker(cfg, run_dir, work, inputs, shard, n_shards, progress, results):
         results.put((shard, "crash", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
 
 
-def _run_shards(cfg, run_dir: Path, work: Path, inputs, n_shards: int, console) -> list[dict]:
-    if n_shards == 1:
-        bar = _progress(console)
-        try:
-            inline = _InlineProgress(bar, bar.add_task("prepare", total=None)) if bar else None
-            return [map_shard(cfg, run_dir, work, inputs, 0, 1, inline)]
-        finally:
-            if bar:
-                bar.stop()
-    ctx = mp.get_context("spawn")  # no inherited locks or threads from the caller (rich, torch)
-    progress = ctx.RawArray("q", n_shards)
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(cfg, run_dir, work, inputs, s, n_shards, progress, results),
-                         name=f"webtune-prepare-{s}", daemon=True) for s in range(n_shards)]
-    for proc in procs:
-        proc.start()
-    out: dict[int, dict] = {}
-    bar = _progress(console)
+def _in_processes(fn, shard_args: list[tuple], console=None, with_progress: bool = False) -> list[dict]:
+    """fn(*shard_args[s]) for every shard s, one process each (in this process when there is one)."""
+    n = len(shard_args)
+    bar = _progress(console) if with_progress else None
     try:
         inline = _InlineProgress(bar, bar.add_task("prepare", total=None)) if bar else None
-        while len(out) < n_shards:
-            try:
-                shard, status, payload = results.get(timeout=0.2)
-            except Exception:  # queue.Empty
-                if inline:
-                    inline[0] = sum(progress)
-                dead = [p for p in procs if p.exitcode not in (None, 0)]
-                if dead and results.empty():
-                    raise WebtuneError(f"prepare worker {dead[0].name} died (exit code {dead[0].exitcode}); "
-                                       f"try prepare.workers=1 to see the error") from None
-                continue
-            if status == "error":
-                raise WebtuneError(payload)
-            if status == "crash":
-                raise RuntimeError(f"prepare worker {shard} crashed: {payload}")
-            out[shard] = payload
-        if inline:
-            inline[0] = sum(progress)
+        if n == 1:
+            return [fn(*shard_args[0], inline) if with_progress else fn(*shard_args[0])]
+        # fork: workers start in milliseconds with everything imported, and callers need no
+        # `if __name__ == "__main__"` guard; the progress thread starts only after the fork
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        progress = ctx.RawArray("q", n) if with_progress else None
+        results = ctx.Queue()
+        procs = [ctx.Process(target=_worker, args=(fn, args, s, progress, results), name=f"webtune-prepare-{s}",
+                             daemon=True) for s, args in enumerate(shard_args)]
+        for proc in procs:
+            proc.start()
+        out: dict[int, dict] = {}
+        try:
+            while len(out) < n:
+                try:
+                    shard, status, payload = results.get(timeout=0.2)
+                except queue.Empty:
+                    if inline:
+                        inline[0] = sum(progress)
+                    dead = [p for p in procs if p.exitcode not in (None, 0)]
+                    if dead and results.empty():
+                        raise WebtuneError(f"prepare worker {dead[0].name} died (exit code {dead[0].exitcode}); "
+                                           f"try prepare.workers=1 to see the error") from None
+                    continue
+                if status == "error":
+                    raise WebtuneError(payload)
+                if status == "crash":
+                    raise RuntimeError(f"prepare worker {shard} crashed: {payload}")
+                out[shard] = payload
+            if inline:
+                inline[0] = sum(progress)
+        finally:
+            for proc in procs:
+                if proc.is_alive() and len(out) < n:
+                    proc.terminate()
+                proc.join()
+        return [out[s] for s in range(n)]
     finally:
         if bar:
             bar.stop()
-        for proc in procs:
-            if proc.is_alive() and len(out) < n_shards:
-                proc.terminate()
-            proc.join()
-    return [out[s] for s in range(n_shards)]
+
+
+def _fields_to_clean(tasks, length_field, dedupe_fields) -> list[str] | None:
+    """By default clean what the examples, filters and dedupe read; every field if a template's
+    variables cannot be known (it includes another file)."""
+    if any(t.variables is None for t in tasks):
+        return None
+    names = [f for t in tasks for f in sorted(t.variables) + t.fields] + dedupe_fields
+    return list(dict.fromkeys(names + ([length_field] if length_field else [])))
+
+
+def _reject_failures(ledger, rid: str, src: str, failures: list[Invalid]) -> None:
+    """No task could use the record: the first task's reason, every task's detail."""
+    first = failures[0]
+    step = "render" if first.reason in ("missing_field", "render_error") else "validate"
+    ledger.rejected(rid, src, first.reason, "; ".join(e.detail for e in failures), step=step)
 
 
 def _progress(console):
@@ -430,15 +499,19 @@ def run(cfg, run_dir: Path, inputs: list[PrepareInput], console=None) -> dict:
     for inp in inputs:  # template errors surface once, here, not once per worker
         load_tasks(inp.template)
 
+    seconds = {}
     t0 = time.perf_counter()
-    shard_stats = _run_shards(cfg, run_dir, work, inputs, workers, console)
-    t_map = time.perf_counter() - t0
+    shard_stats = _in_processes(map_shard, [(cfg, run_dir, work, inputs, s, workers) for s in range(workers)],
+                                console, with_progress=True)
+    seconds["map"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    shard_of, offsets, keeper, first_copy = reduce_signatures(cfg, work, workers)
-    t_reduce = time.perf_counter() - t0
+    plan = reduce_signatures(cfg, work, workers)
+    names = _keeper_ids(work, plan)
+    seconds["reduce"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    final = write_outputs(run_dir, work, workers, shard_of, offsets, keeper, first_copy)
-    t_write = time.perf_counter() - t0
+    finals = _in_processes(finish_shard, [(run_dir, work, s, plan, names) for s in range(workers)])
+    assemble(run_dir, work, workers, plan)
+    seconds["write"] = time.perf_counter() - t0
     shutil.rmtree(work, ignore_errors=True)
     try:
         (run_dir / "tmp").rmdir()
@@ -453,12 +526,16 @@ def run(cfg, run_dir: Path, inputs: list[PrepareInput], console=None) -> dict:
         for name, c in st["counts"].items():
             sources[name]["in"] += c["in"]
             sources[name]["rejected"] += c["rejected"]
-        for step, s in st["seconds"].items():
-            step_seconds[step] += s
-    for name, n in final["kept"].items():
-        sources[name]["kept"] += n
-    for name, n in final["duplicates"].items():
-        sources[name]["rejected"] += n
+        for step, sec in st["seconds"].items():
+            step_seconds[step] += sec
+    examples: dict[str, int] = defaultdict(int)
+    for final in finals:
+        for name, n in final["kept"].items():
+            sources[name]["kept"] += n
+        for name, n in final["duplicates"].items():
+            sources[name]["rejected"] += n
+        for name, n in final["examples"].items():
+            examples[name] += n
     for name, c in sources.items():
         if c["in"] != c["kept"] + c["rejected"]:
             raise WebtuneError(f"prepare: source {name!r} does not reconcile ({c['in']} in, {c['kept']} kept, "
@@ -467,11 +544,10 @@ def run(cfg, run_dir: Path, inputs: list[PrepareInput], console=None) -> dict:
     n_in = sum(c["in"] for c in sources.values())
     return {
         "sources": sources,
-        "examples": final["examples"],
-        "duplicates": sum(final["duplicates"].values()),
+        "examples": dict(examples),
+        "duplicates": int((plan.keeper != np.arange(len(plan.keeper))).sum()),
         "workers": workers,
-        "seconds": {"total": round(total, 3), "map": round(t_map, 3), "reduce": round(t_reduce, 3),
-                    "write": round(t_write, 3)},
+        "seconds": {"total": round(total, 3), **{k: round(v, 3) for k, v in seconds.items()}},
         "worker_seconds": {k: round(v, 3) for k, v in sorted(step_seconds.items())},
         "records_per_s": round(n_in / total, 1) if total > 0 else None,
     }

@@ -73,6 +73,7 @@ class Task:
     turns: list[Turn]
     fields: list[str] = field(default_factory=list)
     schema: InputSchema | None = None
+    variables: set[str] | None = None   # record fields the templates read (None: unknown, e.g. includes)
 
     def check(self, fields: dict) -> list[str]:
         """Fields the task needs, then its input schema (coercing in place); returns the repairs."""
@@ -90,7 +91,7 @@ class Task:
                 messages.append({"role": turn.role, "content": turn.static})
                 continue
             try:
-                text = turn.template.render(fields)
+                text = _render(turn.template, fields)
             except jinja2.UndefinedError as e:
                 raise Invalid("missing_field", f"template {self.name} needs {_undefined_name(str(e))!r}") from None
             except NullValue:
@@ -103,6 +104,19 @@ class Task:
                 raise Invalid("render_error", f"template {self.name} ({turn.where}): {type(e).__name__}: {e}") from None
             messages.append({"role": turn.role, "content": text.strip()})
         return messages
+
+
+def _render(template: jinja2.Template, fields: dict) -> str:
+    """Template.render without its per-call copy of the globals ChainMap (half its cost here):
+    the globals are copied once per template, the record's fields laid over them."""
+    base = template.__dict__.get("_webtune_globals")
+    if base is None:
+        base = template._webtune_globals = dict(template.globals)
+    context = template.new_context({**base, **fields}, shared=True)
+    try:
+        return template.environment.concat(template.root_render_func(context))
+    except Exception:
+        return template.environment.handle_exception()  # re-raises, with the template's line in the traceback
 
 
 def _undefined_name(message: str) -> str:
@@ -133,20 +147,31 @@ def _turn_specs(task) -> list[tuple[str, str | None, str | None]]:
     return specs
 
 
+def _variables(env: SandboxedEnvironment, source: str) -> set[str] | None:
+    ast = env.parse(source)
+    if next(jinja2.meta.find_referenced_templates(ast), False) is not False:
+        return None  # an include or import reads variables we cannot see from here
+    return set(jinja2.meta.find_undeclared_variables(ast))
+
+
 def load_task(task) -> Task:
     turns = []
+    variables: set[str] | None = set()
     for role, file, text in _turn_specs(task):
         if file:
             path = resolve(file, f"template task {task.name!r}: {role} template")
-            turns.append(Turn(role, _compile(_environment(path.parent), path.read_text(), str(path)), str(path)))
+            where, env, source = str(path), _environment(path.parent), path.read_text()
+            static = None
         else:
-            where = f"{task.name}.{role} (inline)"
+            where, env, source = f"{task.name}.{role} (inline)", _environment(Path.cwd()), text
             static = text.strip() if not any(tag in text for tag in ("{{", "{%", "{#")) else None
-            turns.append(Turn(role, _compile(_environment(Path.cwd()), text, where), where, static))
+        turns.append(Turn(role, _compile(env, source, where), where, static))
+        found = _variables(env, source)
+        variables = None if found is None or variables is None else variables | found
     schema = None
     if task.get("input_schema"):
         schema = InputSchema(resolve(task.input_schema, f"template task {task.name!r}: input_schema"))
-    return Task(task.name, turns, list(task.get("fields") or []), schema)
+    return Task(task.name, turns, list(task.get("fields") or []), schema, variables)
 
 
 def load_tasks(cfg_template) -> list[Task]:

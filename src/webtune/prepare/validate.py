@@ -140,16 +140,30 @@ class InputSchema:
         raise Invalid("schema_invalid", f"{self.path.name}: {_describe(err)}")
 
 
-_chat_fast = fastjsonschema.compile(CHAT_SCHEMA)
+_ALLOWED_KEYS = frozenset(MESSAGE_KEYS)
+
+
+def _chat_ok(messages) -> bool:
+    """CHAT_SCHEMA, checked by hand: ~1 µs instead of ~10 µs for a compiled schema."""
+    if type(messages) is not list or not messages:
+        return False
+    assistant = False
+    for m in messages:
+        if type(m) is not dict or not m.keys() <= _ALLOWED_KEYS or m.get("role") not in ROLES:
+            return False
+        content = m.get("content")
+        if type(content) is not str or not content:
+            return False
+        assistant = assistant or m["role"] == "assistant"
+    return assistant and all(
+        (type(m.get("name", "")) is str) and m.get("weight", 0) in (0, 1) for m in messages
+        if len(m) > 2)
 
 
 def check_chat(messages) -> None:
     """Raise Invalid(chat_format:<cookbook class>) if the example would fail OpenAI's format checks."""
-    try:
-        _chat_fast({"messages": messages})
+    if _chat_ok(messages):
         return
-    except fastjsonschema.JsonSchemaValueException:
-        pass
     if not isinstance(messages, list) or not messages:
         raise Invalid("chat_format:missing_messages_list", "the example has no messages")
     for i, m in enumerate(messages):

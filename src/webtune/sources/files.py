@@ -15,7 +15,6 @@ from __future__ import annotations
 import codecs
 import csv
 import glob
-import io
 import os
 import re
 import sys
@@ -30,6 +29,7 @@ from ..records import Record, Rejection, record_id
 
 SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv",
             ".html": "html", ".htm": "html", ".xhtml": "html", ".vtt": "vtt", ".srt": "srt"}
+REPO_ROOT = Path(__file__).resolve().parents[3]
 FORMATS = ("auto", "json", "jsonl", "csv", "html", "vtt", "srt")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -45,7 +45,7 @@ def resolve(cfg) -> list[Path]:
         raise WebtuneError("source.files.paths is empty: list the files, directories or globs to read")
     found: set[Path] = set()
     for spec in cfg.paths:
-        spec = os.path.expanduser(str(spec))
+        spec = _locate(os.path.expanduser(str(spec)))
         if _GLOB_CHARS.search(spec):
             matches = [Path(p) for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
             if not matches:
@@ -66,6 +66,15 @@ def resolve(cfg) -> list[Path]:
     for p in paths:
         format_of(p, cfg.format)  # fail now on a file whose format we cannot tell
     return paths
+
+
+def _locate(spec: str) -> str:
+    """A relative path is looked up in the working directory, then in the webtune checkout (so
+    the shipped examples/ work from anywhere, as the shipped templates/ do)."""
+    if os.path.isabs(spec) or os.path.exists(spec) or glob.glob(spec, recursive=True):
+        return spec
+    shipped = str(REPO_ROOT / spec)
+    return shipped if os.path.exists(shipped) or glob.glob(shipped, recursive=True) else spec
 
 
 def _readable_format(path: Path, fmt: str) -> bool:
@@ -155,22 +164,34 @@ def _jsonl(cfg, source: str, path: Path, rel: str, shard: int, n_shards: int) ->
             yield _empty(source, rel)
         return
     start, end = size * shard // n_shards, size * (shard + 1) // n_shards
+    limit, prefix, loads, JSONDecodeError = cfg.max_record_bytes, f"{source}:{rel}#", orjson.loads, orjson.JSONDecodeError
     with open(path, "rb") as fh:
         if start > 0:
             # A line belongs to the shard holding its first byte: skip the line running into `start`.
             fh.seek(start - 1)
             fh.readline()
         pos = fh.tell()
-        line_no = _count_newlines(path, pos) + 1
-        while pos < end:
-            line = fh.readline()
-            if not line:
+        line_no = _count_newlines(path, pos)
+        for line in fh:  # the hot loop: kept flat, helpers only for the rare bad line
+            if pos >= end:
                 break
             pos += len(line)
-            item = _jsonl_line(cfg, source, rel, line_no, line)
-            if item is not None:
-                yield item
             line_no += 1
+            if limit and len(line) > limit:
+                yield Rejection(prefix + str(line_no), source, "too_large",
+                                f"{rel} line {line_no}: {_too_large(cfg, len(line))}")
+                continue
+            try:
+                obj = loads(line)
+            except JSONDecodeError as e:
+                if line.strip():  # a blank line holds no record
+                    yield _bad_line(source, rel, line_no, line, e)
+                continue
+            if type(obj) is dict:
+                yield Record(prefix + str(line_no), source, obj)
+            else:
+                yield Rejection(prefix + str(line_no), source, "not_an_object",
+                                f"{rel} line {line_no}: a JSON {type(obj).__name__}, not an object")
 
 
 def _has_content(path: Path) -> bool:
@@ -193,26 +214,14 @@ def _count_newlines(path: Path, upto: int) -> int:
     return n
 
 
-def _jsonl_line(cfg, source: str, rel: str, line_no: int, line: bytes) -> Record | Rejection | None:
+def _bad_line(source: str, rel: str, line_no: int, line: bytes, error: Exception) -> Rejection:
     rid = record_id(source, rel, line_no)
-    if not line.strip():
-        return None  # a blank line holds no record
-    too_large = _too_large(cfg, len(line))
-    if too_large:
-        return Rejection(rid, source, "too_large", f"{rel} line {line_no}: {too_large}")
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as e:
-        if "UTF-8" in str(e):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as u:
-                return Rejection(rid, source, "invalid_utf8", f"{rel} line {line_no}: invalid UTF-8 at byte {u.start}")
-        return Rejection(rid, source, "malformed_json", f"{rel} line {line_no}: {e}")
-    if not isinstance(obj, dict):
-        return Rejection(rid, source, "not_an_object",
-                         f"{rel} line {line_no}: a JSON {type(obj).__name__}, not an object")
-    return Record(rid, source, obj)
+    if "UTF-8" in str(error):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as u:
+            return Rejection(rid, source, "invalid_utf8", f"{rel} line {line_no}: invalid UTF-8 at byte {u.start}")
+    return Rejection(rid, source, "malformed_json", f"{rel} line {line_no}: {error}")
 
 
 # ---------------------------------------------------------------- JSON
@@ -317,7 +326,8 @@ def _csv(cfg, source: str, path: Path, rel: str, turn: _Turns) -> Iterator[Recor
     except LookupError:
         raise WebtuneError(f"source.files.encoding={cfg.encoding!r} is not a known encoding") from None
     with fh:
-        reader = csv.reader(fh, delimiter=cfg.csv_delimiter)
+        tsv = path.suffix.lower() == ".tsv" and cfg.csv_delimiter == ","  # a .tsv with the default delimiter
+        reader = csv.reader(fh, delimiter="\t" if tsv else cfg.csv_delimiter)
         try:
             header = next(reader, None)
         except csv.Error as e:
@@ -354,22 +364,25 @@ def _csv_row(cfg, source, rel, row_no, header, row, list_fields, number_fields, 
     if len(row) != len(header):
         return Rejection(rid, source, "wrong_column_count",
                          f"{rel} row {row_no}: {len(row)} cells, the header has {len(header)}")
-    try:  # undecodable bytes were kept as lone surrogates (errors="surrogateescape"): they cannot encode
-        size = len("\x00".join(row).encode("utf-8"))
-    except UnicodeEncodeError:
-        return Rejection(rid, source, "invalid_encoding",
-                         f"{rel} row {row_no}: bytes that are not valid {cfg.encoding}")
+    joined = "\x00".join(row)
+    size = len(joined)
+    if not joined.isascii():  # the fast common case skips the check below
+        try:  # undecodable bytes were kept as lone surrogates (errors="surrogateescape"): they cannot encode
+            size = len(joined.encode("utf-8"))
+        except UnicodeEncodeError:
+            return Rejection(rid, source, "invalid_encoding",
+                             f"{rel} row {row_no}: bytes that are not valid {cfg.encoding}")
     too_large = _too_large(cfg, size)
     if too_large:
         return Rejection(rid, source, "too_large", f"{rel} row {row_no}: {too_large}")
-    fields: dict = {}
-    for name, cell in zip(header, row):
-        if name in list_fields:
+    fields = dict(zip(header, row))
+    for name in list_fields:
+        cell = fields.get(name)
+        if cell is not None:
             fields[name] = [part.strip() for part in cell.split(sep)] if cell.strip() else []
-        elif name in number_fields:
-            fields[name] = _number(cell)
-        else:
-            fields[name] = cell
+    for name in number_fields:
+        if name in fields:
+            fields[name] = _number(fields[name])
     return Record(rid, source, fields)
 
 

@@ -176,7 +176,7 @@ class Fetcher:
                     out.content_type, out.charset = cached.get("content_type"), cached.get("charset")
                     out.final_url = cached.get("final_url") or url
                     return _store(out, body, pages_dir)
-                if r.status_code >= 400:
+                if r.status_code >= 300:  # errors, and a 304 we hold no copy for
                     out.reason, out.detail = f"http_{r.status_code}", f"{url} answered {r.status_code} {r.reason}"
                     return out
                 ctype = r.headers.get("Content-Type", "")
