@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 # A small, fast configuration of the embedded default: the same stages, a few training steps.
-SMALL = ["model.train.max_steps=4", "model.train.batch_tokens=1024", "mix.max_seq_len=256",
+SMALL = ["model.train.max_steps=4", "model.train.batch_tokens=1024", "mix.max_seq_len=512",
          "eval.generation_examples=2", "eval.samples=2", "eval.max_new_tokens=8", "prepare.workers=1"]
 
 

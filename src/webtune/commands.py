@@ -18,7 +18,12 @@ from .rundir import read_json
 
 # ------------------------------------------------------------------ run
 def cmd_run(args: list[str]) -> int:
-    validate_overrides(args)
+    cfg = validate_overrides(args)
+    from . import distributed
+    if distributed.is_distributed():  # accelerate launch / torchrun: one run directory for every process
+        if "-m" in args or "--multirun" in args:
+            raise WebtuneError("a sweep (-m) cannot run under accelerate launch: launch each run on its own")
+        args = args + distributed.run_dir_overrides(cfg)
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
@@ -29,6 +34,7 @@ def cmd_run(args: list[str]) -> int:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
             execute(cfg, run_dir, fresh=True)
+            return objective(run_dir)   # what a sweeper that optimizes (Hydra's Optuna plugin) minimizes
         except Exception as exc:  # noqa: BLE001 - one line for people, the traceback in run.log
             from .cli import one_line, wants_traceback
             logging.getLogger("webtune").exception("run failed")
@@ -56,15 +62,35 @@ def sweep_dirname_override(args: list[str]) -> str:
     return "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(fixed) + "]"
 
 
+def objective(run_dir: Path, metric: str = "eval.tuned.domain.loss") -> float | None:
+    """The run's tuned domain loss from metrics.json (None when it has none), as sweep_summary ranks."""
+    value = read_json(run_dir / "metrics.json", {}) or {}
+    for part in metric.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def execute(cfg, run_dir: Path, fresh: bool, only: set[str] | None = None) -> dict:
     """Run (or continue) the pipeline in run_dir."""
     from .runner import Runner
     from .stages import build_stages
     from .rundir import atomic_write_text
-    if fresh:
+    from . import distributed
+    main = not distributed.is_distributed() or distributed.state().is_main_process
+    if fresh and main:
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    log(f"[bold]webtune[/bold] {cfg.name} -> {run_dir}")
-    manifest = Runner(cfg, run_dir, build_stages(), console, log).run(only)
+    if main:
+        log(f"[bold]webtune[/bold] {cfg.name} -> {run_dir}")
+    if distributed.is_distributed():
+        from .runner import StageContext
+        stages = build_stages()
+        runner = Runner(cfg, run_dir, stages, console, log) if main else None
+        distributed.execute(runner, stages, only, lambda: StageContext(cfg, run_dir, console, log))
+        if not main:
+            return {}
+        manifest = runner.manifest
+    else:
+        manifest = Runner(cfg, run_dir, build_stages(), console, log).run(only)
     metrics = read_json(run_dir / "metrics.json", {})
     summary = metrics.get("summary")
     if summary:
@@ -88,7 +114,7 @@ def split_config_dir(args: list[str]) -> tuple[list[str], Path | None]:
     return out, config_dir
 
 
-def validate_overrides(args: list[str]) -> None:
+def validate_overrides(args: list[str]):
     """Compose once before Hydra runs, so a config mistake is one line naming file and key."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     overrides, config_dir = split_config_dir(args)
@@ -100,17 +126,26 @@ def validate_overrides(args: list[str]) -> None:
             if ov.is_hydra_override():
                 continue
             if ov.is_sweep_override():
-                value = next(iter(ov.sweep_string_iterator()))
-                first.append(f"{ov.get_key_element()}={value}")
+                first.append(f"{ov.get_key_element()}={first_sweep_value(ov)}")
             else:
                 first.append(ov.input_line)
         if config_dir:
             first.append(f"hydra.searchpath=[file://{config_dir.resolve()}]")
-        compose(first)
+        return compose(first)
     except WebtuneError:
         raise
     except Exception as exc:  # noqa: BLE001
         raise WebtuneError(config_error_line(exc, config_dir)) from exc
+
+
+def first_sweep_value(ov):
+    """One value of a sweep, to check its key and type: the first choice, or an interval's lower bound
+    (Optuna's `interval(1e-4, 1e-2)` cannot be enumerated)."""
+    from hydra.core.override_parser.types import IntervalSweep
+    sweep = ov.value()
+    if isinstance(sweep, IntervalSweep):
+        return sweep.start
+    return next(iter(ov.sweep_string_iterator()))
 
 
 def config_error_line(exc: Exception, config_dir: Path | None = None) -> str:

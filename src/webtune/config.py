@@ -190,6 +190,7 @@ class LoraConfig:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    exclude_modules: Optional[str] = None  # regex of modules LoRA leaves alone (Gemma 3 4B: the vision tower)
 
 
 @dataclass
@@ -219,8 +220,9 @@ class ModelConfig:
     tokenizer: Optional[str] = None  # default: name_or_path
     method: str = "full"            # full|lora|qlora
     dtype: str = "auto"             # auto|float32|bfloat16|float16
-    attn_implementation: str = "sdpa"  # sdpa|eager|flex_attention|flash_attention_2
+    attn_implementation: str = "sdpa"  # auto|sdpa|eager|flex_attention|flash_attention_2 (auto: flash-attn if installed)
     chat_template: Optional[str] = None  # a Jinja file, for base models without one
+    eos_token: Optional[str] = None  # the token ending an assistant turn, when not the tokenizer's eos (Gemma: <end_of_turn>)
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     merge_adapter: bool = False

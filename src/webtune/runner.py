@@ -82,6 +82,14 @@ class Runner:
     def outputs_of(self, stage: Stage) -> list[str]:
         return stage.outputs + [f"stats/{stage.name}.json"]
 
+    def pending(self, stage: Stage) -> bool:
+        """Whether run_stage would run the stage (neither skip it as unchanged nor restore it from the cache)."""
+        key, _ = stage_key(stage, self.cfg, self.run_dir)
+        done = self.manifest["stages"].get(stage.name)
+        if done and done["key"] == key and self._outputs_match(done["outputs"]):
+            return False
+        return not (self.use_cache and stage.cacheable and self._cache_intact(self.cache_root / stage.name / key))
+
     def run_stage(self, stage: Stage) -> str:
         key, inputs = stage_key(stage, self.cfg, self.run_dir)
         done = self.manifest["stages"].get(stage.name)
@@ -146,6 +154,8 @@ class Runner:
                 _link_tree(src, tmp / out)
                 hashes[out] = hash_path(src)
         (tmp / ".complete").write_text(json.dumps(hashes))
+        if cache_dir.exists() and not (cache_dir / ".complete").exists():
+            _remove(cache_dir)  # unfinished (killed while being discarded, or edited): replace it
         try:
             tmp.rename(cache_dir)
         except OSError:  # another run stored the same key first

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from tests.backends.test_families import REPO, save_tiny_model
 from tests.conftest import SMALL, only_run_dir
@@ -46,7 +47,8 @@ def test_two_cpu_processes_train_their_shards_into_one_run_dir(tiny_dir, runs):
     train = json.loads((run / "stats/train.json").read_text())
     assert train["processes"] == 2
     rows = len(np.load(run / "data/packed/train.npz")["bin_offsets"]) - 1
-    per_device = max(1, 1024 // 256 // 2)  # batch_tokens // max_seq_len, split over 2 processes
+    cfg = OmegaConf.load(run / "config.yaml")
+    per_device = max(1, cfg.model.train.batch_tokens // cfg.mix.max_seq_len // 2)  # rows per step over 2 processes
     # each process iterates over half of the rows: sharded once by the Trainer, not twice
     assert train["batches_per_process"] == math.ceil(rows / (per_device * 2))
     assert train["steps"] == 4

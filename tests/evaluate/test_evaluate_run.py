@@ -10,6 +10,8 @@ from tests.conftest import webtune
 from webtune.evaluate import metrics
 from webtune.hydra_setup import setup
 
+pytestmark = pytest.mark.timeout(900)   # the shared fixture is a whole run: minutes on a busy 2-core machine
+
 
 def load(path):
     return json.loads(path.read_text())

@@ -17,7 +17,7 @@ from webtune.evaluate.report import REPORT_SECTIONS
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
-pytestmark = [pytest.mark.browser,
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900),   # the shared tiny run may be built here
               pytest.mark.skipif(not CHROMIUM.exists() or not Path(CHROMEDRIVER).exists(),
                                  reason="needs Debian chromium and chromium-driver (`make browser` installs them)")]
 

@@ -209,10 +209,11 @@ def heldout_loss(model, chat, conversations: list[list[dict]], batch_size: int, 
         mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch], device=model.device)
         with torch.inference_mode():
             logits = model(input_ids=ids, attention_mask=mask).logits
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
-                                                 labels[:, 1:].reshape(-1), ignore_index=IGNORE, reduction="sum")
+        target = labels[:, 1:]
+        scored = target != IGNORE      # float32 only where it counts: a 256k vocabulary makes full logits large
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1][scored].float(), target[scored], reduction="sum")
         total += loss.item()
-        count += int((labels[:, 1:] != IGNORE).sum())
+        count += int(scored.sum())
         if bar:
             bar.advance(task, len(batch))
     loss = total / max(1, count)

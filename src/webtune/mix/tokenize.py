@@ -24,6 +24,12 @@ def load_tokenizer(model_cfg):
                            f"(set model.name_or_path to a hub id or a local directory)") from exc
     if model_cfg.chat_template:
         tok.chat_template = Path(model_cfg.chat_template).read_text()
+    eos = model_cfg.get("eos_token")
+    if eos:  # the end-of-turn token the loss must include and generation stops at
+        if eos not in tok.get_vocab():
+            raise WebtuneError(f"model.eos_token={eos!r} is not a token of {name!r}; give a token of its "
+                               f"vocabulary (the one its chat template ends a reply with)")
+        tok.eos_token = eos
     if not tok.chat_template:
         raise WebtuneError(f"tokenizer {name!r} has no chat template: set model.chat_template to a Jinja file "
                            f"(see templates/chat/ for ready ones)")
