@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -224,7 +225,7 @@ def main() -> None:
              "general_train_assistant_loss": round(train_loss, 4),
              "general_test_assistant_loss": round(test_loss, 4),
              "safetensors_bytes": (args.out / "model.safetensors").stat().st_size,
-             "torch": torch.__version__, "seed": args.seed}
+             "torch": torch.__version__, "seed": args.seed, "load_average_1min": round(os.getloadavg()[0], 1)}
     write_model_card(args, stats, samples)
     print(json.dumps(stats, indent=1))
     for q, a in samples:
@@ -267,7 +268,12 @@ def write_model_card(args, stats: dict, samples: list[tuple[str, str]]) -> None:
         f"  float32, `model.safetensors` {stats['safetensors_bytes'] / 1e6:.1f} MB.",
         f"- Training: AdamW (lr {args.lr}, betas 0.9/0.95, weight decay 0.1), warmup then cosine to 10%,",
         f"  {args.steps} steps of {stats['tokens_per_step']:,} tokens, seed {args.seed},"
-        f" {stats['pretrain_seconds']} s on CPU (torch {stats['torch']}).",
+        f" {stats['pretrain_seconds']} s on CPU (torch {stats['torch']}, 1-minute load average"
+        f" {stats['load_average_1min']} at the end).",
+        "",
+        "With only ~16k tokens of general text the model memorises its training answers (recognisable",
+        "replies to seen questions) and generalises poorly (high held-out loss); that is the intended",
+        "trade-off for a base that must answer in a recognisable way and know nothing of the domain.",
         "",
         "## Results",
         "",

@@ -102,17 +102,18 @@ def task_checks(cfg, run_dir: Path):
 
 # ---------------------------------------------------------------- local models
 def run_local(cfg, run_dir: Path, domain, general, prompts, console=None):
+    """Scores and generations of base and tuned. Each model's are cached by what they depend on, so
+    a sweep scores its base once and `webtune eval RUN eval.judge.enabled=true` only calls the judge."""
     import torch
     e = cfg.eval
     torch.manual_seed(0)
     results, outputs = {}, {}
-    cache = base_cache_path(cfg, run_dir, prompts)
-    if cache and cache.exists():   # the base's scores do not depend on the run: reuse them across a sweep
-        cached = orjson.loads(cache.read_bytes())
-        results["base"], outputs["base"] = cached["result"], cached["outputs"]
-        log(f"  base scores reused from {cache}")
     for label, path in (("base", cfg.model.name_or_path), ("tuned", str(run_dir / "model"))):
-        if label in results:
+        cache = scores_cache_path(cfg, run_dir, path, prompts)
+        if cache and cache.exists():
+            cached = orjson.loads(cache.read_bytes())
+            results[label], outputs[label] = cached["result"], cached["outputs"]
+            log(f"  {label} scores reused from {cache}")
             continue
         model, chat = load_for_eval(path, cfg.model)
         log(f"  scoring {label} ({path}) on {len(domain)} domain + {len(general)} general test examples, "
@@ -124,31 +125,34 @@ def run_local(cfg, run_dir: Path, domain, general, prompts, console=None):
             outputs[label] = generate(model, chat, [p[:-1] for p in prompts], e.max_new_tokens, e.batch_size,
                                       bar, f"{label} generate")
         del model
-        if label == "base" and cache:
+        if cache:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp")
-            tmp.write_bytes(orjson.dumps({"result": results["base"], "outputs": outputs["base"]}))
+            tmp.write_bytes(orjson.dumps({"result": results[label], "outputs": outputs[label]}))
             tmp.replace(cache)
     return results, outputs
 
 
-def base_cache_path(cfg, run_dir: Path, prompts) -> Path | None:
-    """runs/.cache/evaluate-base/<key>.json, keyed by everything the base's scores depend on: the
-    base model's files, the test sets, the prompts, the decoding settings, the device and our code."""
+def scores_cache_path(cfg, run_dir: Path, model_path: str, prompts) -> Path | None:
+    """runs/.cache/evaluate-scores/<key>.json, keyed by everything a model's scores depend on: its
+    files, the test sets, the prompts, the decoding settings, the device and this code."""
     import torch
     from ..rundir import hash_path, sha256_text
-    base = Path(cfg.model.name_or_path)
-    if not base.is_dir():
+    if not Path(model_path).is_dir() or not Path(cfg.model.name_or_path).is_dir():
         return None   # a hub id: its files are not ours to fingerprint
-    fingerprint = [(str(f.relative_to(base)), f.stat().st_size, f.stat().st_mtime_ns)
-                   for f in sorted(base.rglob("*")) if f.is_file()]
-    key = {"model": fingerprint, "tokenizer": cfg.model.tokenizer, "chat_template": cfg.model.chat_template,
-           "dtype": cfg.model.dtype, "device": "cuda" if torch.cuda.is_available() else "cpu",
+
+    def fingerprint(folder: Path):   # names, sizes and times: hashing 16 GB of weights per eval is too slow
+        return [(str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns)
+                for f in sorted(folder.rglob("*")) if f.is_file()]
+    key = {"model": fingerprint(Path(model_path)), "base": fingerprint(Path(cfg.model.name_or_path)),
+           "tokenizer": cfg.model.tokenizer,
+           "chat_template": cfg.model.chat_template, "dtype": cfg.model.dtype,
+           "device": "cuda" if torch.cuda.is_available() else "cpu",
            "test": [hash_path(run_dir / f) for f in ("data/test.jsonl", "data/general_test.jsonl") if (run_dir / f).exists()],
            "prompts": len(prompts), "max_new_tokens": cfg.eval.max_new_tokens,
            "code": [hash_path(Path(__file__).with_name(n)) for n in ("metrics.py", "textmetrics.py")]}
     digest = sha256_text(orjson.dumps(key, option=orjson.OPT_SORT_KEYS).decode())
-    return Path(cfg.runs_dir) / ".cache" / "evaluate-base" / f"{digest[:32]}.json"
+    return Path(cfg.runs_dir) / ".cache" / "evaluate-scores" / f"{digest[:32]}.json"
 
 
 def load_for_eval(path: str, model_cfg):
