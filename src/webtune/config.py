@@ -250,6 +250,10 @@ class JudgeConfig:
     rubric: str = "Which answer better completes the task for the user? Consider accuracy, fluency and fit to the request."
     max_pairs: int = 20
     price_per_1k_tokens: float = 0.0006
+    max_tokens: int = 200            # judge reply length (also in the cost estimate)
+    concurrency: int = 4
+    max_retries: int = 2
+    timeout: float = 60.0
 
 
 @dataclass
