@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -31,16 +32,22 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = ["prepare", "mix", "train", "evaluate"]
 
 
-def webtune(args: list[str], log: Path) -> float:
-    """Run the real CLI; return its wall time. Output goes to a file, to keep the table readable."""
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def webtune(args: list[str], log: Path) -> tuple[float, float]:
+    """Run the real CLI; return its wall time and CPU time (user + system: less sensitive than wall
+    time to other work on the machine). Output goes to a file, to keep the table readable."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_of_children()
     with open(log, "w") as fh:
         rc = subprocess.run([sys.executable, "-m", "webtune", *args], cwd=REPO, env=env, stdout=fh, stderr=fh).returncode
     seconds = time.perf_counter() - start
     if rc != 0:
         sys.exit(f"webtune {' '.join(args)} failed (rc {rc}); see {log}")
-    return seconds
+    return seconds, cpu_of_children() - cpu
 
 
 def log_span(run_log: Path) -> float:
@@ -76,22 +83,23 @@ def main() -> None:
     lrs = a.lrs.split(",")
     work = a.work or Path(tempfile.mkdtemp(prefix="webtune-sweep-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    console = Console()
-    console.print(f"work dir: {work}")
+    console = Console(width=140)
+    console.print(f"work dir: {work}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
     console.print(f"with cache: webtune run -m model.train.learning_rate={a.lrs} ...")
     cached_runs = work / "cached"
-    cached_total = webtune(["run", "-m", f"model.train.learning_rate={a.lrs}", f"runs_dir={cached_runs}", *a.extra],
+    cached_total, cached_cpu = webtune(["run", "-m", f"model.train.learning_rate={a.lrs}", f"runs_dir={cached_runs}", *a.extra],
                            work / "cached.out")
     sweep = next((cached_runs / "sweeps").iterdir())
     with_cache = [describe(p) for p in sorted(sweep.iterdir(), key=lambda p: p.name) if (p / "manifest.json").exists()]
 
-    without_cache, plain_total = [], 0.0
+    without_cache, plain_total, plain_cpu = [], 0.0, 0.0
     for i, lr in enumerate(lrs):
         console.print(f"without cache: webtune run model.train.learning_rate={lr} (fresh runs_dir)")
         runs = work / f"plain{i}"
-        plain_total += webtune(["run", f"model.train.learning_rate={lr}", f"runs_dir={runs}", *a.extra],
-                               work / f"plain{i}.out")
+        wall, cpu = webtune(["run", f"model.train.learning_rate={lr}", f"runs_dir={runs}", *a.extra],
+                            work / f"plain{i}.out")
+        plain_total, plain_cpu = plain_total + wall, plain_cpu + cpu
         run_dir = next(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "registry")
         without_cache.append(describe(run_dir))
 
@@ -120,6 +128,8 @@ def main() -> None:
         totals.add_column(col, justify="right")
     totals.add_row("command wall s (1 sweep vs 3 runs)", f"{cached_total:.1f}", f"{plain_total:.1f}",
                    f"{plain_total / cached_total:.2f}x")
+    totals.add_row("command CPU s (user + system)", f"{cached_cpu:.1f}", f"{plain_cpu:.1f}",
+                   f"{plain_cpu / cached_cpu:.2f}x")
     totals.add_row("sum of job wall s (run.log)", f"{jobs['with']:.1f}", f"{jobs['without']:.1f}",
                    f"{jobs['without'] / jobs['with']:.2f}x")
     first = with_cache[0]["wall_s"]
@@ -128,11 +138,12 @@ def main() -> None:
     console.print(totals)
     console.print(f"with cache: first job {first:.1f}s, later jobs {', '.join(f'{x:.1f}s' for x in later)} "
                   f"(prepare+mix+pack restored by hard links); {platform.processor() or platform.machine()}, "
-                  f"{os.cpu_count()} cores")
+                  f"{os.cpu_count()} cores, load average now {os.getloadavg()[0]:.1f}")
     if a.json:
         a.json.write_text(json.dumps({"lrs": lrs, "extra": a.extra, "with_cache": with_cache,
                                       "without_cache": without_cache, "cached_total_s": cached_total,
-                                      "plain_total_s": plain_total, "prepare_runs": prepared}, indent=2))
+                                      "plain_total_s": plain_total, "cached_cpu_s": cached_cpu,
+                                      "plain_cpu_s": plain_cpu, "prepare_runs": prepared}, indent=2))
 
 
 if __name__ == "__main__":

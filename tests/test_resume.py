@@ -125,10 +125,11 @@ def killed(tmp_path_factory) -> dict:
     shutil.copytree(run_dir, copy)
     n = out["checkpoint_at_kill"]
     half = copy / f"checkpoints/checkpoint-{n + 1}"
-    half.mkdir()
+    half.mkdir(exist_ok=True)   # it exists already when the kill itself landed during that save
     for f in (copy / f"checkpoints/checkpoint-{n}").iterdir():
-        if f.suffix in (".safetensors", ".json") and f.name != "trainer_state.json":
+        if f.suffix in (".safetensors", ".json") and f.name != "trainer_state.json" and not (half / f.name).exists():
             shutil.copy2(f, half / f.name)
+    assert not (half / "trainer_state.json").exists()
     out["half_saved_copy"] = copy
 
     r = webtune("resume", str(run_dir))

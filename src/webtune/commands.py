@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import re
 import shutil
@@ -70,6 +71,11 @@ def objective(run_dir: Path, metric: str = "eval.tuned.domain.loss") -> float | 
     return value
 
 
+def use_cache() -> bool:
+    """WEBTUNE_NO_CACHE=1 runs every stage afresh (it still skips stages finished in this directory)."""
+    return os.environ.get("WEBTUNE_NO_CACHE", "") not in ("1", "true", "yes")
+
+
 def execute(cfg, run_dir: Path, fresh: bool, only: set[str] | None = None) -> dict:
     """Run (or continue) the pipeline in run_dir."""
     from .runner import Runner
@@ -84,13 +90,13 @@ def execute(cfg, run_dir: Path, fresh: bool, only: set[str] | None = None) -> di
     if distributed.is_distributed():
         from .runner import StageContext
         stages = build_stages()
-        runner = Runner(cfg, run_dir, stages, console, log) if main else None
+        runner = Runner(cfg, run_dir, stages, console, log, use_cache=use_cache()) if main else None
         distributed.execute(runner, stages, only, lambda: StageContext(cfg, run_dir, console, log))
         if not main:
             return {}
         manifest = runner.manifest
     else:
-        manifest = Runner(cfg, run_dir, build_stages(), console, log).run(only)
+        manifest = Runner(cfg, run_dir, build_stages(), console, log, use_cache=use_cache()).run(only)
     metrics = read_json(run_dir / "metrics.json", {})
     summary = metrics.get("summary")
     if summary:

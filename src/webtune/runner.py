@@ -41,6 +41,7 @@ class Stage:
     enabled: Callable[[object], bool] = lambda cfg: True
     cacheable: bool = True
     keep: list[str] = field(default_factory=list)  # state that survives a rerun (a remote job's id)
+    scratch: list[str] = field(default_factory=list)  # work folders (checkpoints) valid only for one key
 
 
 @lru_cache(maxsize=1)
@@ -109,6 +110,12 @@ class Runner:
         for p, data in kept.items():
             (self.run_dir / p).parent.mkdir(parents=True, exist_ok=True)
             (self.run_dir / p).write_bytes(data)
+        for folder in stage.scratch:  # checkpoints made under another key must not be resumed
+            marker = self.run_dir / folder / ".stage-key"
+            if (self.run_dir / folder).exists() and (not marker.exists() or marker.read_text() != key):
+                _remove(self.run_dir / folder)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(key)
         self.log(f"[bold]{stage.name}[/bold]: running")
         start = time.perf_counter()
         stats = stage.run(StageContext(self.cfg, self.run_dir, self.console, self.log)) or {}

@@ -128,7 +128,7 @@ def build_stages() -> list[Stage]:
               outputs=["ledger.jsonl"]),
         Stage("train", run_train, config=["model"],
               inputs=["data/packed", "data/train.jsonl", "data/val.jsonl"], outputs=["model"],
-              external=model_files, keep=["model/openai_job.json"]),
+              external=model_files, keep=["model/openai_job.json"], scratch=["checkpoints"]),
         Stage("evaluate", run_evaluate, config=["eval", "model", "template"],
               inputs=["model"] + SPLITS, outputs=["eval"], external=model_files),
         Stage("report", run_report, config=["name"],
