@@ -6,10 +6,8 @@ traceback only with `--verbose` or HYDRA_FULL_ERROR=1.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from pathlib import Path
 
 from .errors import WebtuneError
 

@@ -5,7 +5,6 @@ import argparse
 import os
 import logging
 import re
-import shutil
 import sys
 from pathlib import Path
 

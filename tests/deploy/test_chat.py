@@ -1,20 +1,16 @@
 """`webtune chat` driven through stdin in a subprocess: streamed replies with the saved chat template,
 multi-line input, /system, /reset, /set, /prompt, /exit; local, registry and openai: targets."""
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
-import uvicorn
 
 from webtune.deploy import registry as reg
 from webtune.deploy.generate import GenerationSettings, generate, load_model, make_tiny_chat_model
 from webtune.deploy.serve import create_app
+from tests.fakes.asgi import running
 
 
 @pytest.fixture(scope="module")
@@ -85,20 +81,6 @@ def test_registry_target_and_bad_target(run_dir, lm, tmp_path):
     assert done.returncode != 0 and done.stderr.strip().splitlines()[-1] == "error: shop has no version v7 (versions: v1)"
 
 
-@contextlib.contextmanager
-def running(app):
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_openai_target_through_our_own_endpoint(run_dir, lm, tmp_path):

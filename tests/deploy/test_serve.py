@@ -5,7 +5,6 @@ import contextlib
 import json
 import math
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -14,7 +13,6 @@ import httpx
 import jsonschema
 import openai
 import pytest
-import uvicorn
 import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -23,6 +21,7 @@ from webtune.deploy import registry as reg
 from webtune.deploy.generate import GenerationSettings, generate, load_model, make_tiny_chat_model
 from webtune.deploy.serve import create_app, serve
 from webtune.errors import WebtuneError
+from tests.fakes.asgi import running
 
 SPEC = Path(__file__).resolve().parents[2] / "docs" / "contracts" / "openai-openapi.yaml"  # OpenAI's, as published
 
@@ -84,20 +83,6 @@ def local(registry_path):
     return {v: load_model(registry_path / "shop" / f"v{v}" / "model") for v in (1, 2)}
 
 
-@contextlib.contextmanager
-def running(app):
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
