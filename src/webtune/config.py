@@ -114,13 +114,13 @@ class CleanConfig:
     fix_unicode: bool = True        # ftfy: mojibake
     strip_html: bool = True         # markup inside fields -> text
     normalize_whitespace: bool = True
-    fields: list[str] = field(default_factory=list)  # which fields (empty: every string field)
+    fields: list[str] = field(default_factory=list)  # empty: the fields the templates, filters and dedupe read
 
 
 @dataclass
 class FiltersConfig:
     required: list[str] = field(default_factory=list)
-    length_field: Optional[str] = None  # the main text field filters look at
+    length_field: Optional[str] = None  # the text filters look at (not a string: the dedupe text)
     min_chars: int = 0
     max_chars: int = 0              # 0: no limit
     min_words: int = 0

@@ -6,7 +6,7 @@ from webtune.errors import WebtuneError
 from webtune.ledger import fold
 from webtune.prepare import PrepareInput, run
 
-from .conftest import (domain_input, finals, general_template, prepare_cfg, product, read_jsonl, source, templates,  # noqa: F401
+from .conftest import (domain_input, finals, general_template, prepare_cfg, product, read_jsonl, source,
                        words, write_jsonl)
 
 

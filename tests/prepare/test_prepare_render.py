@@ -8,7 +8,7 @@ from webtune.prepare import template_files
 from webtune.prepare.render import load_tasks
 from webtune.prepare.validate import Invalid
 
-from .conftest import product_template, templates  # noqa: F401
+from .conftest import product_template
 
 
 def test_renders_system_user_assistant(templates):
