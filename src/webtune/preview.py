@@ -12,7 +12,9 @@ from rich.panel import Panel
 from rich.text import Text
 
 from .commands import split_config_dir, validate_overrides
-from .console import console
+from rich.console import Console
+
+console = Console(stderr=True, highlight=False)  # wraps long lines inside panels (the log console does not)
 from .hydra_setup import compose
 from .records import Rejection
 
