@@ -83,3 +83,15 @@ def test_ledger_command_lists_reasons_and_records(small_run):
     reason = next(x["reason"] for x in lines if x["status"] == "rejected")
     r = webtune("ledger", str(small_run), "--reason", reason)
     assert reason in r.stdout and "example:" in r.stdout
+
+
+def test_models_commands_register_promote_and_list(small_run, tmp_path):
+    registry = str(tmp_path / "registry")
+    r = webtune("models", "--registry", registry, "register", "shop", str(small_run))
+    assert r.returncode == 0 and "registered shop@v1" in r.stdout, r.stderr
+    r = webtune("models", "--registry", registry, "promote", "shop", "v1", "--force")
+    assert r.returncode == 0, r.stderr
+    r = webtune("models", "--registry", registry, "show", "shop")
+    assert r.returncode == 0 and json.loads(r.stdout)["current"]["version"] == 1
+    r = webtune("models", "--registry", registry, "promote", "shop", "v9")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
