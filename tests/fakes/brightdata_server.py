@@ -18,9 +18,11 @@ import random
 import string
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlparse
+
+from tests.fakes.base import LocalServer
 
 DATASETS = {
     "gd_l7q7dkf244hwjntr0": "amazon products",
@@ -66,7 +68,7 @@ def product_records(inputs: list[dict]) -> list[dict]:
     return out
 
 
-class FakeBrightData:
+class FakeBrightData(LocalServer):
     def __init__(self, token: str = "test-token-ABC123", polls_per_status: int = 1,
                  statuses: tuple[str, ...] = ("starting", "running", "ready")):
         self.token = token
@@ -81,31 +83,14 @@ class FakeBrightData:
         self.requests: list[dict] = []           # {method, endpoint, path, query, auth_ok}
         self.faults: dict[str, list[Fault]] = {e: [] for e in ENDPOINTS}
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
     # ---- control
-    def start(self) -> "FakeBrightData":
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                         daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+    def handler(self) -> type:
+        return type("Handler", (_Handler,), {"fake": self})
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def fail(self, endpoint: str, status: int = 500, body: Any = "Internal server error",
              headers: dict | None = None, kind: str = "status", times: int = 1) -> None:

@@ -15,43 +15,25 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.fakes.base import LocalServer
 
 
-class FakeJudge:
+class FakeJudge(LocalServer):
     def __init__(self, policy: str = "keyword", keyword: str = "", api_key: str | None = "sk-judge-test"):
         self.policy, self.keyword, self.api_key = policy, keyword, api_key
         self.bodies: list[dict] = []
         self.auth: list[str] = []
         self.fail_next: list[int] = []   # statuses to answer before serving normally
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> "FakeJudge":
-        fake = self
-
-        class Handler(_Handler):
-            judge = fake
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+    def handler(self) -> type:
+        return type("Handler", (_Handler,), {"judge": self})
 
     def answers_asked(self) -> list[tuple[str, str]]:
         """(answer A, answer B) of every request, in arrival order."""

@@ -17,9 +17,11 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.base import LocalServer
 
 
 @dataclass
@@ -35,7 +37,7 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: 
                404: "invalid_request_error", 429: "requests", 500: "server_error", 503: "server_error"}
 
 
-class FakeOpenAI:
+class FakeOpenAI(LocalServer):
     def __init__(self, api_key: str = "sk-fake-test-key", steps_per_phase: int = 1, train_steps: int = 4):
         self.api_key = api_key
         self.steps_per_phase = steps_per_phase   # retrieves spent in validating_files and in queued
@@ -57,32 +59,10 @@ class FakeOpenAI:
         self._phase: dict[str, int] = {}
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
-        self._server: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
 
     # ------------------------------------------------------------ lifecycle
-    def start(self) -> "FakeOpenAI":
-        fake = self
-
-        class Handler(_Handler):
-            server_fake = fake
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self) -> "FakeOpenAI":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def handler(self) -> type:
+        return type("Handler", (_Handler,), {"server_fake": self})
 
     @property
     def base_url(self) -> str:
