@@ -11,11 +11,10 @@ from pathlib import Path
 from rich.panel import Panel
 from rich.text import Text
 
-from .commands import split_config_dir, validate_overrides
+from .commands import validate_overrides
 from rich.console import Console
 
 console = Console(stderr=True, highlight=False)  # wraps long lines inside panels (the log console does not)
-from .hydra_setup import compose
 from .records import Rejection
 
 
@@ -27,11 +26,7 @@ def preview(args: list[str]) -> int:
             n = int(a[2:])
         else:
             rest.append(a)
-    validate_overrides(rest)
-    overrides, config_dir = split_config_dir(rest)
-    if config_dir:
-        overrides.append(f"hydra.searchpath=[file://{config_dir.resolve()}]")
-    cfg = compose(overrides)
+    cfg = validate_overrides(rest)  # composed once, config mistakes reported in one line
     from . import sources
     from .prepare.clean import Cleaner
     from .prepare.pipeline import plain

@@ -85,23 +85,28 @@ class Runner:
 
     def pending(self, stage: Stage) -> bool:
         """Whether run_stage would run the stage (neither skip it as unchanged nor restore it from the cache)."""
-        key, _ = stage_key(stage, self.cfg, self.run_dir)
-        done = self.manifest["stages"].get(stage.name)
-        if done and done["key"] == key and self._outputs_match(done["outputs"]):
-            return False
-        return not (self.use_cache and stage.cacheable and self._cache_intact(self.cache_root / stage.name / key))
+        return self._decide(stage)[0] == "run"
 
-    def run_stage(self, stage: Stage) -> str:
+    def _decide(self, stage: Stage) -> tuple[str, str, dict, dict | None]:
+        """("skip" | "restore" | "run", key, input hashes, the cache entry's output hashes):
+        the one rule behind skip, cache and resume."""
         key, inputs = stage_key(stage, self.cfg, self.run_dir)
         done = self.manifest["stages"].get(stage.name)
-        outputs = self.outputs_of(stage)
         if done and done["key"] == key and self._outputs_match(done["outputs"]):
+            return "skip", key, inputs, None
+        cached = self._cache_entry(self.cache_root / stage.name / key) if self.use_cache and stage.cacheable else None
+        return ("restore" if cached is not None else "run"), key, inputs, cached
+
+    def run_stage(self, stage: Stage) -> str:
+        verdict, key, inputs, cached = self._decide(stage)
+        outputs = self.outputs_of(stage)
+        if verdict == "skip":
             self.log(f"[dim]{stage.name}: unchanged, skipped[/dim]")
             return "skipped"
         cache_dir = self.cache_root / stage.name / key
-        if self.use_cache and stage.cacheable and self._cache_intact(cache_dir):
+        if verdict == "restore":
             self._restore(cache_dir, outputs)
-            self._record(stage, key, inputs, outputs, 0.0, cached=True)
+            self._record(stage, key, inputs, cached, 0.0, cached=True)
             self.log(f"{stage.name}: restored from cache {cache_dir}")
             return "cached"
         kept = {p: (self.run_dir / p).read_bytes() for p in stage.keep if (self.run_dir / p).is_file()}
@@ -122,44 +127,42 @@ class Runner:
         seconds = time.perf_counter() - start
         stats.setdefault("seconds", round(seconds, 3))
         write_json(self.run_dir / "stats" / f"{stage.name}.json", stats)
-        self._record(stage, key, inputs, outputs, seconds)
+        hashes = {p: hash_path(self.run_dir / p) for p in outputs if (self.run_dir / p).exists()}
+        self._record(stage, key, inputs, hashes, seconds)
         if self.use_cache and stage.cacheable:
-            self._store(cache_dir, outputs)
+            self._store(cache_dir, hashes)
         self.log(f"{stage.name}: done in {seconds:.1f}s")
         return "ran"
 
     def _outputs_match(self, recorded: dict) -> bool:
         return all((self.run_dir / p).exists() and hash_path(self.run_dir / p) == h for p, h in recorded.items())
 
-    def _record(self, stage, key, inputs, outputs, seconds, cached=False):
+    def _record(self, stage, key, inputs, hashes: dict[str, str], seconds, cached=False) -> None:
         self.manifest["stages"][stage.name] = {
-            "key": key, "inputs": inputs,
-            "outputs": {p: hash_path(self.run_dir / p) for p in outputs if (self.run_dir / p).exists()},
-            "seconds": round(seconds, 3), "cached": cached}
+            "key": key, "inputs": inputs, "outputs": hashes, "seconds": round(seconds, 3), "cached": cached}
         write_json(self.run_dir / MANIFEST, self.manifest)
 
-    def _cache_intact(self, cache_dir: Path) -> bool:
-        """A cache entry is used only if every file still has the hash it was stored with."""
+    def _cache_entry(self, cache_dir: Path) -> dict[str, str] | None:
+        """The entry's output hashes, if it is complete and every file still has the hash it was
+        stored with; otherwise None (and a modified entry is discarded)."""
         marker = cache_dir / ".complete"
         if not marker.exists():
-            return False
+            return None
         recorded = json.loads(marker.read_text() or "{}")
         if all((cache_dir / p).exists() and hash_path(cache_dir / p) == h for p, h in recorded.items()):
-            return True
+            return recorded
         self.log(f"[yellow]{cache_dir}: cached files were modified; discarding the entry[/yellow]")
         _remove(cache_dir)
-        return False
+        return None
 
-    def _store(self, cache_dir: Path, outputs: list[str]) -> None:
+    def _store(self, cache_dir: Path, hashes: dict[str, str]) -> None:
+        """Hard-link the outputs (hashed as recorded in the manifest) into the cache."""
         tmp = cache_dir.with_name(cache_dir.name + f".tmp{os.getpid()}")
         _remove(tmp)
-        hashes = {}
-        for out in outputs:
+        for out in hashes:
             src = self.run_dir / out
-            if src.exists():
-                _read_only(src)  # shared by hard links: an in-place edit must not reach the cache
-                _link_tree(src, tmp / out)
-                hashes[out] = hash_path(src)
+            _read_only(src)  # shared by hard links: an in-place edit must not reach the cache
+            _link_tree(src, tmp / out)
         (tmp / ".complete").write_text(json.dumps(hashes))
         if cache_dir.exists() and not (cache_dir / ".complete").exists():
             _remove(cache_dir)  # unfinished (killed while being discarded, or edited): replace it

@@ -55,7 +55,7 @@ def run(cfg, run_dir: Path, console=None) -> dict:
     for path in (m.general.test_files if m.general.enabled else []):
         general_test += [{"messages": r["messages"]} for r in read_jsonl(shipped(path))]
 
-    counter = token_counter(cfg)
+    counter = TokenCounter(cfg)
     ledger = LedgerWriter(run_dir, "mix")
     train = encode_split(splits["train"], counter, m, ledger)
     val = encode_split(splits["val"], counter, m, ledger)
@@ -88,7 +88,7 @@ def run(cfg, run_dir: Path, console=None) -> dict:
     return stats
 
 
-class token_counter:
+class TokenCounter:
     """Exact token ids with the model's tokenizer; for an API model, an approximation (chars / 4)."""
 
     def __init__(self, cfg):
