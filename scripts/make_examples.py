@@ -24,7 +24,7 @@ from pathlib import Path
 import ftfy
 
 SEED = 20260202
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "src/webtune/examples"
 
 N_CLEAN = 366
 N_EXACT_DUPLICATES = 12

@@ -21,6 +21,7 @@ from tests.conftest import REPO, SMALL
 from tests.test_resume import stages_done, start, stop_when
 from webtune.rundir import hash_path, new_run_dir, read_json
 from webtune.runner import Runner, Stage, code_version, stage_key
+from webtune.paths import SHIPPED
 
 
 # ------------------------------------------------------------------ two stages of our own
@@ -158,8 +159,8 @@ def test_code_version_is_part_of_every_key(tmp_path):
 def copy_template(root: Path) -> Path:
     """The default's template + its Jinja and schema files, as a user's own config dir."""
     (root / "conf/template").mkdir(parents=True)
-    shutil.copytree(REPO / "templates/product_description", root / "tpl")
-    text = (REPO / "conf/template/product_description.yaml").read_text()
+    shutil.copytree(SHIPPED / "templates/product_description", root / "tpl")
+    text = (SHIPPED / "conf/template/product_description.yaml").read_text()
     text = text.replace("templates/product_description/", f"{root / 'tpl'}/").replace(
         "name: product_description\ntasks", "name: product_copy\ntasks", 1)
     (root / "conf/template/product_copy.yaml").write_text(text)

@@ -5,6 +5,7 @@ import orjson
 import pytest
 
 from tests.conftest import REPO, SMALL, only_run_dir, webtune
+from webtune.paths import SHIPPED
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_split_files_hold_exactly_messages(small_run):
 
 
 def test_ledger_reconciles_with_the_input(small_run):
-    products = json.loads((REPO / "examples/products.json").read_text())
+    products = json.loads((SHIPPED / "examples/products.json").read_text())
     lines = [orjson.loads(x) for x in (small_run / "ledger.jsonl").read_bytes().splitlines()]
     example = [x for x in lines if x["source"] == "example"]
     assert len(example) == len(products)                       # one line per input record

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from .config import register_configs
 from .rundir import new_run_dir, slug
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from .paths import CONF_DIR, locate
 
 
 @functools.lru_cache(maxsize=None)
@@ -24,6 +24,8 @@ def setup() -> None:
     if not OmegaConf.has_resolver("webtune_slug"):
         OmegaConf.register_new_resolver("webtune_slug", lambda s: slug(s or "base"))
         OmegaConf.register_new_resolver("webtune_run_dir", _unique_run_dir)
+        # ${shipped:templates/chat/gemma3.j2}: a file that ships with webtune, found wherever it is installed
+        OmegaConf.register_new_resolver("shipped", lambda path: str(locate(path)))
 
 
 def compose(overrides: list[str], config_dir: Path | None = None):

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from tests.backends.test_families import REPO, save_tiny_model
 from tests.conftest import SMALL, only_run_dir
+from webtune.paths import SHIPPED
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def free_port() -> int:
 
 
 def accelerate_run(*overrides: str, processes: int = 2) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "conf/accelerate/cpu.yaml"),
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(SHIPPED / "conf/accelerate/cpu.yaml"),
            "--num_processes", str(processes), "--main_process_port", str(free_port()), "-m", "webtune", "run", *overrides]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -37,7 +38,7 @@ def accelerate_run(*overrides: str, processes: int = 2) -> subprocess.CompletedP
 
 def test_two_cpu_processes_train_their_shards_into_one_run_dir(tiny_dir, runs):
     r = accelerate_run(*SMALL, f"runs_dir={runs}", f"model.name_or_path={tiny_dir}",
-                       "model.chat_template=templates/chat/base.j2", "model.method=lora",
+                       f"model.chat_template={SHIPPED / 'templates/chat/base.j2'}", "model.method=lora",
                        "model.lora.target_modules=[q_proj,v_proj]")
     assert r.returncode == 0, r.stderr[-3000:]
     run = only_run_dir(runs)  # rank 1 made no directory of its own

@@ -22,9 +22,10 @@ from webtune.errors import WebtuneError
 from webtune.hydra_setup import compose
 from webtune.mix.mix import pack_split
 from webtune.mix.tokenize import IGNORE, ChatTokenizer, load_tokenizer
+from webtune.paths import SHIPPED
 
 REPO = Path(__file__).resolve().parents[2]
-CORPUS = REPO / "examples/general/corpus.txt"
+CORPUS = SHIPPED / "examples/general/corpus.txt"
 
 # Per family: the architecture (model_type) and the special tokens of its real tokenizer.
 FAMILIES = {

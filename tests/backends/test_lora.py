@@ -15,8 +15,9 @@ from webtune.backends.packed_data import PackedRows
 from webtune.hydra_setup import compose
 
 from tests.backends.test_families import REPO, conversations, save_tiny_model, write_packed
+from webtune.paths import SHIPPED
 
-BASE_TEMPLATE = str(REPO / "templates/chat/base.j2")
+BASE_TEMPLATE = str(SHIPPED / "templates/chat/base.j2")
 
 
 @pytest.fixture(scope="module")

@@ -284,6 +284,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from webtune.backends import openai_ft
 from webtune.config import ModelConfig
+from webtune.paths import SHIPPED
 cfg = OmegaConf.create({"name": "products",
                         "model": OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(sys.argv[1]))})
 openai_ft.train(cfg, Path(sys.argv[2]))
@@ -379,7 +380,7 @@ def test_chat_with_unknown_model_is_one_line(fake, run_dir, tmp_path):
 
 # ---------------------------------------------------------------- config and spec
 def test_shipped_model_config_validates_against_model_config():
-    loaded = OmegaConf.load(REPO / "conf" / "model" / "openai_gpt4o_mini.yaml")
+    loaded = OmegaConf.load(SHIPPED / "conf" / "model" / "openai_gpt4o_mini.yaml")
     model = OmegaConf.merge(OmegaConf.structured(ModelConfig), loaded)
     assert model.kind == "openai" and model.name_or_path == BASE_MODEL
     assert model.api_key_env == "OPENAI_API_KEY" and model.n_epochs == "auto"

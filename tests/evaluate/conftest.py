@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import REPO, SMALL, only_run_dir, webtune
 from tests.fakes.judge_server import FakeJudge
+from webtune.paths import SHIPPED
 
 JUDGE_KEY_ENV = "WEBTUNE_TEST_JUDGE_KEY"
 # Enough prompts for the tables and the judge to say something; still a few seconds of decoding.
@@ -22,7 +23,7 @@ def base_model_overrides() -> list[str]:
     other = os.environ.get("WEBTUNE_TEST_BASE_MODEL")
     if other:
         return [f"model.name_or_path={other}"]
-    if not (REPO / "examples/base_model/config.json").exists():
+    if not (SHIPPED / "examples/base_model/config.json").exists():
         pytest.skip("examples/base_model is missing: build it with `python scripts/pretrain_base.py`")
     return []
 

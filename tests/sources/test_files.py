@@ -14,6 +14,7 @@ from webtune.config import FilesConfig, HFConfig
 from webtune.errors import WebtuneError
 from webtune.records import Record, Rejection
 from webtune.sources import files, general
+from webtune.paths import SHIPPED
 
 GEN_PRODUCTS = Path(__file__).resolve().parents[2] / "bench/gen/gen_products.py"
 
@@ -51,7 +52,7 @@ def test_resolve_names_the_missing_path(tmp_path):
 def test_shipped_examples_resolve_from_any_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     [found] = files.resolve(cfg_for("examples/products.json"))
-    assert found == files.REPO_ROOT / "examples/products.json"
+    assert found == SHIPPED / "examples/products.json"
     (tmp_path / "examples").mkdir()
     (tmp_path / "examples/products.json").write_text("[]")  # the user's own file wins
     assert files.resolve(cfg_for("examples/products.json")) == [tmp_path / "examples/products.json"]

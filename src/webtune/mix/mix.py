@@ -20,12 +20,9 @@ SPLIT_FILES = {"train": "data/train.jsonl", "val": "data/val.jsonl", "test": "da
 
 
 def shipped(path: str) -> Path:
-    """A relative path from the working directory, else from the webtune checkout (examples/...)."""
-    from ..sources.files import REPO_ROOT
-    p = Path(path)
-    if p.is_absolute() or p.exists() or not (REPO_ROOT / p).exists():
-        return p
-    return REPO_ROOT / p
+    """A relative path from the working directory, else from webtune's shipped files (examples/...)."""
+    from ..paths import locate
+    return locate(path)
 
 
 def read_jsonl(path: Path):

@@ -19,7 +19,7 @@ from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from ..errors import WebtuneError
 from .validate import InputSchema, Invalid
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+from ..paths import SHIPPED, search_dirs
 _UNDEFINED = [re.compile(r"^'([^']+)' is undefined"), re.compile(r"has no attribute '([^']+)'"),
               re.compile(r"has no element (\S+)")]
 
@@ -37,15 +37,15 @@ def _finalize(value):
 
 def resolve(path: str, what: str) -> Path:
     p = Path(path)
-    for candidate in (p, REPO_ROOT / p):
+    for candidate in (p, SHIPPED / p):
         if candidate.is_file():
             return candidate
-    raise WebtuneError(f"{what} {path!r} not found (looked in {Path.cwd()} and {REPO_ROOT}); "
+    raise WebtuneError(f"{what} {path!r} not found (looked in {Path.cwd()} and {SHIPPED}); "
                        f"fix the path in the template config")
 
 
 def _environment(folder: Path) -> SandboxedEnvironment:
-    loader = jinja2.FileSystemLoader([str(folder), str(Path.cwd()), str(REPO_ROOT)])
+    loader = jinja2.FileSystemLoader([str(d) for d in search_dirs(folder)])
     return SandboxedEnvironment(undefined=jinja2.StrictUndefined, loader=loader, autoescape=False,
                                 finalize=_finalize, keep_trailing_newline=False)
 
@@ -210,7 +210,7 @@ def _included(source: str, folder: Path) -> list[Path]:
     for name in names:
         if name is None:
             continue
-        for base in (folder, Path.cwd(), REPO_ROOT):
+        for base in search_dirs(folder):
             if (base / name).is_file():
                 found.append(base / name)
                 found += _included((base / name).read_text(), (base / name).parent)

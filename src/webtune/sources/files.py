@@ -29,7 +29,6 @@ from ..records import Record, Rejection, record_id
 
 SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv",
             ".html": "html", ".htm": "html", ".xhtml": "html", ".vtt": "vtt", ".srt": "srt"}
-REPO_ROOT = Path(__file__).resolve().parents[3]
 FORMATS = ("auto", "json", "jsonl", "csv", "html", "vtt", "srt")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -69,12 +68,10 @@ def resolve(cfg) -> list[Path]:
 
 
 def _locate(spec: str) -> str:
-    """A relative path is looked up in the working directory, then in the webtune checkout (so
+    """A relative path is looked up in the working directory, then in webtune's shipped files (so
     the shipped examples/ work from anywhere, as the shipped templates/ do)."""
-    if os.path.isabs(spec) or os.path.exists(spec) or glob.glob(spec, recursive=True):
-        return spec
-    shipped = str(REPO_ROOT / spec)
-    return shipped if os.path.exists(shipped) or glob.glob(shipped, recursive=True) else spec
+    from ..paths import locate
+    return str(locate(spec))
 
 
 def _readable_format(path: Path, fmt: str) -> bool:
@@ -93,7 +90,7 @@ def format_of(path: Path, fmt: str = "auto") -> str:
 
 def _base(cfg, paths: list[Path]) -> Path:
     if cfg.root:
-        return Path(os.path.expanduser(cfg.root)).resolve()
+        return Path(_locate(cfg.root)).resolve()
     if not paths:
         return Path.cwd()
     return Path(os.path.commonpath([str(Path(p).resolve().parent) for p in paths]))
