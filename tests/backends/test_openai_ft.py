@@ -19,6 +19,7 @@ from tests.fakes.openai_server import FakeOpenAI, SpecValidator, chat_reply, fin
 from webtune.backends import openai_ft
 from webtune.config import ModelConfig
 from webtune.errors import WebtuneError
+from webtune.paths import SHIPPED
 
 ENV = "WEBTUNE_TEST_OPENAI_KEY"
 KEY = "sk-webtune-test-secret-0123456789abcdef"
@@ -284,7 +285,6 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from webtune.backends import openai_ft
 from webtune.config import ModelConfig
-from webtune.paths import SHIPPED
 cfg = OmegaConf.create({"name": "products",
                         "model": OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(sys.argv[1]))})
 openai_ft.train(cfg, Path(sys.argv[2]))
