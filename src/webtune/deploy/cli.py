@@ -1,81 +1,149 @@
-"""`webtune models|chat|serve`: thin argument parsing over registry.py, chat.py and serve.py."""
+"""`webtune models|chat|serve`: the functions the CLI's parser calls with its argparse Namespace.
+
+    serve_command(ns)   ns.target, registry, host, port, api_key_env, no_auth, max_tokens,
+                        max_concurrency, queue_size, threads, log_prompts
+    chat_command(ns)    ns.target, registry, system, temperature, top_p, max_tokens, seed, base_url,
+                        api_key_env
+    models_command(ns)  ns.action (list|show|register|promote|rollback|delete), name, run_dir,
+                        version, force, registry
+Export is `webtune.deploy.export.export_command(ns)`.
+"""
 from __future__ import annotations
 
-import argparse
 import json
+from argparse import Namespace
+from typing import Any, Optional
 
 from rich.table import Table
 
 from ..console import console
+from ..errors import WebtuneError
 from . import registry as reg
 
 DEFAULT_REGISTRY = "runs/registry"
 
 
-def models(args: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="webtune models")
-    ap.add_argument("--registry", default=DEFAULT_REGISTRY)
-    sub = ap.add_subparsers(dest="action", required=True)
-    sub.add_parser("list")
-    p = sub.add_parser("show")
-    p.add_argument("name")
-    p = sub.add_parser("register")
-    p.add_argument("name")
-    p.add_argument("run_dir")
-    p = sub.add_parser("promote")
-    p.add_argument("name")
-    p.add_argument("version", help="N or vN")
-    p.add_argument("--force", action="store_true", help="promote even if the run's eval thresholds failed")
-    p = sub.add_parser("rollback")
-    p.add_argument("name")
-    p = sub.add_parser("delete")
-    p.add_argument("name")
-    p.add_argument("version", nargs="?")
-    p.add_argument("--force", action="store_true")
-    a = ap.parse_args(args)
-    version = lambda v: int(str(v).lstrip("v")) if v is not None else None  # noqa: E731
-    if a.action == "list":
-        table = Table(title=f"models in {a.registry}")
-        rows = reg.list_models(a.registry)
+def _get(ns: Namespace, key: str, default: Any = None) -> Any:
+    """An attribute the parser may leave out (None counts as left out)."""
+    value = getattr(ns, key, None)
+    return default if value is None else value
+
+
+def _version(v: Any) -> Optional[int]:
+    if v is None:
+        return None
+    text = str(v).lstrip("v")
+    if not text.isdigit():
+        raise WebtuneError(f"version {v!r} is not N or vN (e.g. 2 or v2)")
+    return int(text)
+
+
+def models_command(ns: Namespace) -> int:
+    registry, action, name = _get(ns, "registry", DEFAULT_REGISTRY), ns.action, _get(ns, "name")
+    if action == "list":
+        table = Table(title=f"models in {registry}")
+        rows = reg.list_models(registry)
         for col in (rows[0].keys() if rows else ["name"]):
             table.add_column(str(col))
         for row in rows:
             table.add_row(*[str(v) for v in row.values()])
         console.print(table)
-    elif a.action == "show":
-        print(json.dumps(reg.show(a.registry, a.name), indent=2, default=str))
-    elif a.action == "register":
-        v = reg.register(a.registry, a.name, a.run_dir)
-        print(f"registered {a.name}@v{v}")
-    elif a.action == "promote":
-        print(json.dumps(reg.promote(a.registry, a.name, version(a.version), force=a.force), default=str))
-    elif a.action == "rollback":
-        print(json.dumps(reg.rollback(a.registry, a.name), default=str))
-    elif a.action == "delete":
-        reg.delete(a.registry, a.name, version(a.version), force=a.force)
-        print(f"deleted {a.name}{'@v' + str(version(a.version)) if a.version else ''}")
+    elif action == "show":
+        print(json.dumps(reg.show(registry, name), indent=2, default=str))
+    elif action == "register":
+        print(f"registered {name}@v{reg.register(registry, name, ns.run_dir)}")
+    elif action == "promote":
+        print(json.dumps(reg.promote(registry, name, _version(ns.version), force=bool(_get(ns, "force"))),
+                         default=str))
+    elif action == "rollback":
+        print(json.dumps(reg.rollback(registry, name), default=str))
+    elif action == "delete":
+        version = _version(_get(ns, "version"))
+        reg.delete(registry, name, version, force=bool(_get(ns, "force")))
+        print(f"deleted {name}{'@v' + str(version) if version else ''}")
+    else:
+        raise WebtuneError(f"models: unknown action {action!r}; use list, show, register, promote, "
+                           f"rollback or delete")
     return 0
+
+
+def chat_command(ns: Namespace) -> int:
+    from .chat import chat_repl
+
+    chat_repl(ns.target, _get(ns, "registry", DEFAULT_REGISTRY), _get(ns, "system"),
+              _get(ns, "temperature", 0.7), _get(ns, "top_p", 1.0), _get(ns, "max_tokens", 256),
+              _get(ns, "seed"), _get(ns, "base_url"), _get(ns, "api_key_env"))
+    return 0
+
+
+def serve_command(ns: Namespace) -> int:
+    from .serve import ServeConfig, serve
+
+    defaults = ServeConfig()
+    config = ServeConfig(
+        host=_get(ns, "host", defaults.host), port=_get(ns, "port", defaults.port),
+        api_key_env=_get(ns, "api_key_env"), no_auth=bool(_get(ns, "no_auth")),
+        max_tokens=_get(ns, "max_tokens", defaults.max_tokens),
+        max_concurrency=_get(ns, "max_concurrency", defaults.max_concurrency),
+        queue_size=_get(ns, "queue_size", defaults.queue_size), threads=_get(ns, "threads", defaults.threads),
+        log_prompts=bool(_get(ns, "log_prompts")))
+    serve(ns.target, _get(ns, "registry", DEFAULT_REGISTRY), config)
+    return 0
+
+
+# ---------------------------------------------------------------- until the CLI's one parser lands
+def _parser():
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="webtune")
+    sub = ap.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("models")
+    m.add_argument("--registry", default=DEFAULT_REGISTRY)
+    actions = m.add_subparsers(dest="action", required=True)
+    actions.add_parser("list")
+    actions.add_parser("show").add_argument("name")
+    p = actions.add_parser("register")
+    p.add_argument("name")
+    p.add_argument("run_dir")
+    p = actions.add_parser("promote")
+    p.add_argument("name")
+    p.add_argument("version")
+    p.add_argument("--force", action="store_true")
+    actions.add_parser("rollback").add_argument("name")
+    p = actions.add_parser("delete")
+    p.add_argument("name")
+    p.add_argument("version", nargs="?")
+    p.add_argument("--force", action="store_true")
+    for cmd in ("serve", "chat"):
+        p = sub.add_parser(cmd)
+        p.add_argument("target")
+        p.add_argument("--registry", default=DEFAULT_REGISTRY)
+        p.add_argument("--api-key-env")
+        p.add_argument("--max-tokens", type=int)
+    s = sub.choices["serve"]
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--no-auth", action="store_true")
+    s.add_argument("--max-concurrency", type=int)
+    s.add_argument("--queue-size", type=int)
+    s.add_argument("--threads", type=int)
+    s.add_argument("--log-prompts", action="store_true")
+    c = sub.choices["chat"]
+    c.add_argument("--system")
+    c.add_argument("--temperature", type=float)
+    c.add_argument("--top-p", type=float)
+    c.add_argument("--seed", type=int)
+    c.add_argument("--base-url")
+    return ap
+
+
+def models(args: list[str]) -> int:
+    return models_command(_parser().parse_args(["models", *args]))
 
 
 def chat(args: list[str]) -> int:
-    from .chat import main
-    main(args)
-    return 0
+    return chat_command(_parser().parse_args(["chat", *args]))
 
 
 def serve(args: list[str]) -> int:
-    from .serve import main
-    if args and not args[0].startswith("-") and len(args) == 1:
-        args = [DEFAULT_REGISTRY] + args          # `webtune serve NAME`
-    elif "--name" in args:                          # `webtune serve --name NAME [--registry R]`
-        i = args.index("--name")
-        name = args[i + 1]
-        rest = args[:i] + args[i + 2:]
-        registry = DEFAULT_REGISTRY
-        if "--registry" in rest:
-            j = rest.index("--registry")
-            registry = rest[j + 1]
-            rest = rest[:j] + rest[j + 2:]
-        args = [registry, name] + rest
-    main(args)
-    return 0
+    return serve_command(_parser().parse_args(["serve", *args]))
