@@ -1,6 +1,5 @@
 """The OpenAI fine-tuning backend: the real `openai` SDK over real HTTP against a stateful fake
 of our own on 127.0.0.1, whose every response is validated against OpenAI's published spec."""
-import _thread
 import io
 import json
 import os
@@ -202,14 +201,9 @@ def test_job_cancelled_elsewhere_ends_the_run(fake, run_dir):
 
 
 def interrupt_when_running(fake: FakeOpenAI) -> threading.Thread:
-    """A real Ctrl-C (KeyboardInterrupt in the main thread) once the job is running."""
-    def go():
-        if wait_for(lambda: any(j["status"] == "running" for j in fake.jobs.values())):
-            time.sleep(0.05)
-            _thread.interrupt_main()
-    thread = threading.Thread(target=go, daemon=True)
-    thread.start()
-    return thread
+    """A real Ctrl-C (SIGINT, even where the suite runs with SIGINT ignored) once the job is running."""
+    from tests.sigint import interrupt_main_when
+    return interrupt_main_when(lambda: any(j["status"] == "running" for j in fake.jobs.values()), timeout=20.0)
 
 
 def test_ctrl_c_then_cancel_cancels_the_job(fake, run_dir):
