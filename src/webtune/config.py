@@ -47,6 +47,17 @@ class BrightDataConfig:
     primary_fields: list[str] = field(default_factory=lambda: ["title", "url"])
     timeout: float = 60.0
     retry_backoff: float = 2.0          # seconds between GET retries: immediate, then ~2x and 4x this
+    rate_limit_wait: float = 2.0        # after a 429 without Retry-After wait this, then 2x, 4x, 8x, 16x (5 waits)
+    mode: str = "auto"                  # auto|sync|async: auto sends <= 20 inputs to /scrape (202: polled)
+    limit_multiple_results: Optional[int] = None   # cap on the total number of records collected
+    custom_output_fields: Optional[list[str]] = None   # None: the fields the run's templates read; []: all
+    price_per_1k: Optional[float] = None   # USD per 1,000 records, for the estimate shown before paying
+    max_cost: Optional[float] = None       # refuse to start above this estimate (USD; needs price_per_1k)
+    max_records: Optional[int] = None      # refuse to start above this many estimated records
+    filter: Optional[Any] = None           # marketplace (kind brightdata_dataset): the API's filter object
+    filter_files: list[str] = field(default_factory=list)   # marketplace: value-list files named in the filter
+    records_limit: Optional[int] = None    # marketplace: at most this many records (a sample: a small one)
+    requests_per_hour: int = 120           # marketplace: the API's budget for all calls
 
 
 @dataclass
@@ -61,6 +72,7 @@ class UrlsConfig:
     max_bytes: int = 5_000_000
     cache_dir: str = "runs/.cache/http"
     respect_robots: bool = True
+    fetch: str = "direct"           # direct|brightdata_crawl (the Crawl API; settings under source.brightdata)
 
 
 @dataclass
@@ -73,7 +85,7 @@ class HFConfig:
 
 @dataclass
 class SourceConfig:
-    kind: str = "files"             # files|brightdata|urls|hf
+    kind: str = "files"             # files|brightdata|brightdata_dataset|urls|hf
     name: str = MISSING             # the source name used in record ids
     group_field: Optional[str] = None   # records sharing this field's value share a split
     files: FilesConfig = field(default_factory=FilesConfig)
