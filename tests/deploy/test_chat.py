@@ -87,7 +87,7 @@ def test_openai_target_through_our_own_endpoint(run_dir, lm, tmp_path):
     root = tmp_path / "registry"
     reg.register(root, "shop", run_dir)
     reg.promote(root, "shop", 1)
-    with running(create_app(root, "shop")) as url:
+    with running(create_app("shop", root)) as url:
         env = {"OPENAI_API_KEY": "unused", "OPENAI_BASE_URL": url + "/v1"}
         done = chat("openai:shop", "--temperature", "0", "--max-tokens", "8", stdin="Hello\nAgain\n", env=env)
         # a registered OpenAI run: its record names the endpoint and the env var holding the key

@@ -19,7 +19,7 @@ from referencing.jsonschema import DRAFT202012
 
 from webtune.deploy import registry as reg
 from webtune.deploy.generate import GenerationSettings, generate, load_model, make_tiny_chat_model
-from webtune.deploy.serve import create_app, serve
+from webtune.deploy.serve import ServeConfig, create_app
 from webtune.errors import WebtuneError
 from tests.fakes.asgi import running
 
@@ -87,13 +87,17 @@ def local(registry_path):
 
 @pytest.fixture(scope="module")
 def base_url(registry_path):
-    with running(create_app(registry_path, "shop", max_concurrency=2, queue_size=16)) as url:
+    with running(app(registry_path, "shop", max_concurrency=2, queue_size=16)) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def client(base_url):
     return openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0)
+
+
+def app(registry, name, **config):
+    return create_app(name, registry, ServeConfig(**config))
 
 
 def greedy(lm, messages, n):
@@ -121,7 +125,7 @@ def test_models_and_health(client, base_url, schema):
     body = httpx.get(base_url + "/v1/models").json()
     schema("ListModelsResponse", body)
     assert client.models.retrieve("shop").owned_by == "webtune"
-    assert httpx.get(base_url + "/health").json()["version"] == 1
+    assert httpx.get(base_url + "/health").json()["version"] == "v1"
 
 
 def test_chat_completion_uses_the_saved_template(client, local, schema):
@@ -236,7 +240,10 @@ def test_completions_plain_and_stream(client, base_url, local, schema):
     ({"model": "shop", "messages": MSGS, "stream": "maybe"}, 400, "stream", "valid boolean"),
     ({"model": "shop", "messages": [{"role": "user", "content": 5}]}, 400, "messages.0.content", "valid"),
     ({"model": "gpt-4o", "messages": MSGS}, 404, "model", "does not exist"),
-    ({"model": "shop", "messages": MSGS, "max_tokens": 100000}, 400, "messages", "context is 512 tokens"),
+    ({"model": "shop", "messages": MSGS, "max_tokens": 100000}, 400, "max_tokens", "more than this server allows"),
+    ({"model": "shop", "messages": MSGS, "max_tokens": 500}, 400, "messages", "maximum context length is 512"),
+    ({"model": "shop", "messages": [{"role": "user", "content": "x" * 2000}]}, 400, "messages",
+     "maximum context length is 512"),
 ])
 def test_bad_chat_requests_get_openai_errors(base_url, schema, body, status, param, needle):
     r = httpx.post(base_url + "/v1/chat/completions", json=body)
@@ -261,7 +268,7 @@ def test_bad_shapes_elsewhere(base_url, client, schema):
 
 def test_bearer_key(registry_path, monkeypatch, schema):
     monkeypatch.setenv("WEBTUNE_TEST_SERVE_KEY", "s3cret")
-    with running(create_app(registry_path, "shop", api_key_env="WEBTUNE_TEST_SERVE_KEY")) as url:
+    with running(app(registry_path, "shop", api_key_env="WEBTUNE_TEST_SERVE_KEY")) as url:
         bad = openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0)
         with pytest.raises(openai.AuthenticationError):
             bad.models.list()
@@ -273,11 +280,11 @@ def test_bearer_key(registry_path, monkeypatch, schema):
         assert httpx.get(url + "/health").status_code == 200  # health needs no key
     monkeypatch.delenv("WEBTUNE_TEST_SERVE_KEY")
     with pytest.raises(WebtuneError, match="WEBTUNE_TEST_SERVE_KEY.*not set"):
-        create_app(registry_path, "shop", api_key_env="WEBTUNE_TEST_SERVE_KEY")
+        app(registry_path, "shop", api_key_env="WEBTUNE_TEST_SERVE_KEY")
 
 
 def test_beyond_the_queue_gets_429_never_a_crash(registry_path, schema):
-    with running(create_app(registry_path, "shop", max_concurrency=1, queue_size=1)) as url:
+    with running(app(registry_path, "shop", max_concurrency=1, queue_size=1)) as url:
         body = {"model": "shop", "messages": MSGS, "max_tokens": 450, "temperature": 0, "stream": True}
         with contextlib.ExitStack() as stack:
             # one request generating, one queued: both admitted and still streaming
@@ -295,7 +302,8 @@ def test_beyond_the_queue_gets_429_never_a_crash(registry_path, schema):
                 assert r.json()["error"]["code"] == "rate_limit_exceeded"
             for it in lines:  # the admitted ones finish normally
                 assert [line for line in it if line.startswith("data: ")][-1] == "data: [DONE]"
-        assert httpx.get(url + "/health").json() == {"status": "ok", "model": "shop", "version": 1, "admitted": 0}
+        health = httpx.get(url + "/health").json()
+        assert (health["version"], health["admitted"]) == ("v1", 0)
         r = httpx.post(url + "/v1/chat/completions", json={**body, "stream": False, "max_tokens": 2})
         assert r.status_code == 200  # and the server takes work again
 
@@ -358,9 +366,7 @@ def test_startup_errors(tmp_path, registry_path):
     shutil.copytree(registry_path / "shop" / "v1" / "model", run / "model")
     reg.register(empty, "shop", run)
     with pytest.raises(WebtuneError, match="no promoted version"):
-        create_app(empty, "shop")
-    with pytest.raises(WebtuneError, match="vLLM, which is not installed"):
-        serve(registry_path, "shop", engine="vllm")
+        app(empty, "shop")
 
 
 def test_the_saved_chat_template_is_the_one_applied(tmp_path, registry_path, schema):
@@ -372,7 +378,7 @@ def test_the_saved_chat_template_is_the_one_applied(tmp_path, registry_path, sch
         "[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}[assistant] ")
     reg.register(tmp_path / "r", "strict", run)
     reg.promote(tmp_path / "r", "strict", 1, force=True)
-    with running(create_app(tmp_path / "r", "strict")) as url:
+    with running(app(tmp_path / "r", "strict")) as url:
         r = httpx.post(url + "/v1/chat/completions", json={"model": "strict", "messages": MSGS})
         assert r.status_code == 400 and "System messages are not supported" in r.json()["error"]["message"]
         schema("ErrorResponse", r.json())
@@ -395,7 +401,7 @@ def test_serves_a_lora_adapter_run(tmp_path, registry_path, local):
     assert not (run / "model" / "config.json").exists()
     reg.register(tmp_path / "r", "lora", run)
     reg.promote(tmp_path / "r", "lora", 1, force=True)
-    with running(create_app(tmp_path / "r", "lora")) as url:
+    with running(app(tmp_path / "r", "lora")) as url:
         r = httpx.post(url + "/v1/chat/completions", json={"model": "lora", "messages": MSGS, "max_tokens": 8,
                                                             "temperature": 0}).json()
     adapted = load_model(run / "model")

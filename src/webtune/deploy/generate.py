@@ -144,27 +144,41 @@ class StopTrimmer:
         return out
 
 
-def _logits_processors(settings: GenerationSettings) -> list:
-    """Sampling as a logits processor with its own torch.Generator, so a seeded request gives the
-    same text even while other threads sample (torch's global RNG is shared by all threads)."""
+def sampler(settings: GenerationSettings) -> Optional[Any]:
+    """A function scores [rows, vocab] -> picked token ids [rows, 1] for a sampled request, with its
+    own torch.Generator, so a seeded request gives the same text whatever else runs (torch's global
+    RNG is shared by all threads and requests); None for greedy (temperature 0)."""
     import torch
-    from transformers import LogitsProcessor, TopPLogitsWarper
+    from transformers import TopPLogitsWarper
 
     if settings.temperature <= 0:
-        return []
+        return None
     gen = torch.Generator().manual_seed(settings.seed if settings.seed is not None
                                         else random.getrandbits(63))
     top_p = TopPLogitsWarper(settings.top_p) if settings.top_p < 1.0 else None
 
+    def pick(scores):
+        scores = scores.float() / settings.temperature
+        if top_p is not None:
+            scores = top_p(None, scores)
+        probs = torch.softmax(scores, dim=-1).cpu()  # the generator lives on the CPU
+        return torch.multinomial(probs, 1, generator=gen).to(scores.device)
+    return pick
+
+
+def _logits_processors(settings: GenerationSettings) -> list:
+    """`sampler` as a logits processor for `model.generate`."""
+    import torch
+    from transformers import LogitsProcessor
+
+    pick = sampler(settings)
+    if pick is None:
+        return []
+
     class SeededSampler(LogitsProcessor):
         def __call__(self, input_ids, scores):
-            scores = scores.float() / settings.temperature
-            if top_p is not None:
-                scores = top_p(input_ids, scores)
-            probs = torch.softmax(scores, dim=-1).cpu()  # the generator lives on the CPU
-            pick = torch.multinomial(probs, 1, generator=gen).to(scores.device)
             # leave only the sampled token, so greedy decoding picks it
-            return torch.full_like(scores, float("-inf")).scatter_(1, pick, 0.0)
+            return torch.full_like(scores, float("-inf")).scatter_(1, pick(scores), 0.0)
 
     return [SeededSampler()]
 

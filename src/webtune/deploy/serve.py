@@ -1,202 +1,191 @@
-"""An OpenAI-compatible endpoint for the promoted version of a registered model.
+"""An OpenAI-compatible endpoint for a run's model, or for a registered model's promoted version.
 
-`create_app` builds the FastAPI app, `serve` runs it with uvicorn. Each request reads the
-registry's pointer (`current.json`, replaced atomically on promote/rollback); when it names a new
-version, the new model is loaded and then swapped in, while requests already running finish on
-the model they started with. Generation runs in a thread pool of `max_concurrency` threads, so
-the event loop stays free; up to `queue_size` more requests wait for a slot, beyond that 429.
+TARGET is a directory (a run directory, or a model directory; an existing directory wins) or a
+registry name `NAME[@vN]`. A plain `NAME` follows the registry's pointer (`current.json`, replaced
+atomically on promote/rollback): when it moves, requests already running finish on the old
+version, new requests wait while the new one loads, then go to it. With `free_before_load` (the
+default on a GPU) the old model is released before the new one loads, so two are never resident.
+
+Generation is continuous batching (`batching.BatchEngine`): requests that arrive together decode
+together, up to `max_concurrency` sequences per step; `queue_size` more requests wait; beyond, 429.
+`max_tokens` is the default for a request that names none and the most one may ask for; a prompt
+that leaves no room in the context is an OpenAI-shaped 400. Request logs carry counts and timings,
+never the prompt text unless `log_prompts`.
 """
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
+import ipaddress
 import json
 import logging
 import os
 import time
 import uuid
+import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, AsyncIterator, Optional
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, format_sse_event
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from webtune.deploy import registry as reg
-from webtune.deploy.generate import (GenerationSettings, LocalModel, astream, check_context, generate,
-                                     load_model, token_logprobs)
+from webtune.deploy.batching import BatchEngine
+from webtune.deploy.generate import Generation, LocalModel, load_model, token_logprobs
+from webtune.deploy.openai_api import (APIError, ChatRequest, CompletionRequest, _Sampling,
+                                       install_error_handlers)
 from webtune.errors import WebtuneError
 
 log = logging.getLogger("uvicorn.error")  # next to uvicorn's own lines
+DEFAULT_REGISTRY = "runs/registry"
 
 
-# ---------------------------------------------------------------- errors
-class APIError(Exception):
-    """An error sent to the client as OpenAI's `{"error": {message, type, param, code}}`."""
-
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 param: Optional[str] = None, code: Optional[str] = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-
-    def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status)
-
-
-# ---------------------------------------------------------------- request shapes
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TextPart(_Strict):
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: Union[str, list[TextPart]]
-    name: Optional[str] = None
-
-    def as_template_message(self) -> dict[str, str]:
-        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
-        return {"role": "system" if self.role == "developer" else self.role, "content": text}
-
-
-class StreamOptions(_Strict):
-    include_usage: bool = False
-
-
-class _Sampling(_Strict):
-    model: str
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    n: int = Field(1, ge=1, le=8)
-    stop: Optional[Union[str, list[str]]] = None
-    seed: Optional[int] = None
-    stream: bool = False
-    stream_options: Optional[StreamOptions] = None
-    user: Optional[str] = None
-    # accepted so clients that always send them work; anything but the neutral value is refused
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    logit_bias: Optional[dict[str, float]] = None
-
-    @field_validator("stop")
-    @classmethod
-    def _at_most_four(cls, v):
-        if isinstance(v, list) and len(v) > 4:
-            raise ValueError("at most 4 stop sequences")
-        return v
-
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _no_penalty(cls, v):
-        if v != 0:
-            raise ValueError("penalties are not supported by this server; send 0 or leave it out")
-        return v
-
-    @field_validator("logit_bias")
-    @classmethod
-    def _no_bias(cls, v):
-        if v:
-            raise ValueError("logit_bias is not supported by this server")
-        return v
-
-    def settings(self, max_tokens: Optional[int], choice: int) -> GenerationSettings:
-        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        seed = None if self.seed is None else self.seed + choice
-        return GenerationSettings(max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p,
-                                  stop=stops, seed=seed)
-
-
-class ChatRequest(_Sampling):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: Optional[int] = Field(None, ge=1)
-    max_completion_tokens: Optional[int] = Field(None, ge=1)
-    logprobs: Optional[bool] = None
-
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, v):
-        if v:
-            raise ValueError("chat logprobs are not supported; use /v1/completions with logprobs")
-        return v
-
-
-class CompletionRequest(_Sampling):
-    prompt: Union[str, list[str], list[int], list[list[int]]]
-    max_tokens: int = Field(16, ge=0)
-    echo: bool = False
-    logprobs: Optional[int] = Field(None, ge=0, le=5)
-    best_of: Optional[int] = Field(None, ge=1, le=1)
-    suffix: Optional[str] = None
-
-    @field_validator("suffix")
-    @classmethod
-    def _no_suffix(cls, v):
-        if v:
-            raise ValueError("suffix is not supported by this server")
-        return v
-
-
-# ---------------------------------------------------------------- the served model
 @dataclass
-class Served:
-    lm: LocalModel
-    version: int
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key_env: Optional[str] = None   # env var holding the bearer key clients must send
+    no_auth: bool = False               # allow a non-loopback host without a key, on purpose
+    max_tokens: int = 512               # default for a request without max_tokens, and the most allowed
+    max_concurrency: int = 32           # sequences decoding together (one batch)
+    queue_size: int = 64                # requests waiting beyond those; more get 429
+    threads: int = 0                    # torch threads of the decode thread (0: torch's default)
+    log_prompts: bool = False           # put prompt text in the request log
+    free_before_load: Optional[bool] = None  # release the old model before loading a new one (None: on GPU)
 
-    def fingerprint(self, name: str) -> str:
-        return f"{name}@v{self.version}"
 
+# ---------------------------------------------------------------- what is served
+@dataclass
+class ModelSource:
+    """TARGET resolved: a fixed directory, a pinned registry version, or a registry name to follow."""
+    name: str
+    directory: Optional[Path] = None
+    registry: Optional[Path] = None
+    version: Optional[int] = None
 
-class ModelHolder:
-    """The promoted version, reloaded when the registry's pointer moves."""
+    @classmethod
+    def parse(cls, target: str | Path, registry: str | Path = DEFAULT_REGISTRY) -> "ModelSource":
+        path = Path(target)
+        if path.is_dir():
+            return cls(path.resolve().name, directory=path)
+        m = reg.TARGET_RE.match(str(target))
+        if not m:
+            raise WebtuneError(f"{target}: neither a directory nor NAME[@vN] from the registry {registry}")
+        source = cls(m["name"], registry=Path(registry), version=int(m["version"]) if m["version"] else None)
+        reg.resolve(registry, str(target))  # a one-line error now if the name or version is unknown
+        return source
 
-    def __init__(self, registry: Path, name: str):
-        self.registry, self.name = registry, name
-        self.served: Optional[Served] = None
-        self.lock = asyncio.Lock()
-        self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webtune-load")
-
-    def promoted_version(self) -> int:
-        cur = reg.read_current(self.registry, self.name)
-        if cur is None:
-            raise WebtuneError(f"{self.name} has no promoted version in {self.registry}; "
-                               f"run `webtune models promote {self.name} N` first")
-        return cur["version"]
-
-    def load(self, version: int) -> Served:
+    def current(self) -> tuple[str, Path]:
+        """(label, model directory) of what should be served now."""
+        if self.directory is not None:
+            return "run", self.directory / "model" if (self.directory / "model").is_dir() else self.directory
+        version = self.version
+        if version is None:
+            cur = reg.read_current(self.registry, self.name)
+            if cur is None:
+                raise WebtuneError(f"{self.name} has no promoted version in {self.registry}; run `webtune "
+                                   f"models promote {self.name} N`, or serve {self.name}@vN")
+            version = cur["version"]
         vdir = self.registry / self.name / f"v{version}"
         if (vdir / "openai_model.json").exists():
             raise WebtuneError(f"{self.name} v{version} is an OpenAI model; it is served by OpenAI, "
                                f"not by `webtune serve`")
-        return Served(load_model(vdir / "model"), version)
+        return f"v{version}", vdir / "model"
 
-    async def get(self) -> Served:
-        version = self.promoted_version()
-        if self.served is None or self.served.version != version:
-            async with self.lock:  # one load at a time; later requests wait for it, then reuse it
-                if self.served is None or self.served.version != version:
-                    loop = asyncio.get_running_loop()
-                    self.served = await loop.run_in_executor(self.loader, self.load, version)
-                    log.info("serving %s v%d", self.name, version)
+
+@dataclass(eq=False)
+class Served:
+    lm: LocalModel
+    engine: BatchEngine
+    label: str
+    users: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def fingerprint(self, name: str) -> str:
+        return f"{name}@{self.label}"
+
+
+class ModelHolder:
+    """The model being served, swapped when the source's pointer moves. `acquire`/`release` bracket
+    every request, so a swap knows when the old version's requests have finished."""
+
+    def __init__(self, source: ModelSource, config: ServeConfig):
+        import torch
+
+        self.source, self.config = source, config
+        self.free_before_load = (torch.cuda.is_available() if config.free_before_load is None
+                                 else config.free_before_load)
+        self.served: Optional[Served] = None
+        self.lock = asyncio.Lock()
+        self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webtune-load")
+        self.resident: "weakref.WeakSet[Any]" = weakref.WeakSet()  # loaded torch models still alive
+        self.peak_resident = 0
+
+    def load(self, label: str, model_dir: Path) -> Served:
+        lm = load_model(model_dir)
+        gc.collect()
+        self.resident.add(lm.model)
+        self.peak_resident = max(self.peak_resident, len(self.resident))
+        engine = BatchEngine(lm, self.config.max_concurrency, self.config.threads)
+        log.info("serving %s %s from %s", self.source.name, label, model_dir)
+        return Served(lm, engine, label)
+
+    async def acquire(self) -> Served:
+        label, model_dir = self.source.current()
+        if self.served is None or self.served.label != label:
+            async with self.lock:  # one swap at a time; requests arriving meanwhile wait here
+                if self.served is None or self.served.label != label:
+                    await self._swap(label, model_dir)
+        self.served.users += 1
+        self.served.idle.clear()
         return self.served
+
+    def release(self, served: Served) -> None:
+        served.users -= 1
+        if served.users == 0:
+            served.idle.set()
+
+    async def _swap(self, label: str, model_dir: Path) -> None:
+        loop = asyncio.get_running_loop()
+        old, self.served = self.served, None
+        if old is not None and self.free_before_load:
+            await self._retire(old)
+            old = None
+            _free_memory()
+        self.served = await loop.run_in_executor(self.loader, self.load, label, model_dir)
+        if old is not None:
+            asyncio.get_running_loop().create_task(self._retire(old))
+
+    @staticmethod
+    async def _retire(old: Served) -> None:
+        """Let the old version's requests finish, then stop its engine."""
+        if old.users:
+            await old.idle.wait()
+        await asyncio.get_running_loop().run_in_executor(None, old.engine.close)
+        old.engine.lm = None
+        old.lm = None
+
+    def close(self) -> None:
+        if self.served is not None:
+            self.served.engine.close()
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class Gate:
-    """At most `slots` requests generate; `queue` more wait; beyond that, 429."""
+    """At most `limit` requests admitted (running or queued); beyond that, 429."""
 
-    def __init__(self, slots: int, queue: int):
-        self.sem = asyncio.Semaphore(slots)
-        self.limit = slots + queue
-        self.admitted = 0
+    def __init__(self, limit: int):
+        self.limit, self.admitted = limit, 0
 
     def admit(self) -> None:
         if self.admitted >= self.limit:
@@ -208,62 +197,137 @@ class Gate:
         self.admitted -= 1
 
 
+# ---------------------------------------------------------------- one request
+class Call:
+    """One admitted request: its lease on the model, its place in the gate, its sequences (one per
+    prompt and choice), and its log line. `events()` streams (choice, text piece, Generation|None);
+    the Generation comes once per choice, last."""
+
+    def __init__(self, app: FastAPI, served: Served, route: str, body: _Sampling, prompts: list[list[int]]):
+        self.state, self.served, self.route, self.body, self.prompts = app.state, served, route, body, prompts
+        self.id = uuid.uuid4().hex[:24]
+        self.started = time.perf_counter()
+        self.max_new = [self.state.limits(served.lm, len(ids), body.wanted_tokens,
+                                          "messages" if route == "chat" else "prompt") for ids in prompts]
+        self.generations: dict[int, Generation] = {}
+        self.state.gate.admit()
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(len(ids) for ids in self.prompts)
+
+    def jobs(self):
+        for p, ids in enumerate(self.prompts):
+            for i in range(self.body.n):
+                yield p * self.body.n + i, ids, self.body.settings(self.max_new[p], i), self.max_new[p]
+
+    async def events(self) -> AsyncIterator[tuple[int, str, Optional[Generation]]]:
+        loop, inbox = asyncio.get_running_loop(), asyncio.Queue()
+
+        def emitter(index: int):
+            def emit(piece: str, gen: Any) -> None:
+                try:
+                    loop.call_soon_threadsafe(inbox.put_nowait, (index, piece, gen))
+                except RuntimeError:  # the event loop is gone (server shutting down)
+                    pass
+            return emit
+
+        seqs = [self.served.engine.submit(ids, settings, max_new, emitter(index))
+                for index, ids, settings, max_new in self.jobs()]
+        try:
+            while len(self.generations) < len(seqs):
+                index, piece, gen = await inbox.get()
+                if isinstance(gen, BaseException):
+                    raise gen
+                if gen is not None:
+                    self.generations[index] = gen
+                yield index, piece, gen
+        finally:
+            for seq in seqs:
+                seq.cancel()
+
+    async def results(self) -> list[Generation]:
+        async for _ in self.events():
+            pass
+        return [self.generations[i] for i in sorted(self.generations)]
+
+    def usage(self) -> dict:
+        completion = sum(g.completion_tokens for g in self.generations.values())
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion,
+                "total_tokens": self.prompt_tokens + completion}
+
+    def end(self, holder: ModelHolder) -> None:
+        self.state.gate.leave()
+        holder.release(self.served)
+        finish = ",".join(sorted({g.finish_reason for g in self.generations.values()})) or "none"
+        line = (f"{self.route} {self.id} {self.served.fingerprint(self.state.name)} "
+                f"prompt_tokens={self.prompt_tokens} completion_tokens={self.usage()['completion_tokens']} "
+                f"finish={finish} {time.perf_counter() - self.started:.3f}s")
+        if self.state.config.log_prompts:
+            line += " prompt=" + json.dumps([self.served.lm.tokenizer.decode(ids) for ids in self.prompts])
+        log.info(line)
+
+
+def _limits(config: ServeConfig):
+    def check(lm: LocalModel, prompt_len: int, wanted: Optional[int], param: str) -> int:
+        """New tokens for one prompt: the request's max_tokens, or the server's default; 400s."""
+        if wanted is not None and wanted > config.max_tokens:
+            raise APIError(400, f"max_tokens is {wanted}, more than this server allows ({config.max_tokens}, "
+                                f"`webtune serve --max-tokens`); ask for fewer", param="max_tokens")
+        room = lm.max_context - prompt_len
+        if room <= 0 or (wanted is not None and wanted > room):
+            raise APIError(400, f"This model's maximum context length is {lm.max_context} tokens; the prompt "
+                                f"has {prompt_len} tokens and max_tokens is {wanted if wanted is not None else 'unset'}"
+                                f"; shorten the prompt or lower max_tokens", param=param,
+                           code="context_length_exceeded")
+        return min(config.max_tokens, room) if wanted is None else wanted
+    return check
+
+
 # ---------------------------------------------------------------- the app
-def create_app(registry_path: str | Path, name: str, api_key_env: Optional[str] = None,
-               max_concurrency: int = 4, queue_size: int = 64, threads: int = 0) -> FastAPI:
-    """The OpenAI-compatible app serving the promoted version of `name` from the registry.
-    `threads`: torch intra-op threads per generation thread (0: cores / max_concurrency, at least 1)."""
-    registry_path = Path(registry_path)
-    api_key = None
-    if api_key_env:
-        api_key = os.environ.get(api_key_env)
-        if not api_key:
-            raise WebtuneError(f"serve.api_key_env names {api_key_env}, but it is not set; export it, "
-                               f"or leave serve.api_key_env empty for no key")
-    import torch
-
-    holder = ModelHolder(registry_path, name)
-    holder.served = holder.load(holder.promoted_version())  # fail at start, not on the first request
-    # Concurrent requests are the parallelism; OpenMP teams that oversubscribe the cores make
-    # every token wait on spinning threads (20x slower on a busy 2-core machine in bench/serve.py).
-    threads = threads or max(1, (os.cpu_count() or 1) // max_concurrency)
-    pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="webtune-gen",
-                              initializer=torch.set_num_threads, initargs=(threads,))
-    gate = Gate(max_concurrency, queue_size)
+def create_app(target: str | Path, registry: str | Path = DEFAULT_REGISTRY,
+               config: Optional[ServeConfig] = None) -> FastAPI:
+    """The OpenAI-compatible app serving TARGET (see the module doc). Loads the model now, so a bad
+    target fails at start, not on the first request."""
+    config = config or ServeConfig()
+    api_key = _api_key(config)
+    source = ModelSource.parse(target, registry)
+    holder = ModelHolder(source, config)
+    holder.served = holder.load(*source.current())
     app = FastAPI(title="webtune", docs_url=None, redoc_url=None)
-    app.state.holder, app.state.gate = holder, gate
+    app.state.holder, app.state.gate, app.state.config = holder, Gate(config.max_concurrency + config.queue_size), config
+    app.state.name, app.state.limits = source.name, _limits(config)
+    app.router.add_event_handler("shutdown", holder.close)
+    install_error_handlers(app)
+    _add_auth(app, api_key)
+    _add_routes(app)
+    return app
 
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, exc: APIError):
-        return exc.response()
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError):
-        err = exc.errors()[0]
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-        # pydantic names each union branch in the path; the client only needs the field
-        loc = [p for p in loc if p not in ("str", "int", "float", "bool", "none")
-               and not p.startswith(("list[", "dict[", "function-", "literal[", "nullable["))]
-        msg = err.get("msg", "invalid request")
-        if err.get("type") == "extra_forbidden":
-            msg = f"Unrecognized request argument supplied: {loc[-1] if loc else '?'}"
-        elif err.get("type") == "json_invalid":
-            msg = "The request body is not valid JSON"
-        return APIError(400, msg, param=".".join(loc) or None).response()
+def _api_key(config: ServeConfig) -> Optional[str]:
+    if config.api_key_env:
+        key = os.environ.get(config.api_key_env)
+        if not key:
+            raise WebtuneError(f"--api-key-env names {config.api_key_env}, but it is not set; export it, or "
+                               f"leave --api-key-env out on 127.0.0.1")
+        return key
+    if not _is_loopback(config.host) and not config.no_auth:
+        raise WebtuneError(f"--host {config.host} would serve to the network without an API key; set "
+                           f"--api-key-env ENV (clients send `Authorization: Bearer $ENV`), or pass --no-auth "
+                           f"on purpose")
+    return None
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException):
-        return APIError(exc.status_code, str(exc.detail), code=None).response()
 
-    @app.exception_handler(WebtuneError)
-    async def _webtune_error(request: Request, exc: WebtuneError):
-        return APIError(503, str(exc), type="server_error").response()
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception):
-        log.exception("request failed")
-        return APIError(500, f"internal error: {type(exc).__name__}", type="server_error").response()
 
+def _add_auth(app: FastAPI, api_key: Optional[str]) -> None:
     @app.middleware("http")
     async def _auth(request: Request, call_next):
         if api_key and request.url.path.startswith("/v1/"):
@@ -272,86 +336,70 @@ def create_app(registry_path: str | Path, name: str, api_key_env: Optional[str] 
                 return APIError(401, "Incorrect API key provided", code="invalid_api_key").response()
         return await call_next(request)
 
-    def model_card(served: Served) -> dict:
-        vdir = registry_path / name / f"v{served.version}"
-        return {"id": name, "object": "model", "created": int(vdir.stat().st_mtime), "owned_by": "webtune"}
 
-    async def served_for(model: str) -> Served:
-        if model != name:
-            raise APIError(404, f"The model `{model}` does not exist; this server serves `{name}`",
+def _add_routes(app: FastAPI) -> None:
+    state = app.state
+    holder: ModelHolder = state.holder
+
+    async def open_call(route: str, body: _Sampling, prompts_of) -> Call:
+        if body.model != state.name:
+            raise APIError(404, f"The model `{body.model}` does not exist; this server serves `{state.name}`",
                            param="model", code="model_not_found")
-        return await holder.get()
-
-    def prompt_ids_checked(lm: LocalModel, ids: list[int], max_tokens: Optional[int]) -> None:
+        served = await holder.acquire()
         try:
-            check_context(lm, len(ids), max_tokens)
-        except WebtuneError as e:
-            raise APIError(400, str(e), param="messages", code="context_length_exceeded") from None
+            return Call(app, served, route, body, prompts_of(served.lm))
+        except BaseException:
+            holder.release(served)
+            raise
 
     @app.get("/health")
     async def health():
         served = holder.served
-        return {"status": "ok", "model": name, "version": served.version if served else None,
-                "admitted": gate.admitted}
+        return {"status": "ok", "model": state.name, "version": served.label if served else None,
+                "admitted": state.gate.admitted, "resident_models": len(holder.resident),
+                "peak_resident_models": holder.peak_resident}
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [model_card(await holder.get())]}
+        return {"object": "list", "data": [_model_card(holder)]}
 
     @app.get("/v1/models/{model_id}")
     async def model(model_id: str):
-        return model_card(await served_for(model_id))
-
-    async def run(fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        if model_id != state.name:
+            raise APIError(404, f"The model `{model_id}` does not exist; this server serves `{state.name}`",
+                           param="model", code="model_not_found")
+        return _model_card(holder)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest):
-        served = await served_for(body.model)
-        lm = served.lm
-        try:
-            ids = lm.chat_prompt_ids([m.as_template_message() for m in body.messages])
-        except Exception as e:  # e.g. a template that demands alternating user/assistant turns
-            raise APIError(400, f"the model's chat template rejected the messages: {e}",
-                           param="messages") from None
-        max_tokens = body.max_completion_tokens or body.max_tokens
-        prompt_ids_checked(lm, ids, max_tokens)
-        base = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": name,
-                "system_fingerprint": served.fingerprint(name)}
-        gate.admit()
+        call = await open_call("chat", body, lambda lm: [_chat_ids(lm, body)])
         if body.stream:
-            return EventSourceResponse(await _started(_chat_stream(body, lm, ids, max_tokens, base)))
-        try:
-            async with gate.sem:
-                gens = [await run(generate, lm, ids, body.settings(max_tokens, i)) for i in range(body.n)]
-        finally:
-            gate.leave()
-        return {**base, "object": "chat.completion",
-                "choices": [{"index": i, "message": {"role": "assistant", "content": g.text, "refusal": None},
-                             "logprobs": None, "finish_reason": g.finish_reason} for i, g in enumerate(gens)],
-                "usage": _usage(len(ids), sum(g.completion_tokens for g in gens))}
+            return await _stream(call, holder, _chat_chunks(call, state.name))
+        return await _respond(call, holder, lambda: _chat_response(call, state.name))
 
-    async def _chat_stream(body: ChatRequest, lm: LocalModel, ids: list[int], max_tokens, base: dict):
-        def chunk(choice: int, delta: dict, finish: Optional[str] = None, **extra) -> bytes:
-            data = {**base, "object": "chat.completion.chunk", **extra,
-                    "choices": [{"index": choice, "delta": delta, "logprobs": None, "finish_reason": finish}]}
-            return format_sse_event(data_str=json.dumps(data))
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest):
+        if body.stream and body.logprobs is not None:
+            raise APIError(400, "logprobs with stream is not supported; send stream: false", param="logprobs")
+        call = await open_call("completion", body, lambda lm: _prompt_token_lists(lm, body.prompt))
+        if body.stream:
+            return await _stream(call, holder, _completion_chunks(call, state.name))
+        return await _respond(call, holder, lambda: _completion_response(call, state.name))
+
+
+async def _respond(call: Call, holder: ModelHolder, build) -> dict:
+    try:
+        await call.results()
+        return await build()
+    finally:
+        call.end(holder)
+
+
+async def _stream(call: Call, holder: ModelHolder, chunks: AsyncIterator[bytes]) -> EventSourceResponse:
+    async def body():
         try:
-            yield chunk(0, {"role": "assistant", "content": ""})  # before queueing: see _started
-            async with gate.sem:
-                completion_tokens = 0
-                for i in range(body.n):
-                    if i:
-                        yield chunk(i, {"role": "assistant", "content": ""})
-                    result: list = []
-                    async for piece in astream(lm, ids, body.settings(max_tokens, i), pool, result):
-                        yield chunk(i, {"content": piece})
-                    completion_tokens += result[0].completion_tokens
-                    yield chunk(i, {}, result[0].finish_reason)
-                if body.stream_options and body.stream_options.include_usage:
-                    usage = {**base, "object": "chat.completion.chunk", "choices": [],
-                             "usage": _usage(len(ids), completion_tokens)}
-                    yield format_sse_event(data_str=json.dumps(usage))
+            async for chunk in chunks:
+                yield chunk
             yield format_sse_event(data_str="[DONE]")
         except Exception as e:  # headers are sent: report in-band, as OpenAI does
             log.exception("stream failed")
@@ -359,68 +407,14 @@ def create_app(registry_path: str | Path, name: str, api_key_env: Optional[str] 
                              "param": None, "code": None}}
             yield format_sse_event(data_str=json.dumps(err))
         finally:
-            gate.leave()
-
-    @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
-        served = await served_for(body.model)
-        lm = served.lm
-        prompts = _prompt_token_lists(lm, body.prompt)
-        for ids in prompts:
-            prompt_ids_checked(lm, ids, body.max_tokens)
-        if body.stream and (body.logprobs is not None):
-            raise APIError(400, "logprobs with stream is not supported; send stream: false",
-                           param="logprobs")
-        base = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": name,
-                "system_fingerprint": served.fingerprint(name), "object": "text_completion"}
-        gate.admit()
-        if body.stream:
-            return EventSourceResponse(await _started(_completion_stream(body, lm, prompts, base)))
-        try:
-            async with gate.sem:
-                choices, completion_tokens = [], 0
-                for p, ids in enumerate(prompts):
-                    for i in range(body.n):
-                        choice = await run(_completion_choice, lm, ids, body, i)
-                        completion_tokens += choice.pop("_tokens")
-                        choices.append({**choice, "index": p * body.n + i})
-        finally:
-            gate.leave()
-        return {**base, "choices": choices,
-                "usage": _usage(sum(len(ids) for ids in prompts), completion_tokens)}
-
-    async def _completion_stream(body: CompletionRequest, lm: LocalModel, prompts: list[list[int]], base: dict):
-        def chunk(index: int, text: str, finish: Optional[str] = None) -> bytes:
-            data = {**base, "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish}]}
-            return format_sse_event(data_str=json.dumps(data))
-        try:
-            yield format_sse_event(comment="webtune")  # before queueing: see _started
-            async with gate.sem:
-                for p, ids in enumerate(prompts):
-                    for i in range(body.n):
-                        index = p * body.n + i
-                        if body.echo:
-                            yield chunk(index, lm.tokenizer.decode(ids, skip_special_tokens=True))
-                        result: list = []
-                        async for piece in astream(lm, ids, body.settings(body.max_tokens, i), pool, result):
-                            yield chunk(index, piece)
-                        yield chunk(index, "", result[0].finish_reason)
-            yield format_sse_event(data_str="[DONE]")
-        except Exception as e:
-            log.exception("stream failed")
-            err = {"error": {"message": f"generation failed: {type(e).__name__}", "type": "server_error",
-                             "param": None, "code": None}}
-            yield format_sse_event(data_str=json.dumps(err))
-        finally:
-            gate.leave()
-
-    return app
+            call.end(holder)
+    return EventSourceResponse(await _started(body()))
 
 
 async def _started(stream):
     """Run a stream up to its first event now. A generator that never started would never run its
-    `finally` (which frees its place in the gate) if the client left before the body was sent;
-    a started one is closed by asyncio when dropped, so its `finally` always runs."""
+    `finally` (which frees its place in the gate and its lease) if the client left before the body
+    was sent; a started one is closed by asyncio when dropped, so its `finally` always runs."""
     first = await stream.__anext__()
 
     async def rest():
@@ -430,11 +424,55 @@ async def _started(stream):
     return rest()
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+def _sse(data: dict) -> bytes:
+    return format_sse_event(data_str=json.dumps(data))
 
 
+def _base(call: Call, name: str, prefix: str) -> dict:
+    return {"id": f"{prefix}-{call.id}", "created": int(time.time()), "model": name,
+            "system_fingerprint": call.served.fingerprint(name)}
+
+
+def _model_card(holder: ModelHolder) -> dict:
+    _, model_dir = holder.source.current()
+    return {"id": holder.source.name, "object": "model", "created": int(model_dir.stat().st_mtime),
+            "owned_by": "webtune"}
+
+
+# ---------------------------------------------------------------- chat
+def _chat_ids(lm: LocalModel, body: ChatRequest) -> list[int]:
+    try:
+        return lm.chat_prompt_ids([m.as_template_message() for m in body.messages])
+    except Exception as e:  # e.g. a template that demands alternating user/assistant turns
+        raise APIError(400, f"the model's chat template rejected the messages: {e}", param="messages") from None
+
+
+async def _chat_response(call: Call, name: str) -> dict:
+    gens = [call.generations[i] for i in sorted(call.generations)]
+    return {**_base(call, name, "chatcmpl"), "object": "chat.completion",
+            "choices": [{"index": i, "message": {"role": "assistant", "content": g.text, "refusal": None},
+                         "logprobs": None, "finish_reason": g.finish_reason} for i, g in enumerate(gens)],
+            "usage": call.usage()}
+
+
+async def _chat_chunks(call: Call, name: str) -> AsyncIterator[bytes]:
+    base = {**_base(call, name, "chatcmpl"), "object": "chat.completion.chunk"}
+
+    def chunk(choice: int, delta: dict, finish: Optional[str] = None) -> bytes:
+        return _sse({**base, "choices": [{"index": choice, "delta": delta, "logprobs": None,
+                                          "finish_reason": finish}]})
+    for i in range(call.body.n):
+        yield chunk(i, {"role": "assistant", "content": ""})
+    async for index, piece, gen in call.events():
+        if piece:
+            yield chunk(index, {"content": piece})
+        if gen is not None:
+            yield chunk(index, {}, gen.finish_reason)
+    if call.body.stream_options and call.body.stream_options.include_usage:
+        yield _sse({**base, "choices": [], "usage": call.usage()})
+
+
+# ---------------------------------------------------------------- completions
 def _prompt_token_lists(lm: LocalModel, prompt: Any) -> list[list[int]]:
     """OpenAI's four prompt shapes (text, texts, token ids, lists of token ids) -> token id lists."""
     if isinstance(prompt, str):
@@ -457,63 +495,56 @@ def _prompt_token_lists(lm: LocalModel, prompt: Any) -> list[list[int]]:
     return out
 
 
-def _completion_choice(lm: LocalModel, ids: list[int], body: CompletionRequest, choice: int) -> dict:
-    """One /v1/completions choice (runs in the generation pool): text, and logprobs over the echoed
-    prompt and/or the completion, computed in one forward pass over both."""
-    gen = generate(lm, ids, body.settings(body.max_tokens, choice))
-    prompt_text = lm.tokenizer.decode(ids, skip_special_tokens=True) if body.echo else ""
-    logprobs = None
-    if body.logprobs is not None:
-        scored = token_logprobs(lm, ids + gen.token_ids, top=body.logprobs)
-        if not body.echo:
-            scored = scored[len(ids):]
-        offsets, pos = [], 0
-        for t in scored:
-            offsets.append(pos)
-            pos += len(t.token)
-        logprobs = {"tokens": [t.token for t in scored], "token_logprobs": [t.logprob for t in scored],
-                    "top_logprobs": [t.top if t.logprob is not None else None for t in scored],
-                    "text_offset": offsets}
-    return {"text": prompt_text + gen.text, "logprobs": logprobs, "finish_reason": gen.finish_reason,
-            "_tokens": gen.completion_tokens}
+async def _completion_response(call: Call, name: str) -> dict:
+    body, lm = call.body, call.served.lm
+    loop = asyncio.get_running_loop()
+    choices = []
+    for index in sorted(call.generations):
+        ids, gen = call.prompts[index // body.n], call.generations[index]
+        logprobs = None
+        if body.logprobs is not None:
+            logprobs = await loop.run_in_executor(None, _logprobs, lm, ids, gen, body)
+        echo = lm.decode(ids) if body.echo else ""
+        choices.append({"index": index, "text": echo + gen.text, "logprobs": logprobs,
+                        "finish_reason": gen.finish_reason})
+    return {**_base(call, name, "cmpl"), "object": "text_completion", "choices": choices, "usage": call.usage()}
 
 
-def serve(registry_path: str | Path, name: str, host: str = "127.0.0.1", port: int = 8000,
-          api_key_env: Optional[str] = None, max_concurrency: int = 4, queue_size: int = 64,
-          engine: str = "hf", threads: int = 0) -> None:
+def _logprobs(lm: LocalModel, ids: list[int], gen: Generation, body: CompletionRequest) -> dict:
+    """Logprobs over the echoed prompt and/or the completion, in one forward pass over both
+    (what lm-evaluation-harness sums for log-likelihood tasks)."""
+    scored = token_logprobs(lm, ids + gen.token_ids, top=body.logprobs)
+    if not body.echo:
+        scored = scored[len(ids):]
+    offsets, pos = [], 0
+    for t in scored:
+        offsets.append(pos)
+        pos += len(t.token)
+    return {"tokens": [t.token for t in scored], "token_logprobs": [t.logprob for t in scored],
+            "top_logprobs": [t.top if t.logprob is not None else None for t in scored], "text_offset": offsets}
+
+
+async def _completion_chunks(call: Call, name: str) -> AsyncIterator[bytes]:
+    base = {**_base(call, name, "cmpl"), "object": "text_completion"}
+
+    def chunk(index: int, text: str, finish: Optional[str] = None) -> bytes:
+        return _sse({**base, "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish}]})
+    yield format_sse_event(comment="webtune")  # something to send before the first token: see _started
+    if call.body.echo:
+        for index, _, _, _ in call.jobs():
+            yield chunk(index, call.served.lm.decode(call.prompts[index // call.body.n]))
+    async for index, piece, gen in call.events():
+        if piece:
+            yield chunk(index, piece)
+        if gen is not None:
+            yield chunk(index, "", gen.finish_reason)
+
+
+# ---------------------------------------------------------------- running it
+def serve(target: str | Path, registry: str | Path = DEFAULT_REGISTRY, config: Optional[ServeConfig] = None) -> None:
     """Run the endpoint with uvicorn until interrupted."""
     import uvicorn
 
-    if engine == "vllm":
-        raise WebtuneError("serve.engine=vllm needs vLLM, which is not installed here; install vllm on a "
-                           "GPU machine, or use serve.engine=hf")
-    if engine != "hf":
-        raise WebtuneError(f"serve.engine={engine} is unknown; use hf or vllm")
-    app = create_app(registry_path, name, api_key_env, max_concurrency, queue_size, threads)
-    uvicorn.run(app, host=host, port=port, log_level="info")
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    """`python -m webtune.deploy.serve REGISTRY NAME [--port N]` (the CLI's `webtune serve` wraps serve())."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="webtune serve")
-    ap.add_argument("registry")
-    ap.add_argument("name")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8000)
-    ap.add_argument("--api-key-env")
-    ap.add_argument("--max-concurrency", type=int, default=4)
-    ap.add_argument("--queue-size", type=int, default=64)
-    ap.add_argument("--engine", default="hf")
-    ap.add_argument("--threads", type=int, default=0)
-    a = ap.parse_args(argv)
-    try:
-        serve(a.registry, a.name, a.host, a.port, a.api_key_env, a.max_concurrency, a.queue_size, a.engine,
-              a.threads)
-    except WebtuneError as e:
-        raise SystemExit(f"error: {e}")
-
-
-if __name__ == "__main__":
-    main()
+    config = config or ServeConfig()
+    app = create_app(target, registry, config)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="info")
