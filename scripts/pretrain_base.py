@@ -1,12 +1,14 @@
-"""Pretrain the embedded default's base model: a byte-level BPE tokenizer and a small Llama.
+"""Pretrain the toy TEST FIXTURE (not a base model): a byte-level BPE tokenizer and a 2.6M-parameter Llama,
+so most tests run the whole pipeline in seconds. The product's default base is SmolLM2-135M-Instruct
+(`webtune fetch-base`).
 
-    python scripts/pretrain_base.py                 # writes examples/base_model/ (a few minutes on 2 CPU cores)
+    python scripts/pretrain_base.py                 # writes tests/fixtures/tiny_model/ (a few minutes on 2 CPU cores)
     python scripts/pretrain_base.py --steps 20 --out /tmp/base   # quick smoke run
 
 Data: examples/general/train.jsonl rendered with the chat template, plus examples/general/corpus.txt.
 Never the product records (the base must not know the domain) and never general/test.jsonl (it
 measures the base's held-out loss). The result loads like a hub model:
-AutoModelForCausalLM.from_pretrained("examples/base_model"), AutoTokenizer.from_pretrained(...).
+AutoModelForCausalLM.from_pretrained("tests/fixtures/tiny_model"), AutoTokenizer.from_pretrained(...).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, proce
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 ROOT = Path(__file__).resolve().parent.parent
-GENERAL = ROOT / "examples" / "general"
+GENERAL = ROOT / "src" / "webtune" / "examples" / "general"
 
 BOS, EOT_TEXT, START_HEADER, END_HEADER, EOT, PAD = (
     "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|pad|>")
@@ -126,7 +128,7 @@ def answer(model, tokenizer, question: str, max_new_tokens: int = 60) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=ROOT / "examples" / "base_model")
+    ap.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures" / "tiny_model")
     ap.add_argument("--vocab-size", type=int, default=4096)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)

@@ -10,8 +10,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# A small, fast configuration of the embedded default: the same stages, a few training steps.
-SMALL = ["model.train.max_steps=4", "model.train.batch_tokens=1024", "mix.max_seq_len=512",
+FIXTURES = REPO / "tests" / "fixtures"
+# The toy test fixture (tests/fixtures/tiny_model, a 2.6M-parameter Llama) in place of the real default
+# base (SmolLM2-135M-Instruct): plain overrides of the default model config, so they combine with any
+# --config-dir. Compose-based tests can also select tests/fixtures/conf/model/tiny.yaml (TINY_CONFIG).
+TINY_MODEL = [f"model.name_or_path={FIXTURES / 'tiny_model'}", "model.name=tiny-fixture", "model.method=full",
+              "model.train.learning_rate=2e-3"]
+TINY_CONFIG = [f"hydra.searchpath=[file://{FIXTURES / 'conf'}]", "model=tiny"]
+# A small, fast configuration of the embedded default on the toy model: the same stages, a few training steps.
+SMALL = [*TINY_MODEL, "model.train.max_steps=4", "model.train.batch_tokens=1024", "mix.max_seq_len=512",
          "eval.generation_examples=2", "eval.samples=2", "eval.max_new_tokens=8", "prepare.workers=1"]
 
 

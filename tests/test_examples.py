@@ -1,4 +1,4 @@
-"""The embedded default's bundled data and base model (examples/) are what they claim to be."""
+"""The embedded default's bundled data (examples/) and the toy test fixture model are what they claim to be."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from pathlib import Path
 import ftfy
 import pytest
 
+from webtune.paths import SHIPPED
+
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
-BASE_MODEL = EXAMPLES / "base_model"
+EXAMPLES = SHIPPED / "examples"
+BASE_MODEL = ROOT / "tests" / "fixtures" / "tiny_model"   # the toy test fixture (scripts/pretrain_base.py)
 
 
 def shingles(text: str, n: int = 5) -> set:

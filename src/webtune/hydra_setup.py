@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from . import base_model
 from .config import register_configs
 from .rundir import new_run_dir, slug
 
@@ -26,6 +27,8 @@ def setup() -> None:
         OmegaConf.register_new_resolver("webtune_run_dir", _unique_run_dir)
         # ${shipped:templates/chat/gemma3.j2}: a file that ships with webtune, found wherever it is installed
         OmegaConf.register_new_resolver("shipped", lambda path: str(locate(path)))
+    if not OmegaConf.has_resolver("webtune_base"):  # ${webtune_base:smollm2-135m-instruct}: the converted base model
+        OmegaConf.register_new_resolver("webtune_base", base_model.resolve)
 
 
 def compose(overrides: list[str], config_dir: Path | None = None):

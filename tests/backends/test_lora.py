@@ -15,6 +15,7 @@ from webtune.backends.packed_data import PackedRows
 from webtune.hydra_setup import compose
 
 from tests.backends.test_families import REPO, conversations, save_tiny_model, write_packed
+from tests.conftest import TINY_CONFIG
 from webtune.paths import SHIPPED
 
 BASE_TEMPLATE = str(SHIPPED / "templates/chat/base.j2")
@@ -27,7 +28,7 @@ def base_dir(tmp_path_factory):
 
 
 def lora_cfg(name_or_path, *overrides):
-    return compose(["model=tiny", f"model.name_or_path={name_or_path}", "model.method=lora",
+    return compose([*TINY_CONFIG, f"model.name_or_path={name_or_path}", "model.method=lora",
                     f"model.chat_template={BASE_TEMPLATE}", "model.dtype=float32", "mix.max_seq_len=128",
                     "model.lora.r=8", "model.lora.alpha=16", "model.lora.dropout=0.0",
                     "model.lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]",

@@ -1,4 +1,4 @@
-"""One tiny real run of the embedded default, shared by the evaluate tests (it takes the most time).
+"""One tiny real run of the embedded default on the toy fixture model, shared by the evaluate tests (it takes the most time).
 
 The run has the LLM judge switched on against our fake OpenAI-compatible judge on 127.0.0.1, so
 the evaluate stage, the judge and the report run end to end through the real CLI.
@@ -11,7 +11,6 @@ import pytest
 
 from tests.conftest import REPO, SMALL, only_run_dir, webtune
 from tests.fakes.judge_server import FakeJudge
-from webtune.paths import SHIPPED
 
 JUDGE_KEY_ENV = "WEBTUNE_TEST_JUDGE_KEY"
 # Enough prompts for the tables and the judge to say something; still a few seconds of decoding.
@@ -19,13 +18,9 @@ EVAL = ["eval.generation_examples=6", "eval.samples=4", "eval.max_new_tokens=24"
 
 
 def base_model_overrides() -> list[str]:
-    """The shipped base model; WEBTUNE_TEST_BASE_MODEL points elsewhere while it is being rebuilt."""
+    """The toy fixture (SMALL); WEBTUNE_TEST_BASE_MODEL points elsewhere while it is being rebuilt."""
     other = os.environ.get("WEBTUNE_TEST_BASE_MODEL")
-    if other:
-        return [f"model.name_or_path={other}"]
-    if not (SHIPPED / "examples/base_model/config.json").exists():
-        pytest.skip("examples/base_model is missing: build it with `python scripts/pretrain_base.py`")
-    return []
+    return [f"model.name_or_path={other}"] if other else []
 
 
 @pytest.fixture(scope="session")
