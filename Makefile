@@ -1,31 +1,37 @@
 # Two commands for a fresh machine, each doing its own set-up:
-#   make run    runs the embedded default (no network, no API key, CPU)
+#   make run    runs the embedded default (no network at run time, no API key, CPU)
 #   make test   runs the test suite
+# The set-up installs the exact versions in requirements/cpu.lock (regenerate: `make lock`).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: setup run test test-fast browser bench clean
+.PHONY: setup run test test-fast lock lock-check browser bench clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements/cpu.lock
 	python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0          # the CPU build; any other version pulls CUDA wheels
-	$(PIP) install -q -e '.[all]'
+	$(PIP) install -q -r requirements/cpu.lock   # torch==2.13.0 is the local CPU build; any other pulls CUDA
+	$(PIP) install -q --no-deps -e .
 	touch $@
 
 run: setup
 	$(VENV)/bin/webtune run $(ARGS)
 
+lock: setup
+	scripts/lock.sh
+
+lock-check: setup
+	scripts/lock.sh --check
+
 # Debian's chromium + chromedriver for the report's browser test (skipped where they cannot be installed).
 browser:
-	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	@if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
 		|| echo "chromium could not be installed: the browser test will be skipped"; fi
 
-test: setup browser
+test: setup browser lock-check
 	$(PY) -m pytest -q
 
 test-fast: setup
