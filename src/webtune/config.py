@@ -76,6 +76,14 @@ class UrlsConfig:
 
 
 @dataclass
+class PagesConfig:
+    """HTML pages (files and urls sources): one record per page, or one sub-record per section."""
+    split: str = "none"             # none|section: sub-records `<page id>/s<N>` split by heading
+    min_chars: int = 200            # a shorter section is merged into its neighbour
+    max_chars: int = 2000           # a longer one is split between blocks (a paragraph between sentences)
+
+
+@dataclass
 class HFConfig:
     path: str = ""                  # anything datasets.load_dataset opens
     name: Optional[str] = None
@@ -92,6 +100,7 @@ class SourceConfig:
     brightdata: BrightDataConfig = field(default_factory=BrightDataConfig)
     urls: UrlsConfig = field(default_factory=UrlsConfig)
     hf: HFConfig = field(default_factory=HFConfig)
+    pages: PagesConfig = field(default_factory=PagesConfig)
 
 
 # ---------------------------------------------------------------- template

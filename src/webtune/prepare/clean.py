@@ -3,6 +3,11 @@
 Each repair is cheap to skip: ftfy runs only on non-ASCII text, the HTML parser only on text that
 holds a tag or an entity, the whitespace regexes only when a quick scan finds something to fix.
 That keeps the common case (clean ASCII text) at a few string scans per field.
+
+Markdown (pages from the HTML sources) is cleaned around its code: fenced code blocks and inline
+code spans are left exactly as they are (indentation, `<tags>` shown as code), and outside them
+line indentation is kept (nested lists), so only runs of inner spaces, trailing spaces and extra
+blank lines are tidied.
 """
 from __future__ import annotations
 
@@ -27,6 +32,11 @@ _HSPACE = re.compile(r"[ \t\f\v\u00a0\u2000-\u200b\u202f\u205f\u3000]+")
 _SPACE_AROUND_NL = re.compile(r" *\n *")
 _MANY_NL = re.compile(r"\n{3,}")
 _NEEDS_WS = re.compile(r"[\t\r\f\v\u00a0\u2000-\u200b\u202f\u205f\u3000]|  | \n|\n |\n\n\n")
+# a fenced code block (its fence possibly indented under a list item), or an inline code span
+_CODE = re.compile(r"^([ \t>]*)(`{3,}|~{3,})[^\n]*\n.*?\n\1\2[ \t]*$|(`+)[^`\n].*?\3", re.M | re.S)
+_MARKDOWN = re.compile(r"```|~~~|\n {2,}(?:[-*+]|\d+\.) ")
+_INNER_HSPACE = re.compile(r"(?<=\S)[ \t\f\v\u00a0\u2000-\u200b\u202f\u205f\u3000]{2,}|[\t\f\v\u00a0\u2000-\u200b\u202f\u205f\u3000]")
+_TRAILING = re.compile(r"[ \t]+\n")
 
 
 def fix_unicode(text: str) -> str:
@@ -76,6 +86,31 @@ def normalize_whitespace(text: str) -> str:
     return text.strip()
 
 
+def is_markdown(text: str) -> bool:
+    """Text with fenced code or indented list items: cleaned around its code, indentation kept."""
+    return _MARKDOWN.search(text) is not None
+
+
+def outside_code(text: str, fn) -> str:
+    """`fn` applied to the parts of Markdown `text` outside code blocks and code spans."""
+    out, pos = [], 0
+    for m in _CODE.finditer(text):
+        out += [fn(text[pos:m.start()]), m.group(0)]
+        pos = m.end()
+    out.append(fn(text[pos:]))
+    return "".join(out)
+
+
+def _tidy_prose(part: str) -> str:
+    part = _INNER_HSPACE.sub(" ", part.replace("\r\n", "\n"))
+    return _MANY_NL.sub("\n\n", _TRAILING.sub("\n", part))
+
+
+def normalize_markdown(text: str) -> str:
+    """normalize_whitespace for Markdown: code untouched, line indentation kept."""
+    return outside_code(text, _tidy_prose).strip()
+
+
 class Cleaner:
     """Applies the configured repairs to a record's string fields (recursing into lists and dicts)."""
 
@@ -92,12 +127,13 @@ class Cleaner:
             if fixed != text:
                 repairs.add("mojibake_fixed")
                 text = fixed
-        if self.strip_html and ("<" in text or "&" in text) and looks_like_html(text):
-            text = html_to_text(text)
+        code = "`" in text or "~~~" in text  # markup shown as code is the text itself: left alone
+        if self.strip_html and ("<" in text or "&" in text) and looks_like_html(_CODE.sub(" ", text) if code else text):
+            text = outside_code(text, html_to_text) if code else html_to_text(text)
             repairs.add("html_stripped")
             ascii_ = False
         if self.normalize_whitespace and not (ascii_ and _tidy_ascii(text)):
-            text = normalize_whitespace(text)
+            text = normalize_markdown(text) if is_markdown(text) else normalize_whitespace(text)
         return text
 
     def _clean_value(self, value: Any, repairs: set[str]) -> Any:

@@ -18,6 +18,7 @@ from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from ..errors import WebtuneError
 from .validate import InputSchema, Invalid
+from .template_filters import FILTERS, TESTS
 
 from ..paths import SHIPPED, search_dirs
 _UNDEFINED = [re.compile(r"^'([^']+)' is undefined"), re.compile(r"has no attribute '([^']+)'"),
@@ -46,8 +47,11 @@ def resolve(path: str, what: str) -> Path:
 
 def _environment(folder: Path) -> SandboxedEnvironment:
     loader = jinja2.FileSystemLoader([str(d) for d in search_dirs(folder)])
-    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, loader=loader, autoescape=False,
-                                finalize=_finalize, keep_trailing_newline=False)
+    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, loader=loader, autoescape=False,
+                               finalize=_finalize, keep_trailing_newline=False)
+    env.filters.update(FILTERS)
+    env.tests.update(TESTS)
+    return env
 
 
 def _compile(env: SandboxedEnvironment, source: str, where: str) -> jinja2.Template:

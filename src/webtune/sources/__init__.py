@@ -37,7 +37,7 @@ def iter_records(cfg, paths: list[Path], shard: int = 0, n_shards: int = 1) -> I
     kind = cfg.kind
     if kind == "files":
         from . import files
-        yield from files.iter_records(cfg.files, cfg.name, paths, shard, n_shards)
+        yield from files.iter_records(cfg.files, cfg.name, paths, shard, n_shards, pages=getattr(cfg, "pages", None))
     elif kind == "brightdata":
         from . import brightdata
         for i, path in enumerate(paths):
@@ -48,7 +48,7 @@ def iter_records(cfg, paths: list[Path], shard: int = 0, n_shards: int = 1) -> I
                     yield item
     elif kind == "urls":
         from . import urls
-        yield from urls.iter_records(cfg.urls, cfg.name, paths, shard, n_shards)
+        yield from urls.iter_records(cfg.urls, cfg.name, paths, shard, n_shards, pages=getattr(cfg, "pages", None))
     elif kind == "hf":
         from . import general
         yield from general.iter_records(cfg.hf, cfg.name, shard, n_shards)

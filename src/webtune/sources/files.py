@@ -102,9 +102,11 @@ def relative(path: Path, base: Path) -> str:
 
 # ---------------------------------------------------------------- records
 def iter_records(cfg, source_name: str, paths: list[Path], shard: int = 0,
-                 n_shards: int = 1) -> Iterator[Record | Rejection]:
-    """Every record (or rejection) of this shard, file by file in the given order."""
-    cfg = plain(cfg)
+                 n_shards: int = 1, pages=None) -> Iterator[Record | Rejection]:
+    """Every record (or rejection) of this shard, file by file in the given order. `pages`
+    (source.pages) says whether an HTML page is one record or its sections' sub-records."""
+    from .pages import settings
+    cfg, pages = plain(cfg), settings(pages)
     base = _base(cfg, paths)
     turn = _Turns(shard, n_shards)
     for file_no, path in enumerate(paths):
@@ -119,7 +121,7 @@ def iter_records(cfg, source_name: str, paths: list[Path], shard: int = 0,
             yield from _csv(cfg, source_name, path, rel, turn)
         elif file_no % n_shards == shard:  # one page or transcript per file: deal out files
             if fmt == "html":
-                yield _html(cfg, source_name, path, rel)
+                yield from _html(cfg, source_name, path, rel, pages)
             else:
                 yield from _transcript(cfg, source_name, path, rel, fmt)
 
@@ -398,19 +400,23 @@ def _number(cell: str):
 
 
 # ---------------------------------------------------------------- HTML and transcripts
-def _html(cfg, source: str, path: Path, rel: str) -> Record | Rejection:
+def _html(cfg, source: str, path: Path, rel: str, pages) -> Iterator[Record | Rejection]:
+    """One page: its record, or its sections' sub-records (`<page id>/s<N>`), or why there is none."""
     from .html import extract
+    from .pages import page_records
 
     rid = record_id(source, rel, 1)
     size = path.stat().st_size
     too_large = _too_large(cfg, size)
     if too_large:
-        return Rejection(rid, source, "too_large", f"{rel}: {too_large}")
+        yield Rejection(rid, source, "too_large", f"{rel}: {too_large}")
+        return
     page = extract(path.read_bytes())
     if page.fields is None:
-        return Rejection(rid, source, page.reason, f"{rel}: {page.detail}")
+        yield Rejection(rid, source, page.reason, f"{rel}: {page.detail}")
+        return
     page.fields["file"] = rel
-    return Record(rid, source, page.fields, repairs=page.repairs)
+    yield from page_records(rid, source, page.fields, pages, page.repairs)
 
 
 def _transcript(cfg, source: str, path: Path, rel: str, fmt: str) -> Iterator[Record | Rejection]:

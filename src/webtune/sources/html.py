@@ -1,14 +1,26 @@
-"""Main content of an HTML page (trafilatura): title, text and metadata, or why there is none.
+"""Main content of an HTML page as Markdown: title, text, headings and metadata, or why there is none.
 
 Used by the files source (`.html` files) and the urls source (fetched pages). The page's
 charset is taken from the HTTP header, else the page's own declaration, else UTF-8 with a
 windows-1252 fallback (the usual mislabelled legacy page); a fallback is noted as a repair.
+
+trafilatura decides what the main content is (navigation, sidebars and footers dropped) and
+returns it as a tree of headings, paragraphs, lists, tables, quotes and code; `markdown` below
+writes that tree as Markdown: headings with their levels, paragraphs re-flowed onto one line,
+lists (nested, with their code), tables, links' text. trafilatura's own Markdown writer is not
+used because it keeps every source line break, drops blank lines inside code and flattens some
+code blocks onto one line (measured in bench/pages.py): each `<pre>` is swapped for a
+placeholder word before extraction and written back verbatim, as a fenced block, after it.
+Permalink anchors (`<a class="headerlink">¶</a>` and the like) are removed before extraction,
+and title decorations (` — Site name`) by `prose.clean_title`.
 """
 from __future__ import annotations
 
 import codecs
 import re
 from dataclasses import dataclass, field
+
+from ..prose import PERMALINK_SIGNS, clean_title, strip_permalinks
 
 # <meta charset="x"> or <meta http-equiv="Content-Type" content="text/html; charset=x">
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
@@ -70,16 +82,24 @@ def extract(data: bytes, url: str | None = None, header_charset: str | None = No
         return Page(reason="empty_file", detail="the page is empty")
     text, repairs = decode(data, header_charset)
     try:
-        doc = trafilatura.bare_extraction(text, url=url, with_metadata=True, include_comments=False,
-                                          include_tables=True, date_extraction_params=_DATES)
+        tree, code = _prepared(text)
+        if tree is None:  # not HTML at all (binary garbage): trafilatura's own loader refuses it
+            return Page(reason="no_main_content", detail="no main text found (not HTML, or empty)")
+        doc = trafilatura.bare_extraction(tree, url=url, with_metadata=True, include_comments=False,
+                                          include_tables=True, include_formatting=True,
+                                          date_extraction_params=_DATES)
     except Exception as e:  # lxml can choke on truly broken markup; that is a rejection, not a crash
         return Page(reason="broken_html", detail=f"{type(e).__name__}: {e}")
-    body = (doc.text or "").strip() if doc is not None else ""
+    if doc is None or doc.body is None:
+        return Page(reason="no_main_content", detail="no main text found (empty body, or script only)")
+    body, headings = markdown(doc.body, code)
     if not body:
         return Page(reason="no_main_content", detail="no main text found (empty body, or script only)")
+    title = clean_title(doc.title or "", doc.sitename) or (headings[0]["title"] if headings else None)
     fields = {
-        "title": (doc.title or "").strip() or None,
+        "title": title or None,
         "text": body,
+        "headings": headings,
         "url": url or doc.url,
         "date": doc.date,
         "description": doc.description,
@@ -87,3 +107,243 @@ def extract(data: bytes, url: str | None = None, header_charset: str | None = No
         "language": doc.language,
     }
     return Page(fields=fields, repairs=repairs)
+
+
+# ---------------------------------------------------------------- before extraction
+_PLACEHOLDER = "WEBTUNEPRE{:06d}"
+_PLACEHOLDER_RE = re.compile(r"WEBTUNEPRE(\d{6})")
+
+
+def _prepared(text: str):
+    """The page as an lxml tree with permalink anchors removed and each <pre> replaced by a
+    placeholder word; returns (tree, the <pre> texts by placeholder number)."""
+    from trafilatura.utils import load_html
+
+    tree = load_html(text)
+    if tree is None:
+        return None, []
+    for a in list(tree.iter("a")):
+        if _is_permalink(a):
+            a.drop_tree()  # keeps the text after it
+    code = []
+    for pre in list(tree.iter("pre")):
+        code.append(pre.text_content())
+        tail = pre.tail
+        pre.clear()
+        pre.text, pre.tail = _PLACEHOLDER.format(len(code) - 1), tail
+    return tree, code
+
+
+def _is_permalink(a) -> bool:
+    label = (a.text_content() or "").strip()
+    marked = any(c in (a.get("class") or "") for c in ("headerlink", "anchor", "permalink"))
+    return (marked or (a.get("href") or "").startswith("#")) and (label == "" or all(c in PERMALINK_SIGNS + "#" for c in label))
+
+
+# ---------------------------------------------------------------- trafilatura's tree -> Markdown
+_INLINE_MARKS = {"#b": "**", "#i": "*", "#u": "", "#t": "`", "#sub": "", "#sup": ""}
+_BLOCKS = {"head", "p", "list", "item", "quote", "table", "div", "code", "graphic"}
+
+
+def markdown(body, code: list[str]) -> tuple[str, list[dict]]:
+    """The tree trafilatura extracted as Markdown, and its headings ({level, title})."""
+    out: list[str] = []
+    headings = _Headings()
+    _blocks(body, out, headings, code)
+    return "\n\n".join(b for b in out if b.strip()), list(headings)
+
+
+class _Headings(list):
+    """The headings met so far, and the levels of the API entries being written (nested dl)."""
+
+    def __init__(self):
+        super().__init__()
+        self.entries: list[int] = []
+
+    def base(self) -> int:
+        """The level an API entry's heading sits under: its enclosing entry, else the last real heading."""
+        if self.entries:
+            return self.entries[-1]
+        return next((h["level"] for h in reversed(self) if not h.get("api")), 1)
+
+
+def _blocks(el, out: list[str], headings: list[dict], code: list[str]) -> None:
+    """Append the Markdown blocks of `el`'s children (its own text and tails as paragraphs)."""
+    pending: list[str] = [el.text or ""] if el.tag not in _BLOCKS or el.tag in ("div", "quote") else []
+    for child in el:
+        if child.tag in _BLOCKS or _holds_code(child):
+            _paragraph(pending, out, code)
+            pending = []
+            _block(child, out, headings, code)
+            pending.append(child.tail or "")
+        else:
+            pending.append(_inline(child) + (child.tail or ""))
+    _paragraph(pending, out, code)
+
+
+def _block(el, out, headings, code) -> None:
+    tag = el.tag
+    if tag == "head":
+        title = strip_permalinks(_flat(_inline_children(el)))
+        if title:
+            level = int((el.get("rend") or "h2")[1:] or 2) if (el.get("rend") or "").startswith("h") else 2
+            headings.append({"level": level, "title": title})
+            out.append("#" * level + " " + title)
+    elif tag == "p":
+        _paragraph([_inline_children(el)], out, code)
+    elif tag == "list":
+        out.append(_list(el, code, headings))
+    elif tag == "table":
+        out.append(_table(el))
+    elif tag == "quote":
+        inner: list[str] = []
+        _blocks(el, inner, headings, code)
+        # a quoted code block is written as a plain one: documentation quotes code to indent it
+        out.extend(b if b.startswith("```") else _prefixed(b, "> ", "> ") for b in inner if b.strip())
+    elif tag == "code":
+        _paragraph([_text(el)], out, code, block_code=True)
+    elif tag == "graphic":
+        return
+    else:
+        _blocks(el, out, headings, code)
+
+
+def _paragraph(parts: list[str], out: list[str], code: list[str], block_code: bool = False) -> None:
+    """Inline text -> one re-flowed paragraph; a placeholder inside it -> the verbatim code block."""
+    text = "".join(parts)
+    pos = 0
+    for m in _PLACEHOLDER_RE.finditer(text):
+        _prose(text[pos:m.start()], out, block_code)
+        out.append(fence(code[int(m.group(1))]))
+        pos = m.end()
+    _prose(text[pos:], out, block_code)
+
+
+def _prose(text: str, out: list[str], block_code: bool) -> None:
+    if block_code and text.strip():
+        out.append(fence(text))
+        return
+    flat = _flat(text).strip("` ") if text.strip().strip("`") == "" else _flat(text)
+    if flat:
+        out.append(flat)
+
+
+def fence(code: str) -> str:
+    """A fenced code block holding `code` verbatim (a longer fence when the code holds ```)."""
+    code = code.strip("\n")
+    ticks = "`" * max(3, max((len(m) + 1 for m in re.findall(r"`{3,}", code)), default=3))
+    return f"{ticks}\n{code}\n{ticks}"
+
+
+def _list(el, code: list[str], headings: list[dict]) -> str:
+    """A list as Markdown. In a definition list an API entry's signature (`f(x)`, `mod.attr`) is a
+    heading one level below the heading it stands under, so each function is its own section."""
+    ordered = el.get("rend") == "ol"
+    lines = []
+    number, entry = 0, None
+    for item in el.iter("item"):
+        if item.getparent() is not el:
+            continue
+        rend = item.get("rend") or ""
+        if rend.startswith("dt"):      # a definition list: the term on its own line, then its text
+            term, entry = _term(item, headings)
+            lines.append(term)
+            continue
+        inner: list[str] = []
+        dd = rend.startswith("dd")
+        if dd and entry:
+            headings.entries.append(entry)
+        _blocks(item, inner, headings if dd else _Headings(), code)
+        if dd and entry:
+            headings.entries.pop()
+        inner = [b for b in inner if b.strip()]
+        if not inner:
+            continue
+        if rend.startswith("dd"):
+            lines.extend(inner)
+            continue
+        number += 1
+        marker = f"{number}. " if ordered else "- "
+        lines.append(_prefixed("\n\n".join(inner), marker, " " * len(marker)))
+    return "\n\n".join(lines) if any(l.startswith(("**", "`")) for l in lines) else "\n".join(lines)
+
+
+def _term(item, headings: "_Headings") -> tuple[str, int | None]:
+    """A definition list's term: an API signature as a code heading (and its level), a word or
+    phrase in bold (and None)."""
+    term = strip_permalinks(_flat(_text(item)))
+    if not term or not _API.search(term):
+        return (f"**{term}**" if term else ""), None
+    level = min(headings.base() + 1, 6)
+    headings.append({"level": level, "title": _code_span(term), "api": True})
+    return "#" * level + " " + _code_span(term), level
+
+
+_API = re.compile(r"^(?:[a-z]+ )*[A-Za-z_][\w]*(?:\.[\w]+)*(?:\(.*\))?(?: -> .*)?$|^[\w.]+\(.*\)")
+
+
+def _prefixed(block: str, first: str, rest: str) -> str:
+    """A block under a list marker or a quote sign: the first line after `first`, the others after `rest`."""
+    lines = block.split("\n")
+    return "\n".join([first + lines[0]] + [(rest + ln) if ln else rest.rstrip() for ln in lines[1:]])
+
+
+def _table(el) -> str:
+    rows = []
+    for row in el.iter("row"):
+        cells = [_flat(_inline_children(c)).replace("|", "\\|") for c in row.iter("cell")]
+        if cells:
+            rows.append(cells)
+    if not rows:
+        return ""
+    width = max(len(r) for r in rows)
+    rows = [r + [""] * (width - len(r)) for r in rows]
+    lines = ["| " + " | ".join(r) + " |" for r in rows]
+    lines.insert(1, "|" + "---|" * width)
+    return "\n".join(lines)
+
+
+def _holds_code(el) -> bool:
+    return el.tag in ("hi", "ref", "span") and _PLACEHOLDER_RE.search("".join(el.itertext())) is not None
+
+
+def _inline_children(el) -> str:
+    return (el.text or "") + "".join(_inline(c) + (c.tail or "") for c in el)
+
+
+def _inline(el) -> str:
+    """An inline element as Markdown: emphasis, code spans, links' text; a line break as a space."""
+    tag = el.tag
+    if tag == "lb":
+        return " "
+    if tag == "code":
+        return _code_span(_text(el))
+    inner = _inline_children(el)
+    if tag == "hi":
+        mark = _INLINE_MARKS.get(el.get("rend") or "", "")
+        if mark == "`":
+            return _code_span(inner)
+        stripped = inner.strip()
+        if not (stripped and mark):
+            return inner
+        return inner[:len(inner) - len(inner.lstrip())] + mark + stripped + mark + inner[len(inner.rstrip()):]
+    return inner
+
+
+def _code_span(text: str) -> str:
+    text = " ".join(text.split())
+    if not text:
+        return ""
+    if _PLACEHOLDER_RE.search(text):
+        return text
+    ticks = "``" if "`" in text else "`"
+    return f"{ticks}{text}{ticks}"
+
+
+def _text(el) -> str:
+    return "".join(el.itertext())
+
+
+def _flat(text: str) -> str:
+    """Lines joined inside a paragraph: every run of white space becomes one space."""
+    return " ".join(text.split())

@@ -317,9 +317,13 @@ def acquire(cfg, source_name: str, raw_dir: Path, console=None) -> list[Path]:
 
 
 def iter_records(cfg, source_name: str, paths: list[Path], shard: int = 0,
-                 n_shards: int = 1) -> Iterator[Record | Rejection]:
-    """One record per fetched page (id `<source>:<url>#1`); refusals and empty pages as rejections."""
+                 n_shards: int = 1, pages=None) -> Iterator[Record | Rejection]:
+    """One record per fetched page (id `<source>:<url>#1`), or with `pages.split: section` one per
+    section (`<source>:<url>#1/s<N>`); refusals and empty pages as rejections."""
     from .html import extract
+    from .pages import page_records, settings
+
+    pages = settings(pages)
 
     for index in (Path(p) for p in paths):
         if index.name != INDEX:
@@ -341,4 +345,4 @@ def iter_records(cfg, source_name: str, paths: list[Path], shard: int = 0,
                 got.fields["url"] = e["url"]
                 if e.get("final_url") and e["final_url"] != e["url"]:
                     got.fields["final_url"] = e["final_url"]
-                yield Record(rid, source_name, got.fields, group=e["url"], repairs=got.repairs)
+                yield from page_records(rid, source_name, got.fields, pages, got.repairs, group=e["url"])
