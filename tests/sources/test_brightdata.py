@@ -17,6 +17,7 @@ from rich.console import Console
 from tests.fakes.brightdata_server import FakeBrightData, serialise
 from webtune.config import BrightDataConfig
 from webtune.errors import WebtuneError
+from webtune.paths import SHIPPED
 from webtune.records import Record, Rejection
 from webtune.sources import brightdata
 
@@ -40,7 +41,7 @@ def token(fake, monkeypatch):
 def make_cfg(fake, **over):
     values = dict(dataset_id=AMAZON, inputs=[{"url": u} for u in URLS], base_url=fake.base_url,
                   api_key_env=ENV, poll_interval=0.01, poll_timeout=20.0, timeout=5.0,
-                  primary_fields=["title", "description"])
+                  primary_fields=["title", "description"], mode="async", rate_limit_wait=0.01)
     values.update(over)
     cfg = OmegaConf.merge(OmegaConf.structured(BrightDataConfig), values)   # the real schema
     OmegaConf.set_struct(cfg, False)
@@ -49,7 +50,7 @@ def make_cfg(fake, **over):
 
 
 def quiet():
-    return Console(file=io.StringIO(), width=120)
+    return Console(file=io.StringIO(), width=120, soft_wrap=True)
 
 
 def read_lines(path):
@@ -66,8 +67,8 @@ def assert_no_token(raw_dir: Path, token: str):
             assert token.encode() not in data, path
 
 
-def acquire(cfg, raw_dir, console=None):
-    return brightdata.acquire(cfg, "amazon", raw_dir, console=console or quiet())
+def acquire(cfg, raw_dir, console=None, **kwargs):
+    return brightdata.acquire(cfg, "amazon", raw_dir, console=console or quiet(), **kwargs)
 
 
 # ---------------------------------------------------------------- the happy path
@@ -145,7 +146,6 @@ def test_inputs_from_a_jsonl_file_and_bare_urls(fake, token, tmp_path):
     ({"inputs": [{"url": "https://x"}, 3]}, r"brightdata.inputs\[1\]: an input must be an object"),
     ({"inputs": [], "inputs_file": "/nonexistent/inputs.json"}, "inputs_file /nonexistent/inputs.json: cannot read"),
     ({"dataset_id": ""}, "dataset_id is empty"),
-    ({"format": "xml"}, "format='xml' is not one of"),
 ])
 def test_bad_config_fails_before_triggering(fake, token, tmp_path, over, message):
     with pytest.raises(WebtuneError, match=message):
@@ -236,10 +236,8 @@ def test_killed_while_polling_resumes_the_same_snapshot(fake, token, tmp_path):
     (401, {"error": "Unauthorized"}, {}, f"refused the API token.*check the token in \\${ENV}"),
     (402, {"error": "Your current balance is insufficient ($220 is missing)"}, {}, r"\(402\).*\$220 is missing"),
     (403, "Access denied.", {}, "denied access"),
-    (429, "You have too many running jobs for this dataset.", {}, "too many running jobs.*retry the run"),
-    (429, {"error": "Maximum limit of 100 jobs"}, {"Retry-After": "0"}, "Maximum limit of 100 jobs"),
-    (500, "Internal server error", {}, "answered 500.*not retried automatically"),
-    (502, "Unexpected error...", {}, "answered 502.*snapshot_id"),
+    (500, "Internal server error", {}, "answered 500.*not sent again because each trigger bills"),
+    (502, "Unexpected error...", {}, r"answered 502.*continue it with source\.brightdata\.snapshot_id=<id>"),
 ])
 def test_trigger_errors_are_never_retried(fake, token, tmp_path, status, body, headers, message):
     fake.fail("trigger", status=status, body=body, headers=headers, times=3)
@@ -298,11 +296,11 @@ def test_progress_faults_are_retried(fake, token, tmp_path, fault):
     assert fake.count("progress") == 3 + fault["times"]
 
 
-def test_progress_429_gives_up_after_three_retries(fake, token, tmp_path):
-    fake.fail("progress", status=429, body="Too many requests", headers={"Retry-After": "0"}, times=10)
-    with pytest.raises(WebtuneError, match=r"rate-limiting the progress check \(429: Too many requests\)"):
+def test_progress_429_gives_up_after_five_waits(fake, token, tmp_path):
+    fake.fail("progress", status=429, body="Too many requests", headers={"Retry-After": "0"}, times=6)
+    with pytest.raises(WebtuneError, match=r"kept answering 429 to the progress check \(Too many requests\) after 5"):
         acquire(make_cfg(fake), tmp_path)
-    assert fake.count("progress") == 4                   # 1 + 3 retries, then stop: IP blocks at 25
+    assert fake.count("progress") == 6                   # 1 + 5 retries, then stop: IP blocks at 25
     assert (tmp_path / "snapshot.json").exists()        # resumable
 
 
@@ -420,13 +418,14 @@ def test_iter_records_rejects_errors_malformed_and_non_objects(tmp_path):
         ("amazon:s_abc#2", "Rejection", "brightdata_error:dead_page"),
         ("amazon:s_abc#3", "Rejection", "malformed_json"),
         ("amazon:s_abc#4", "Rejection", "not_an_object"),
+        ("amazon:s_abc#5", "Rejection", "blank_line"),
         ("amazon:s_abc#6", "Rejection", "brightdata_error:unknown"),
         ("amazon:s_abc#7", "Record", None),
         ("amazon:s_abc#8", "Record", None),
     ]
     assert items[1].detail == "The navigation resulted in a dead page (404 status code) (input: https://www.x.com/dead)"
     assert "line 3" in items[2].detail
-    assert items[4].detail == 'Something odd (input: {"keyword":"k"})'
+    assert items[5].detail == 'Something odd (input: {"keyword":"k"})'
 
 
 def test_error_records_from_the_server_reach_the_ledger_as_rejections(fake, token, tmp_path):
@@ -457,7 +456,7 @@ def test_fake_serialises_csv_that_the_client_reads_back():
 
 
 # ---------------------------------------------------------------- the shipped configs
-CONF = Path(__file__).resolve().parents[2] / "conf" / "source"
+CONF = SHIPPED / "conf" / "source"
 
 
 @pytest.mark.parametrize("name, dataset_id, primary", [
@@ -470,7 +469,7 @@ def test_shipped_configs_run_through_the_sources_dispatcher(fake, token, tmp_pat
     from webtune import sources
     from webtune.config import SourceConfig
     cfg = OmegaConf.merge(OmegaConf.structured(SourceConfig), OmegaConf.load(CONF / f"brightdata_{name}.yaml"),
-                          {"brightdata": {"base_url": fake.base_url, "api_key_env": ENV,
+                          {"brightdata": {"base_url": fake.base_url, "api_key_env": ENV, "mode": "async",
                                           "poll_interval": 0.01, "timeout": 5.0}})
     assert cfg.kind == "brightdata" and cfg.name == name
     assert cfg.brightdata.dataset_id == dataset_id and list(cfg.brightdata.primary_fields) == primary
@@ -489,3 +488,217 @@ def test_polling_gives_up_when_the_server_keeps_failing(fake, token, tmp_path):
         acquire(make_cfg(fake), tmp_path)
     assert fake.count("progress") == 40                 # 10 polls, each 1 + 3 retries
     assert (tmp_path / "snapshot.json").exists()
+
+
+# ---------------------------------------------------------------- 429: waited out, one budget for the process
+def test_429_on_the_first_trigger_is_waited_out(fake, token, tmp_path):
+    fake.fail("trigger", status=429, body="You have too many running jobs for this dataset.")
+    console = quiet()
+    path = acquire(make_cfg(fake), tmp_path, console)
+    assert fake.count("trigger") == 2 and len(fake.triggers) == 1        # refused once, then one collection
+    assert path.name == f"{fake.triggers[0]['snapshot_id']}.jsonl.gz" and len(read_lines(path)) == 3
+    out = console.file.getvalue()
+    assert "answered 429 to the trigger (You have too many running jobs for this dataset.)" in out
+    assert "waiting 0.01s, then retry 1 of 5" in out
+
+
+def test_429_waits_are_retry_after_else_doubling(fake, token, tmp_path):
+    fake.fail("trigger", status=429, body={"error": "Maximum limit of 100 jobs"}, headers={"Retry-After": "1"})
+    fake.fail("trigger", status=429, body="You have too many running jobs for this dataset.", times=2)
+    console = quiet()
+    start = time.monotonic()
+    acquire(make_cfg(fake), tmp_path, console)
+    assert time.monotonic() - start >= 1.0                                 # the server's Retry-After
+    waits = [line.split("waiting ")[1].split("s,")[0] for line in console.file.getvalue().splitlines()
+             if "waiting" in line]
+    assert waits == ["1", "0.02", "0.04"]                                  # then base x 2, x 4
+    assert fake.count("trigger") == 4 and len(fake.triggers) == 1
+
+
+def test_429_budget_covers_every_request_and_stops_before_the_block(fake, token, tmp_path):
+    fake.fail("trigger", status=429, body="You have too many running jobs for this dataset.", times=5)
+    fake.fail("progress", status=429, body="Too many requests", times=10)
+    with pytest.raises(WebtuneError, match=r"that is 10 429s from 127\.0\.0\.1:\d+ within 5 minutes.*stopped") as err:
+        acquire(make_cfg(fake), tmp_path)
+    assert fake.count("trigger") == 6 and len(fake.triggers) == 1         # 5 waits, then the collection
+    assert fake.count("progress") == 5                                     # the 10th 429 of the process stops it
+    assert "\n" not in str(err.value) and (tmp_path / "snapshot.json").exists()
+
+
+def test_trigger_without_an_answer_is_not_sent_again(fake, token, tmp_path):
+    fake.fail("trigger", kind="close")
+    with pytest.raises(WebtuneError, match=r"got no answer \(ConnectionError\).*not sent again.*"
+                                           r"source\.brightdata\.snapshot_id=<id>"):
+        acquire(make_cfg(fake), tmp_path)
+    assert fake.count("trigger") == 1 and not (tmp_path / "snapshot.json").exists()
+
+
+# ---------------------------------------------------------------- sync scrapes
+FIVE = [f"https://www.amazon.com/dp/B0SYNC000{i}" for i in range(5)]
+
+
+def test_sync_scrape_of_five_urls(fake, token, tmp_path):
+    console = quiet()
+    path = acquire(make_cfg(fake, mode="auto", inputs=FIVE), tmp_path, console)
+    assert fake.count("scrape") == 1 and fake.count("trigger") == 0 and fake.count("progress") == 0
+    [scrape] = [r for r in fake.requests if r["endpoint"] == "scrape"]
+    assert scrape["query"]["dataset_id"] == AMAZON and scrape["query"]["format"] == "json"
+    assert fake.triggers[0]["inputs"] == [{"url": u} for u in FIVE]
+    state = json.loads((tmp_path / "snapshot.json").read_text())
+    assert state["mode"] == "sync" and path.name == f"{state['snapshot_id']}.jsonl.gz"
+    items = list(brightdata.iter_records(path, "amazon", state["snapshot_id"], ["title"]))
+    assert [i.fields["url"] for i in items] == FIVE
+    assert [i.id for i in items] == [f"amazon:{state['snapshot_id']}#{n}" for n in range(1, 6)]
+    before = len(fake.requests)
+    assert acquire(make_cfg(fake, mode="auto", inputs=FIVE), tmp_path) == path     # resume: nothing sent
+    assert len(fake.requests) == before
+
+
+def test_sync_scrape_past_the_minute_is_polled_as_a_snapshot(fake, token, tmp_path):
+    fake.scrape_times_out = True
+    console = quiet()
+    path = acquire(make_cfg(fake, mode="sync", inputs=FIVE), tmp_path, console)
+    sid = fake.triggers[0]["snapshot_id"]
+    assert fake.count("scrape") == 1 and fake.count("trigger") == 0
+    assert fake.count("progress") == 3 and path.name == f"{sid}.jsonl.gz" and len(read_lines(path)) == 5
+    assert json.loads((tmp_path / "snapshot.json").read_text())["snapshot_id"] == sid
+    assert "did not finish within a minute" in console.file.getvalue()
+
+
+def test_auto_mode_triggers_above_twenty_inputs_and_sync_refuses_them(fake, token, tmp_path):
+    many = [f"https://www.amazon.com/dp/B0MANY{i:04d}" for i in range(21)]
+    acquire(make_cfg(fake, mode="auto", inputs=many), tmp_path / "a")
+    assert fake.count("trigger") == 1 and fake.count("scrape") == 0
+    with pytest.raises(WebtuneError, match="mode=sync takes at most 20 inputs \\(21 given\\)"):
+        acquire(make_cfg(fake, mode="sync", inputs=many), tmp_path / "b")
+    assert fake.count("scrape") == 0
+
+
+def test_sync_scrape_5xx_is_not_sent_again(fake, token, tmp_path):
+    fake.fail("scrape", status=502, body="Unexpected error...")
+    with pytest.raises(WebtuneError, match="answered 502 to the sync scrape.*not sent again"):
+        acquire(make_cfg(fake, mode="sync"), tmp_path)
+    assert fake.count("scrape") == 1 and not (tmp_path / "snapshot.json").exists()
+
+
+# ---------------------------------------------------------------- cost before paying
+def test_the_plan_is_shown_before_the_trigger(fake, token, tmp_path):
+    console = quiet()
+    acquire(make_cfg(fake, price_per_1k=1.5, limit_multiple_results=2), tmp_path, console)
+    out = console.file.getvalue()
+    assert ("amazon: Bright Data trigger (collection): 3 inputs; caps: limit_multiple_results=2; "
+            "records: at most 2; cost: about $0.0030 at $1.5 per 1,000 records (an estimate)") in out
+    assert fake.triggers[0]["query"]["limit_multiple_results"] == "2"
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"max_cost": 1.0}, r"max_cost=1 needs a price to compare with: set source\.brightdata\.price_per_1k"),
+    ({"max_cost": 0.001, "price_per_1k": 1.5}, r"would cost about \$0\.0045 \(3 records at \$1\.5/1k\), over "
+                                               r"source\.brightdata\.max_cost=0\.001"),
+    ({"max_records": 2}, "would deliver about 3 records, over source.brightdata.max_records=2"),
+    ({"max_records": 100, "type": "discover_new", "discover_by": "keyword", "inputs": [{"keyword": "mug"}]},
+     r"no bound on its records: set source\.brightdata\.limit_per_input or source\.brightdata\.limit_multiple"),
+    ({"max_records": 9, "type": "discover_new", "discover_by": "keyword", "limit_per_input": 5,
+      "inputs": [{"keyword": "mug"}, {"keyword": "cup"}]}, "would deliver up to 10 records"),
+])
+def test_bounds_refuse_before_any_request_that_bills(fake, token, tmp_path, over, message):
+    with pytest.raises(WebtuneError, match=message) as err:
+        acquire(make_cfg(fake, **over), tmp_path)
+    assert fake.requests == [] and "\n" not in str(err.value)
+    assert not (tmp_path / "snapshot.json").exists()
+
+
+def test_bounds_that_hold_let_the_collection_start(fake, token, tmp_path):
+    acquire(make_cfg(fake, max_cost=0.01, price_per_1k=1.5, max_records=3), tmp_path)
+    assert len(fake.triggers) == 1
+
+
+# ---------------------------------------------------------------- Ctrl-C while a collection runs
+def test_ctrl_c_then_cancel_cancels_the_collection(fake, token, tmp_path):
+    from tests.sigint import interrupt_main_when
+    fake.polls_per_status = 10**6
+    asked = []
+    interrupt_main_when(lambda: fake.count("progress") >= 2)
+    with pytest.raises(WebtuneError, match="cancelled Bright Data collection s_\\w+ at your request"):
+        acquire(make_cfg(fake, poll_interval=0.02), tmp_path, ask_cancel=lambda sid: asked.append(sid) or True)
+    sid = fake.triggers[0]["snapshot_id"]
+    assert asked == [sid] and fake.cancels == [sid]
+    assert json.loads((tmp_path / "snapshot.json").read_text())["cancelled_at"]
+    with pytest.raises(WebtuneError, match=f"collection {sid} was cancelled at your request.*delete"):
+        acquire(make_cfg(fake), tmp_path)
+    assert len(fake.triggers) == 1
+
+
+def test_ctrl_c_without_a_terminal_leaves_it_running_and_resume_continues(fake, token, tmp_path, monkeypatch):
+    from tests.sigint import interrupt_main_when
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))          # no terminal to ask on
+    fake.polls_per_status = 10**6
+    console = quiet()
+    interrupt_main_when(lambda: fake.count("progress") >= 2)
+    with pytest.raises(WebtuneError, match=r"keeps running at Bright Data.*snapshot\.json.*webtune resume"):
+        acquire(make_cfg(fake, poll_interval=0.02), tmp_path, console)
+    assert "no terminal to ask" in console.file.getvalue() and fake.cancels == []
+    fake.polls_per_status = 1
+    path = acquire(make_cfg(fake), tmp_path)
+    assert len(fake.triggers) == 1 and len(read_lines(path)) == 3
+
+
+# ---------------------------------------------------------------- custom_output_fields and the cache identity
+def test_custom_output_fields_are_sent_with_what_the_ledger_needs(fake, token, tmp_path):
+    path = acquire(make_cfg(fake, custom_output_fields=["brand"]), tmp_path)
+    assert fake.triggers[0]["query"]["custom_output_fields"] == "brand|description|error|error_code|input|title"
+    assert set(read_lines(path)[0]) == {"brand", "description", "input", "title"}    # the fake kept only those
+
+
+def test_cache_identity_changes_with_the_request_only(fake, token):
+    base = brightdata.cache_identity(make_cfg(fake))
+    assert base == brightdata.cache_identity(make_cfg(fake, poll_interval=5, timeout=9, api_key_env="OTHER"))
+    for over in ({"inputs": URLS[:2]}, {"dataset_id": "gd_lk56epmy2i5g7lzu0k"}, {"limit_per_input": 3},
+                 {"custom_output_fields": ["brand"]}, {"mode": "sync"}, {"limit_multiple_results": 9}):
+        assert brightdata.cache_identity(make_cfg(fake, **over)) != base, over
+    assert json.dumps(base)                                              # JSON-able for the cache key
+
+
+def test_a_cached_superset_of_fields_covers_a_smaller_ask(fake, token):
+    ident = lambda fields: brightdata.cache_identity(make_cfg(fake, custom_output_fields=fields))  # noqa: E731
+    wide, narrow, all_fields = ident(["brand", "features"]), ident(["brand"]), ident([])
+    assert all_fields["custom_output_fields"] is None
+    assert brightdata.cache_covers(narrow, wide) and brightdata.cache_covers(narrow, all_fields)
+    assert not brightdata.cache_covers(wide, narrow) and not brightdata.cache_covers(all_fields, wide)
+    other = brightdata.cache_identity(make_cfg(fake, custom_output_fields=["brand", "features"], inputs=URLS[:1]))
+    assert not brightdata.cache_covers(narrow, other)
+
+
+def template(name):
+    from webtune.config import TemplateConfig
+    return OmegaConf.merge(OmegaConf.structured(TemplateConfig), OmegaConf.load(SHIPPED / "conf" / "template" / f"{name}.yaml"))
+
+
+LEDGER = ["error", "error_code", "input"]
+
+
+@pytest.mark.parametrize("name, source, fields", [
+    # written out by hand from the shipped Jinja files, task `fields` and input schemas
+    ("product_description", "amazon", ["brand", "description", "features", "title"]),
+    ("docs_qa", "amazon", ["lead", "level", "outline", "page_title", "part", "parts", "section_path",
+                           "section_title", "text", "title"]),
+    ("social_post", "linkedin", ["community_name", "description", "hashtags", "post_text", "title"]),
+    ("transcript_summary", "youtube", ["description", "text", "time_range", "title", "transcript", "windows"]),
+])
+def test_custom_output_fields_of_each_shipped_template(fake, name, source, fields):
+    from webtune.config import SourceConfig
+    src = OmegaConf.merge(OmegaConf.structured(SourceConfig), OmegaConf.load(CONF / f"brightdata_{source}.yaml"))
+    derived = brightdata.with_output_fields(src, template(name)).brightdata.custom_output_fields
+    expected = sorted(set(fields) | set(LEDGER) | set(src.brightdata.primary_fields))
+    assert list(derived) == expected
+    assert brightdata.with_output_fields(src, None).brightdata.custom_output_fields == []   # unknown: all
+
+
+def test_a_template_that_includes_another_file_asks_for_every_field(fake, tmp_path):
+    from webtune.config import SourceConfig, TemplateConfig
+    (tmp_path / "part.j2").write_text("{{ secret_field }}")
+    (tmp_path / "user.j2").write_text("{% include 'part.j2' %} {{ title }}")
+    tpl = OmegaConf.merge(OmegaConf.structured(TemplateConfig), {"name": "t", "tasks": [
+        {"name": "t", "user": str(tmp_path / "user.j2"), "assistant": str(tmp_path / "user.j2")}]})
+    src = OmegaConf.merge(OmegaConf.structured(SourceConfig), {"kind": "brightdata", "name": "x"})
+    assert brightdata.with_output_fields(src, tpl).brightdata.custom_output_fields == []

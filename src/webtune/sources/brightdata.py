@@ -1,115 +1,145 @@
-"""Bright Data Web Scraper API (datasets v3): trigger once, poll, download, stream records.
+"""Bright Data Web Scraper API (datasets v3): collect once, poll, download, stream records.
 
-Wire contract: shared/contracts/brightdata.md. A trigger bills, so it is sent at most once per run
-and never retried; its snapshot id is written to the run directory before polling, so a killed run
-resumes the same snapshot. Everything after the trigger (progress, download) is idempotent and
-retried. The download is kept gzip-compressed as JSONL in data/raw/ whatever format was asked for.
+Wire contract: docs/contracts/brightdata.md. Two ways to collect, `source.brightdata.mode`:
+  async  POST /trigger, then poll /progress and download /snapshot (any number of inputs);
+  sync   POST /scrape (at most 20 inputs): the records inline within a minute, or a 202 with a
+         snapshot id, which is then polled and downloaded as async;
+  auto   (default) sync for at most 20 inputs, else async.
+Both bill, so each is sent once: a 429 (a refusal: nothing created) is waited out, but a 5xx or a
+lost answer is never sent again (the collection may exist). Before sending, the plan (inputs,
+caps, an estimate of records and cost) is printed and `max_records` / `max_cost` are enforced.
+The snapshot id is written to `snapshot.json` before polling, so a killed run resumes the same
+snapshot; Ctrl-C while polling asks whether to cancel the collection or leave it running (no
+terminal: left running). The download is kept gzip-compressed as JSONL whatever format was asked.
 """
 from __future__ import annotations
 
-import csv
 import gzip
-import io
-import itertools
-import os
-import re
-import shutil
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Optional
 
-import ijson
 import orjson
 import requests
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from requests.adapters import HTTPAdapter
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn, TransferSpeedColumn)
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-from urllib3.util import Retry
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from .. import __version__
 from ..errors import WebtuneError
 from ..records import Record, Rejection, record_id
+from . import PaidRequestRefused
+from .brightdata_cost import check, output_fields, scraper_plan
+from .brightdata_download import FORMATS, Downloader, save_inline, snapshot_gone
+from .brightdata_http import SAFE_ID, Client, body_message, read_state, redact, token, write_json_atomic
 
-USER_AGENT = f"webtune/{__version__} (+https://github.com/webtune/webtune)"
-FORMATS = ("json", "jsonl", "ndjson", "csv")
 STATE_FILE = "snapshot.json"
-MAX_STATUS_RETRIES = 3       # per request: 25 429s within 5 minutes get the caller's IP blocked
-DOWNLOAD_ATTEMPTS = 5        # a dropped or truncated download is fetched again from the start
+MODES = ("auto", "sync", "async")
+SYNC_MAX_INPUTS = 20         # /scrape takes at most 20 inputs
+SYNC_WAIT = 60.0             # ... and answers within a minute, else 202 with a snapshot id
 UNANSWERED_POLLS = 10        # consecutive polls without an answer before giving up
-MIN_BATCH_SIZE = 1000        # the API refuses smaller parts
-CHUNK = 1 << 16
-GZIP_LEVEL = 1               # 3x smaller than the download at a fraction of level 9's time
-NOT_READY_KEYS = {"status", "message", "snapshot_id"}   # a 2xx "try again later" object
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")         # snapshot ids become file names
-
-
-class _Transient(Exception):
-    """A download attempt that failed in a way worth repeating (dropped, truncated, 5xx)."""
-
-
-class _NotReady(Exception):
-    """The snapshot, or this part of it, cannot be downloaded yet."""
+V3 = "/datasets/v3"
 
 
 # ---------------------------------------------------------------- public interface
-def acquire(cfg: DictConfig, source_name: str, raw_dir: Path, console: Console | None = None) -> Path:
+def acquire(cfg: DictConfig, source_name: str, raw_dir: Path, console: Console | None = None,
+            allow_paid: bool = True, ask_cancel: Optional[Callable[[str], bool]] = None) -> Path:
     """Get the snapshot into `raw_dir/<snapshot_id>.jsonl.gz` and return that path.
 
-    Triggers only when neither `raw_dir/snapshot.json` (a resumed run) nor `cfg.snapshot_id`
-    names a snapshot already."""
-    raw_dir = Path(raw_dir)
-    token = None
+    Collects only when neither `raw_dir/snapshot.json` (a resumed run) nor `cfg.snapshot_id` names
+    a snapshot already. `allow_paid=False` refuses to collect (PaidRequestRefused); `ask_cancel`
+    decides on Ctrl-C whether to cancel the collection (default: ask on the terminal)."""
+    fields = output_fields(cfg)
+    return collect(cfg, source_name, Path(raw_dir), cfg.dataset_id, lambda: _load_inputs(cfg), fields,
+                   console=console, allow_paid=allow_paid, ask_cancel=ask_cancel)
+
+
+def collect(cfg, source_name: str, raw_dir: Path, dataset_id: str, load_inputs: Callable[[], list[dict]],
+            fields: list[str] | None, request: str = "collection", console: Console | None = None,
+            allow_paid: bool = True, ask_cancel=None) -> Path:
+    """acquire() for any scraper dataset (the Crawl API too): inputs and output fields given."""
+    secret = None
     try:
         raw_dir.mkdir(parents=True, exist_ok=True)
-        fmt = _check_format(cfg)
-        state = _read_state(raw_dir)
+        fmt = _check(cfg)
+        state = read_state(raw_dir / STATE_FILE)
         snapshot_id = _known_snapshot(cfg, state, raw_dir)
         if snapshot_id and (raw_dir / f"{snapshot_id}.jsonl.gz").exists():
             return raw_dir / f"{snapshot_id}.jsonl.gz"        # already downloaded: no network
-        token = _token(cfg)
+        if state and state.get("cancelled_at"):
+            raise WebtuneError(f"Bright Data collection {snapshot_id} was cancelled at your request "
+                               f"({state['cancelled_at']}); delete {raw_dir / STATE_FILE} to start a new "
+                               "one (it bills again)")
+        if state and state.get("mode") == "sync" and str(snapshot_id).startswith("sync_"):
+            raise WebtuneError(f"the records of sync scrape {snapshot_id} are gone from {raw_dir}; delete "
+                               f"{raw_dir / STATE_FILE} to scrape again (it bills again)")
+        secret = token(cfg)
         console = console or Console(stderr=True)
-        api = _Api(cfg, token, console)
+        scraper = _Scraper(Client(cfg, secret, console), dataset_id, fields)
         if snapshot_id is None:
-            inputs = _load_inputs(cfg)
-            snapshot_id = api.trigger(inputs)
-            state = {"snapshot_id": snapshot_id, "dataset_id": cfg.dataset_id,
+            inputs = load_inputs()
+            sync = _use_sync(cfg, inputs)
+            plan = scraper_plan(cfg, len(inputs), f"sync scrape ({request})" if sync else f"trigger ({request})")
+            console.print(plan.line(source_name))
+            check(plan, cfg)
+            if not allow_paid:
+                raise PaidRequestRefused(
+                    f"no snapshot of this source yet, and starting one bills: `webtune preview ... --allow-trigger` "
+                    "collects (and pays for) it once, as does `webtune run`; or set "
+                    "source.brightdata.snapshot_id=<an existing snapshot>")
+            state = {"dataset_id": dataset_id, "mode": "sync" if sync else "async", "inputs": len(inputs),
+                     "custom_output_fields": fields,
                      "triggered_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            _write_json_atomic(raw_dir / STATE_FILE, state)
-            console.print(f"[bold]{source_name}[/]: triggered Bright Data snapshot {snapshot_id} "
-                          f"({len(inputs)} inputs); saved in {raw_dir / STATE_FILE}")
+            if sync:
+                got = scraper.scrape(inputs)
+                if isinstance(got, bytes):                  # the records came inline
+                    path, snapshot_id, lines = save_inline(got, raw_dir, "sync_")
+                    write_json_atomic(raw_dir / STATE_FILE, {"snapshot_id": snapshot_id, **state})
+                    console.print(f"[bold]{source_name}[/]: sync scrape of {len(inputs)} inputs: {lines} records "
+                                  f"in {path}")
+                    return path
+                snapshot_id = got
+                console.print(f"[bold]{source_name}[/]: the sync scrape did not finish within a minute; "
+                              f"Bright Data continues it as snapshot {snapshot_id}: polling it")
+            else:
+                snapshot_id = scraper.trigger(inputs)
+            state = {"snapshot_id": snapshot_id, **state}
+            write_json_atomic(raw_dir / STATE_FILE, state)           # before polling: resume continues it
+            console.print(f"[bold]{source_name}[/]: Bright Data snapshot {snapshot_id} ({len(inputs)} inputs); "
+                          f"saved in {raw_dir / STATE_FILE}")
         elif state is None:
-            state = {"snapshot_id": snapshot_id, "dataset_id": cfg.dataset_id, "triggered_at": None}
-            _write_json_atomic(raw_dir / STATE_FILE, state)
-        progress = api.wait_ready(snapshot_id, raw_dir)
+            state = {"snapshot_id": snapshot_id, "dataset_id": dataset_id, "triggered_at": None}
+            write_json_atomic(raw_dir / STATE_FILE, state)
+        try:
+            progress = scraper.wait_ready(snapshot_id, raw_dir)
+        except KeyboardInterrupt:
+            _interrupted(scraper, snapshot_id, raw_dir, state, console, ask_cancel)
         state["progress"] = {k: progress[k] for k in
                              ("status", "records", "errors", "error_codes", "collection_duration")
                              if k in progress}
-        _write_json_atomic(raw_dir / STATE_FILE, state)
-        path, lines = api.download(snapshot_id, fmt, raw_dir)
+        write_json_atomic(raw_dir / STATE_FILE, state)
+        path, lines = scraper.downloader(float(cfg.poll_interval)).download(snapshot_id, fmt, raw_dir)
         console.print(f"[bold]{source_name}[/]: snapshot {snapshot_id}: {lines} records"
                       f" downloaded to {path}" + ("  (the snapshot is empty)" if lines == 0 else ""))
         return path
     except WebtuneError as err:
-        raise WebtuneError(_redact(f"source {source_name!r}: {err}", token)) from None
+        raise type(err)(redact(f"source {source_name!r}: {err}", secret)) from None
 
 
 def iter_records(path: Path, source_name: str, snapshot_id: str,
                  primary_fields: Iterable[str]) -> Iterator[Record | Rejection]:
     """Stream a downloaded snapshot: one Record per data line, a Rejection for everything else.
 
-    Ids are `<source_name>:<snapshot_id>#<1-based line>`; blank lines carry nothing and are skipped."""
+    Ids are `<source_name>:<snapshot_id>#<1-based line>`; a blank line is a `blank_line` rejection."""
     primary = list(primary_fields)
     try:
         with gzip.open(path, "rb") as fh:
             for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
                 rid = record_id(source_name, snapshot_id, n)
+                if not line.strip():
+                    yield Rejection(rid, source_name, "blank_line", f"{path.name} line {n} is blank")
+                    continue
                 try:
                     obj = orjson.loads(line)
                 except orjson.JSONDecodeError as err:
@@ -129,55 +159,120 @@ def iter_records(path: Path, source_name: str, snapshot_id: str,
                            "the run to download the snapshot again") from None
 
 
-# ---------------------------------------------------------------- the HTTP client
-class _Api:
-    def __init__(self, cfg: DictConfig, token: str, console: Console):
-        self.cfg, self.console = cfg, console
-        self.base = cfg.base_url.rstrip("/") + "/datasets/v3"
-        self.timeout = float(cfg.timeout)
-        self.backoff = float(cfg.get("retry_backoff", 2.0))
-        gets = Retry(total=MAX_STATUS_RETRIES + 3, connect=3, read=2, status=MAX_STATUS_RETRIES,
-                     other=0, allowed_methods={"GET"}, status_forcelist={429, 500, 502, 503, 504},
-                     backoff_factor=self.backoff, respect_retry_after_header=True,
-                     raise_on_status=False)
-        self.session = _session(token, gets)
-        self.post_session = _session(token, Retry(total=0, raise_on_status=False))  # a trigger bills
+def cache_identity(cfg: DictConfig) -> dict:
+    """What changes what a collection delivers (for the content-addressed source cache)."""
+    base = {"api": "scraper", "base_url": cfg.base_url.rstrip("/"), "format": str(cfg.format).lower()}
+    if cfg.snapshot_id:
+        return {**base, "snapshot_id": cfg.snapshot_id}
+    keys = ("dataset_id", "type", "discover_by", "limit_per_input", "limit_multiple_results",
+            "include_errors", "mode")
+    return {**base, **{k: _plain(cfg.get(k)) for k in keys}, "inputs": _load_inputs(cfg),
+            "custom_output_fields": output_fields(cfg)}
 
-    # ---- trigger: exactly one POST, never repeated
-    def trigger(self, inputs: list[dict]) -> str:
+
+def cache_covers(wanted: dict, cached: dict) -> bool:
+    """A cached collection serves a wanted one that differs only in asking for fewer fields."""
+    rest = lambda d: {k: v for k, v in d.items() if k != "custom_output_fields"}   # noqa: E731
+    if rest(wanted) != rest(cached):
+        return False
+    have, want = cached.get("custom_output_fields"), wanted.get("custom_output_fields")
+    return have is None or (want is not None and set(want) <= set(have))
+
+
+def with_output_fields(src, template, prepare=None):
+    """The source config with `brightdata.custom_output_fields` derived from the run's templates
+    (the same config when there is nothing to derive): call it before keying and acquiring."""
+    if src.kind != "brightdata" or src.brightdata.get("custom_output_fields") is not None:
+        return src
+    fields = output_fields(src.brightdata, template, prepare, src.get("group_field"))
+    return OmegaConf.merge(src, {"brightdata": {"custom_output_fields": fields or []}})
+
+
+def datasets_command(ns) -> int:
+    """`webtune sources datasets [--search WORD]`: what the marketplace's /datasets/list offers."""
+    from .brightdata_market import datasets_command as run
+    return run(ns)
+
+
+# ---------------------------------------------------------------- the HTTP client
+class _Scraper:
+    def __init__(self, client: Client, dataset_id: str, fields: list[str] | None):
+        self.client, self.cfg, self.console = client, client.cfg, client.console
+        self.dataset_id, self.fields = dataset_id, fields
+
+    def _params(self, discovery: bool = True) -> dict:
         cfg = self.cfg
-        params = {"dataset_id": cfg.dataset_id, "include_errors": "true" if cfg.include_errors else "false"}
-        for key in ("type", "discover_by", "limit_per_input"):
-            if cfg[key]:
+        params = {"dataset_id": self.dataset_id, "include_errors": "true" if cfg.include_errors else "false"}
+        keys = ("type", "discover_by", "limit_per_input", "limit_multiple_results") if discovery else ()
+        for key in keys:
+            if cfg.get(key):
                 params[key] = str(cfg[key])
-        not_retried = ("not retried automatically because each trigger bills: look for a new snapshot "
-                       "in the Bright Data control panel and set brightdata.snapshot_id to it, or run again")
+        if self.fields:
+            params["custom_output_fields"] = "|".join(self.fields)
+        return params
+
+    def _not_sent_again(self, what: str) -> str:
+        return (f"not sent again because each {what} bills: if the Bright Data control panel shows a new "
+                f"snapshot for dataset {self.dataset_id}, continue it with source.brightdata.snapshot_id=<id>; "
+                "otherwise run again")
+
+    # ---- trigger / scrape: sent once (429s waited out), never repeated after a 5xx or a lost answer
+    def trigger(self, inputs: list[dict]) -> str:
+        resp = self._post("/trigger", "trigger", inputs)
+        if resp.status_code != 200:
+            raise self._refused(resp, "trigger")
+        return self._snapshot_id(resp, "trigger")
+
+    def scrape(self, inputs: list[dict]) -> bytes | str:
+        """The records (the body of a 200), or the snapshot id of a 202 (continued asynchronously)."""
+        params = {**self._params(), "format": "json"}
+        resp = self._post("/scrape", "sync scrape", {"input": inputs}, params=params,
+                          timeout=max(self.client.timeout, SYNC_WAIT + 30))
+        if resp.status_code == 202:
+            return self._snapshot_id(resp, "sync scrape")
+        if resp.status_code != 200:
+            raise self._refused(resp, "sync scrape")
+        return resp.content
+
+    def _post(self, path: str, what: str, body, params: dict | None = None, **kwargs) -> requests.Response:
         try:
-            resp = self.post_session.post(f"{self.base}/trigger", params=params, data=orjson.dumps(inputs),
-                                          headers={"Content-Type": "application/json"},
-                                          timeout=self.timeout)
+            return self.client.request("POST", V3 + path, what, params=params or self._params(),
+                                       data=orjson.dumps(body), headers={"Content-Type": "application/json"},
+                                       **kwargs)
         except requests.RequestException as err:
-            raise WebtuneError(f"the trigger request for dataset {cfg.dataset_id} failed "
-                               f"({type(err).__name__}); {not_retried}") from None
-        code = resp.status_code
-        if code == 429:
-            raise WebtuneError(f"Bright Data refused the trigger for dataset {cfg.dataset_id} "
-                               f"(429: {_body_message(resp)}); not retried automatically because a trigger "
-                               "bills and repeated 429s get the IP blocked: retry the run in a few minutes")
-        if code >= 500:
-            raise WebtuneError(f"Bright Data answered {code} to the trigger for dataset {cfg.dataset_id} "
-                               f"({_body_message(resp)}); {not_retried}")
-        if code != 200:
-            raise self._error(resp, "trigger", f"unknown Bright Data dataset {cfg.dataset_id!r}: "
-                                               "check brightdata.dataset_id")
+            raise WebtuneError(f"the {what} request for dataset {self.dataset_id} got no answer "
+                               f"({type(err).__name__}); {self._not_sent_again(what)}") from None
+
+    def _refused(self, resp: requests.Response, what: str) -> WebtuneError:
+        if resp.status_code >= 500:
+            return WebtuneError(f"Bright Data answered {resp.status_code} to the {what} for dataset "
+                                f"{self.dataset_id} ({body_message(resp)}); {self._not_sent_again(what)}")
+        return self.client.error(resp, what, f"unknown Bright Data dataset {self.dataset_id!r}: check "
+                                             "source.brightdata.dataset_id")
+
+    def _snapshot_id(self, resp: requests.Response, what: str) -> str:
         try:
             snapshot_id = resp.json()["snapshot_id"]
         except (ValueError, KeyError, TypeError):
-            raise WebtuneError(f"the trigger for dataset {cfg.dataset_id} answered 200 without a "
-                               f"snapshot_id ({_body_message(resp)}); {not_retried}") from None
-        if not isinstance(snapshot_id, str) or not _SAFE_ID.match(snapshot_id):
-            raise WebtuneError(f"the trigger answered an unusable snapshot id {snapshot_id!r}; {not_retried}")
+            raise WebtuneError(f"the {what} for dataset {self.dataset_id} answered {resp.status_code} without "
+                               f"a snapshot_id ({body_message(resp)}); {self._not_sent_again(what)}") from None
+        if not isinstance(snapshot_id, str) or not SAFE_ID.match(snapshot_id):
+            raise WebtuneError(f"the {what} answered an unusable snapshot id {snapshot_id!r}; "
+                               f"{self._not_sent_again(what)}")
         return snapshot_id
+
+    def cancel(self, snapshot_id: str) -> bool:
+        """Cancel a running collection; False when Bright Data says it is not running any more."""
+        try:
+            resp = self.client.request("POST", f"{V3}/snapshot/{snapshot_id}/cancel", "cancel")
+        except requests.RequestException as err:
+            raise WebtuneError(f"cancelling snapshot {snapshot_id} got no answer ({type(err).__name__}); "
+                               "cancel it in the Bright Data control panel") from None
+        if resp.status_code == 400 and "not running" in body_message(resp).lower():
+            return False
+        if resp.status_code != 200:
+            raise self.client.error(resp, "cancel", snapshot_gone(snapshot_id))
+        return True
 
     # ---- progress: poll until ready or failed
     def wait_ready(self, snapshot_id: str, raw_dir: Path) -> dict:
@@ -193,9 +288,9 @@ class _Api:
                 body = self._progress(snapshot_id)
                 unanswered = 0 if body else unanswered + 1
                 if unanswered >= UNANSWERED_POLLS:
-                    raise WebtuneError(f"no usable answer from {self.base}/progress/{snapshot_id} in "
+                    raise WebtuneError(f"no usable answer from {self.client.base}{V3}/progress/{snapshot_id} in "
                                        f"{UNANSWERED_POLLS} polls (connection errors or 5xx); check "
-                                       "brightdata.base_url and the network, then resume the run")
+                                       "source.brightdata.base_url and the network, then resume the run")
                 status = str(body.get("status", "?")) if body else "(no answer, retrying)"
                 bar.update(task, status=status, records=body.get("records", "-") if body else "-")
                 if status == "ready":
@@ -204,317 +299,99 @@ class _Api:
                     reason = next((body[k] for k in ("error_message", "error", "message", "failure_reason")
                                    if body.get(k)), "no reason given")
                     raise WebtuneError(f"Bright Data snapshot {snapshot_id} failed: {reason}; check "
-                                       "the inputs, then start a new run (it triggers a new snapshot)")
+                                       "the inputs, then start a new run (it collects a new snapshot)")
                 if time.monotonic() - start + interval > limit:
                     raise WebtuneError(
                         f"snapshot {snapshot_id} is still {status} after {limit:g}s "
-                        f"(brightdata.poll_timeout); it keeps running at Bright Data and its id is "
+                        f"(source.brightdata.poll_timeout); it keeps running at Bright Data and its id is "
                         f"saved in {raw_dir / STATE_FILE}: `webtune resume RUN_DIR` continues it "
-                        "without triggering again")
+                        "without collecting again")
                 time.sleep(interval)
 
     def _progress(self, snapshot_id: str) -> dict | None:
         """The progress body, or None when this poll failed in a transient way."""
         try:
-            resp = self.session.get(f"{self.base}/progress/{snapshot_id}", timeout=self.timeout)
+            resp = self.client.request("GET", f"{V3}/progress/{snapshot_id}", "progress check")
         except requests.RequestException:
             return None
         if resp.status_code >= 500:
             return None
         if resp.status_code != 200:
-            raise self._error(resp, "progress check", self._snapshot_gone(snapshot_id))
+            raise self.client.error(resp, "progress check", snapshot_gone(snapshot_id))
         try:
             body = resp.json()
         except ValueError:
             return None
         return body if isinstance(body, dict) else None
 
-    # ---- download: streamed, by parts when asked, retried, converted to jsonl.gz
-    def download(self, snapshot_id: str, fmt: str, raw_dir: Path) -> tuple[Path, int]:
-        final = raw_dir / f"{snapshot_id}.jsonl.gz"
-        batch = int(self.cfg.batch_size or 0)
-        if 0 < batch < MIN_BATCH_SIZE:
-            raise WebtuneError(f"brightdata.batch_size={batch}: Bright Data needs at least "
-                               f"{MIN_BATCH_SIZE} records per part (or 0 for one download)")
-        if batch:
-            n_parts = self._until_ready(lambda: self._parts(snapshot_id, fmt, batch))
-            pieces = [(raw_dir / f".{snapshot_id}.b{batch}.p{k}.jsonl.gz", {"batch_size": batch, "part": k})
-                      for k in range(1, n_parts + 1)]
-        else:
-            pieces = [(raw_dir / f".{snapshot_id}.whole.jsonl.gz", {})]
-        lines = 0
-        columns = (TextColumn("download {task.description}"), BarColumn(), DownloadColumn(),
-                   TransferSpeedColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=self.console) as bar:
-            for piece, extra in pieces:
-                if piece.exists():          # a finished part of an interrupted download
-                    lines += _count_lines(piece)
-                    continue
-                label = f"{snapshot_id}" + (f" part {extra['part']}/{len(pieces)}" if extra else "")
-                lines += self._until_ready(lambda: self._fetch_retrying(snapshot_id, fmt, extra, piece,
-                                                                        bar, label))
-        tmp = final.with_name(final.name + ".tmp")
-        with open(tmp, "wb") as out:        # gzip members concatenate into one valid gzip file
-            for piece, _ in pieces:
-                with open(piece, "rb") as src:
-                    shutil.copyfileobj(src, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, final)
-        for piece, _ in pieces:
-            piece.unlink()
-        return final, lines
-
-    def _until_ready(self, fetch):
-        """Repeat `fetch` while the snapshot says "not ready" (202, 409, a status object)."""
-        interval, deadline = float(self.cfg.poll_interval), time.monotonic() + float(self.cfg.poll_timeout)
-        while True:
-            try:
-                return fetch()
-            except _NotReady:
-                if time.monotonic() + interval > deadline:
-                    raise WebtuneError(f"the snapshot stayed 'not ready' for download longer than "
-                                       f"{self.cfg.poll_timeout:g}s (brightdata.poll_timeout); "
-                                       "`webtune resume RUN_DIR` tries again") from None
-                time.sleep(interval)
-
-    def _parts(self, snapshot_id: str, fmt: str, batch: int) -> int:
-        try:
-            resp = self.session.get(f"{self.base}/snapshot/{snapshot_id}/parts",
-                                    params={"format": fmt, "batch_size": batch}, timeout=self.timeout)
-        except requests.RequestException as err:
-            raise WebtuneError(f"could not ask Bright Data how many parts snapshot {snapshot_id} has "
-                               f"({type(err).__name__}); resume the run to try again") from None
-        if resp.status_code in (202, 409) or (resp.status_code == 400 and
-                                              "not ready" in _body_message(resp).lower()):
-            raise _NotReady()
-        if resp.status_code != 200:
-            raise self._error(resp, "parts request", self._snapshot_gone(snapshot_id))
-        try:
-            return int(resp.json()["parts"])
-        except (ValueError, KeyError, TypeError):
-            raise WebtuneError(f"the parts request for snapshot {snapshot_id} answered "
-                               f"{_body_message(resp)!r} without a parts count") from None
-
-    def _fetch_retrying(self, snapshot_id, fmt, extra, piece, bar, label) -> int:
-        retrying = Retrying(stop=stop_after_attempt(DOWNLOAD_ATTEMPTS), reraise=True,
-                            wait=wait_exponential(multiplier=self.backoff, max=60),
-                            retry=retry_if_exception_type(_Transient))
-        try:
-            for attempt in retrying:
-                with attempt:
-                    return self._fetch(snapshot_id, fmt, extra, piece, bar, label)
-        except _Transient as err:
-            raise WebtuneError(f"downloading snapshot {snapshot_id} failed {DOWNLOAD_ATTEMPTS} times "
-                               f"(last: {err}); resume the run to try again (Bright Data keeps "
-                               "snapshots for 16-30 days)") from None
-
-    def _fetch(self, snapshot_id, fmt, extra, piece, bar, label) -> int:
-        """One download attempt into `piece` (via a temp file); returns the number of lines."""
-        try:
-            resp = self.session.get(f"{self.base}/snapshot/{snapshot_id}", params={"format": fmt, **extra},
-                                    stream=True, timeout=self.timeout)
-        except requests.RequestException as err:
-            raise _Transient(type(err).__name__) from None
-        tmp = piece.with_name(piece.name + ".tmp")
-        with resp:
-            code = resp.status_code
-            if code in (202, 409):
-                raise _NotReady()
-            if code >= 500:
-                raise _Transient(f"HTTP {code}: {_body_message(resp)}")
-            if code == 400 and "empty" in _body_message(resp).lower():
-                chunks: Iterator[bytes] = iter(())       # "Snapshot is empty": no records
-            elif code != 200:
-                raise self._error(resp, "download", self._snapshot_gone(snapshot_id))
-            else:
-                chunks = resp.iter_content(CHUNK)
-            size = resp.headers.get("Content-Length")
-            task = bar.add_task(label, total=int(size) if size and size.isdigit() else None)
-            try:
-                first = next(chunks, b"")
-                if _is_status_object(first):
-                    raise _NotReady()
-                counted = _counting(itertools.chain([first], chunks), bar, task)
-                delimited = size is not None or resp.headers.get("Transfer-Encoding") == "chunked"
-                with open(tmp, "wb") as fh:
-                    with gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0,
-                                       compresslevel=GZIP_LEVEL) as gz:
-                        lines = _CONVERTERS[fmt](counted, gz, check_tail=not delimited)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except (requests.RequestException, ijson.JSONError, csv.Error, UnicodeDecodeError) as err:
-                tmp.unlink(missing_ok=True)
-                raise _Transient(f"{type(err).__name__}: {str(err)[:200]}") from None
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            finally:
-                bar.remove_task(task)
-        os.replace(tmp, piece)
-        return lines
-
-    # ---- errors for people
-    def _snapshot_gone(self, snapshot_id: str) -> str:
-        return (f"unknown Bright Data snapshot {snapshot_id!r}: it may have expired (kept 16-30 days) "
-                "or belong to another account; check brightdata.snapshot_id, or start a new run")
-
-    def _error(self, resp: requests.Response, what: str, not_found: str) -> WebtuneError:
-        code, msg, env = resp.status_code, _body_message(resp), self.cfg.api_key_env
-        if code == 400:
-            text = f"Bright Data rejected the {what} (400): {msg}"
-        elif code == 401:
-            text = f"Bright Data refused the API token on the {what} (401: {msg}): check the token in ${env}"
-        elif code == 402:
-            text = (f"the Bright Data account cannot pay for the {what} (402): {msg}; "
-                    "add funds, then run again")
-        elif code == 403:
-            text = f"Bright Data denied access on the {what} (403: {msg}): check the permissions of ${env}"
-        elif code == 404:
-            text = f"{not_found} (404: {msg})"
-        elif code == 429:
-            text = (f"Bright Data is rate-limiting the {what} (429: {msg}) after {MAX_STATUS_RETRIES} "
-                    "retries; wait a few minutes, then resume the run (repeated 429s get the IP blocked)")
-        else:
-            text = f"Bright Data answered {code} to the {what}: {msg}"
-        return WebtuneError(text)
+    def downloader(self, interval: float) -> Downloader:
+        return Downloader(self.client, self.console, V3 + "/snapshot/{id}", V3 + "/snapshot/{id}/parts", interval)
 
 
-# ---------------------------------------------------------------- format converters
-def _jsonl_to_gz(chunks: Iterator[bytes], gz, check_tail: bool) -> int:
-    lines, tail = 0, b""
-    for chunk in chunks:
-        gz.write(chunk)
-        lines += chunk.count(b"\n")
-        cut = chunk.rfind(b"\n")
-        tail = tail + chunk if cut < 0 else chunk[cut + 1:]
-    if tail.strip():
-        if check_tail:      # no Content-Length, no chunking: a cut-off last line is all we can see
-            try:
-                orjson.loads(tail)
-            except orjson.JSONDecodeError:
-                raise ijson.IncompleteJSONError("the body ends in the middle of a line") from None
-        gz.write(b"\n")
-        lines += 1
-    return lines
+# ---------------------------------------------------------------- Ctrl-C while a collection runs
+def _interrupted(scraper: _Scraper, snapshot_id: str, raw_dir: Path, state: dict, console: Console, ask_cancel):
+    """Cancel the collection or leave it running, as the user says; always raises WebtuneError."""
+    ask = ask_cancel or (lambda sid: _ask_cancel(console, sid))
+    if ask(snapshot_id):
+        stopped = scraper.cancel(snapshot_id)
+        state["cancelled_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_json_atomic(raw_dir / STATE_FILE, state)
+        raise WebtuneError(f"cancelled Bright Data collection {snapshot_id} at your request"
+                           + ("" if stopped else " (Bright Data says it had already finished)")
+                           + "; records collected before the cancel may still bill")
+    raise WebtuneError(f"stopped waiting for Bright Data snapshot {snapshot_id}; it keeps running at Bright Data "
+                       f"and its id is saved in {raw_dir / STATE_FILE}: `webtune resume RUN_DIR` continues it "
+                       "without collecting again")
 
 
-def _json_to_gz(chunks: Iterator[bytes], gz, check_tail: bool) -> int:
-    reader = io.BufferedReader(_IterReader(chunks), CHUNK)
-    head = reader.peek(CHUNK).lstrip()[:1]
-    if not head:
-        return 0                            # an empty body: an empty snapshot
-    items = ijson.items(reader, "item" if head == b"[" else "", use_float=True)
-    lines = 0
-    for item in items:
-        gz.write(orjson.dumps(item) + b"\n")
-        lines += 1
-    return lines
+def _ask_cancel(console: Console, snapshot_id: str) -> bool:
+    """Ask on the terminal; with no terminal the collection is left running."""
+    try:
+        terminal = sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError, OSError):       # a closed or replaced stdin
+        terminal = False
+    if not terminal:
+        console.print(f"Interrupted; no terminal to ask, so Bright Data snapshot {snapshot_id} is left running")
+        return False
+    from rich.prompt import Confirm
+    try:
+        return Confirm.ask(f"Cancel Bright Data collection {snapshot_id}? (no: leave it running for "
+                           "`webtune resume`)", console=console, default=False)
+    except (EOFError, KeyboardInterrupt):
+        return False
 
 
-def _csv_to_gz(chunks: Iterator[bytes], gz, check_tail: bool) -> int:
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))   # long transcripts exceed the 128 KiB default
-    text = io.TextIOWrapper(io.BufferedReader(_IterReader(chunks), CHUNK), encoding="utf-8-sig", newline="")
-    lines = 0
-    for row in csv.DictReader(text, restkey="_extra_cells"):
-        gz.write(orjson.dumps({k: _csv_cell(v) for k, v in row.items()}) + b"\n")
-        lines += 1
-    return lines
-
-
-_CONVERTERS = {"jsonl": _jsonl_to_gz, "ndjson": _jsonl_to_gz, "json": _json_to_gz, "csv": _csv_to_gz}
-
-
-def _csv_cell(value: Any) -> Any:
-    """CSV flattens nested fields to JSON text and nulls to empty cells: undo both."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str) and value[:1] in ("[", "{"):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value
-    return value
-
-
-class _IterReader(io.RawIOBase):
-    """A file object over an iterator of byte chunks, for ijson and csv."""
-
-    def __init__(self, chunks: Iterator[bytes]):
-        self._chunks, self._left = chunks, b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf) -> int:
-        while not self._left:
-            self._left = next(self._chunks, None)
-            if self._left is None:
-                self._left = b""
-                return 0
-        n = min(len(buf), len(self._left))
-        buf[:n], self._left = self._left[:n], self._left[n:]
-        return n
-
-
-# ---------------------------------------------------------------- helpers
-def _session(token: str, retry: Retry) -> requests.Session:
-    session = requests.Session()
-    session.headers.update({"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT})
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
-
-
-def _token(cfg: DictConfig) -> str:
-    token = os.environ.get(cfg.api_key_env, "").strip()
-    if not token:
-        raise WebtuneError(f"the environment variable {cfg.api_key_env} (brightdata.api_key_env) is not "
-                           "set: export your Bright Data API token in it")
-    return token
-
-
-def _check_format(cfg: DictConfig) -> str:
+# ---------------------------------------------------------------- config checks and inputs
+def _check(cfg) -> str:
     fmt = str(cfg.format).lower()
     if fmt not in FORMATS:
-        raise WebtuneError(f"brightdata.format={cfg.format!r} is not one of {', '.join(FORMATS)}")
+        raise WebtuneError(f"source.brightdata.format={cfg.format!r} is not one of {', '.join(FORMATS)}")
+    if str(cfg.get("mode", "auto")) not in MODES:
+        raise WebtuneError(f"source.brightdata.mode={cfg.mode!r} is not one of {', '.join(MODES)}")
     return fmt
 
 
-def _read_state(raw_dir: Path) -> dict | None:
-    path = raw_dir / STATE_FILE
-    if not path.exists():
-        return None
-    try:
-        state = orjson.loads(path.read_bytes())
-        if not isinstance(state, dict) or not _SAFE_ID.match(str(state.get("snapshot_id", ""))):
-            raise ValueError("no usable snapshot_id")
-    except ValueError as err:
-        raise WebtuneError(f"{path} is damaged ({err}); put the snapshot id back in it, or set "
-                           "brightdata.snapshot_id") from None
-    return state
+def _use_sync(cfg, inputs: list[dict]) -> bool:
+    mode = str(cfg.get("mode", "auto"))
+    if mode == "sync" and len(inputs) > SYNC_MAX_INPUTS:
+        raise WebtuneError(f"source.brightdata.mode=sync takes at most {SYNC_MAX_INPUTS} inputs ({len(inputs)} "
+                           "given): use mode auto or async")
+    return mode == "sync" or (mode == "auto" and len(inputs) <= SYNC_MAX_INPUTS)
 
 
-def _known_snapshot(cfg: DictConfig, state: dict | None, raw_dir: Path) -> str | None:
-    given = cfg.snapshot_id
-    if given is not None and not _SAFE_ID.match(str(given)):
-        raise WebtuneError(f"brightdata.snapshot_id={given!r} does not look like a snapshot id (s_..., sd_...)")
-    if state and given and state["snapshot_id"] != given:
-        raise WebtuneError(f"brightdata.snapshot_id={given} but {raw_dir / STATE_FILE} records snapshot "
-                           f"{state['snapshot_id']}: use a new run directory for another snapshot")
-    return state["snapshot_id"] if state else given
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def _load_inputs(cfg: DictConfig) -> list[dict]:
     if not cfg.dataset_id:
-        raise WebtuneError("brightdata.dataset_id is empty: set it (gd_...), e.g. gd_l7q7dkf244hwjntr0 "
+        raise WebtuneError("source.brightdata.dataset_id is empty: set it (gd_...), e.g. gd_l7q7dkf244hwjntr0 "
                            "for Amazon products")
     inline = OmegaConf.to_container(cfg.inputs, resolve=True) if isinstance(cfg.inputs, ListConfig) \
         else list(cfg.inputs or [])
     if inline and cfg.inputs_file:
-        raise WebtuneError("set brightdata.inputs or brightdata.inputs_file, not both")
-    where = [f"brightdata.inputs[{i}]" for i in range(len(inline))]
+        raise WebtuneError("set source.brightdata.inputs or source.brightdata.inputs_file, not both")
+    where = [f"source.brightdata.inputs[{i}]" for i in range(len(inline))]
     if cfg.inputs_file:
         inline, where = _read_inputs_file(Path(cfg.inputs_file))
     inputs = []
@@ -526,9 +403,9 @@ def _load_inputs(cfg: DictConfig) -> list[dict]:
                                f"got {type(item).__name__}")
         inputs.append(item)
     if not inputs:
-        raise WebtuneError("no Bright Data inputs: set brightdata.inputs (a list such as "
-                           "[{url: https://...}]) or brightdata.inputs_file, or brightdata.snapshot_id "
-                           "to use a snapshot that exists")
+        raise WebtuneError("no Bright Data inputs: set source.brightdata.inputs (a list such as "
+                           "[{url: https://...}]) or source.brightdata.inputs_file, or "
+                           "source.brightdata.snapshot_id to use a snapshot that exists")
     return inputs
 
 
@@ -537,12 +414,12 @@ def _read_inputs_file(path: Path) -> tuple[list, list[str]]:
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise WebtuneError(f"brightdata.inputs_file {path}: cannot read it ({err.strerror})") from None
+        raise WebtuneError(f"source.brightdata.inputs_file {path}: cannot read it ({err.strerror})") from None
     if data.lstrip()[:1] == b"[":
         try:
             items = orjson.loads(data)
         except orjson.JSONDecodeError as err:
-            raise WebtuneError(f"brightdata.inputs_file {path}: not valid JSON ({err})") from None
+            raise WebtuneError(f"source.brightdata.inputs_file {path}: not valid JSON ({err})") from None
         return items, [f"{path} item {i + 1}" for i in range(len(items))]
     items, where = [], []
     for n, line in enumerate(data.splitlines(), 1):
@@ -550,52 +427,20 @@ def _read_inputs_file(path: Path) -> tuple[list, list[str]]:
             try:
                 items.append(orjson.loads(line))
             except orjson.JSONDecodeError as err:
-                raise WebtuneError(f"brightdata.inputs_file {path} line {n}: not valid JSON ({err})") from None
+                raise WebtuneError(f"source.brightdata.inputs_file {path} line {n}: not valid JSON ({err})") from None
             where.append(f"{path} line {n}")
     return items, where
 
 
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _body_message(resp: requests.Response) -> str:
-    """The useful part of an answer body: JSON or plain text, never assumed to be JSON."""
-    text = resp.text.strip()
-    try:
-        body = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        body = None
-    if isinstance(body, dict):
-        parts = [str(body[k]) for k in ("error", "message") if body.get(k)]
-        errors = body.get("errors") or body.get("validation_errors") or []
-        for err in errors if isinstance(errors, list) else [errors]:
-            if isinstance(err, (list, tuple)) and len(err) == 2:
-                parts.append(f"field {err[0]!r}: {err[1]}")
-            else:
-                parts.append(str(err))
-        if body.get("index") is not None:
-            parts.append(f"input index {body['index']}")
-        text = "; ".join(parts) or text
-    text = " ".join(text.split())
-    return (text[:400] + "…" if len(text) > 400 else text) or (resp.reason or "empty body")
-
-
-def _is_status_object(chunk: bytes) -> bool:
-    """A 2xx body that is only `{"status": ..., "message": ...}`: the snapshot is not ready."""
-    head = chunk.strip()
-    if not head.startswith(b"{") or len(head) > 4096:
-        return False
-    try:
-        obj = orjson.loads(head)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(obj, dict) and "status" in obj and set(obj) <= NOT_READY_KEYS
+def _known_snapshot(cfg: DictConfig, state: dict | None, raw_dir: Path) -> str | None:
+    given = cfg.snapshot_id
+    if given is not None and not SAFE_ID.match(str(given)):
+        raise WebtuneError(f"source.brightdata.snapshot_id={given!r} does not look like a snapshot id "
+                           "(s_..., sd_..., snap_...)")
+    if state and given and state["snapshot_id"] != given:
+        raise WebtuneError(f"source.brightdata.snapshot_id={given} but {raw_dir / STATE_FILE} records snapshot "
+                           f"{state['snapshot_id']}: use a new run directory for another snapshot")
+    return state["snapshot_id"] if state else given
 
 
 def _is_error_record(obj: dict, primary: list[str]) -> bool:
@@ -610,18 +455,3 @@ def _error_detail(obj: dict) -> str:
     if not isinstance(where, str):
         where = orjson.dumps(where).decode()[:300] if where is not None else "not given"
     return f"{obj.get('error') or obj.get('error_code')} (input: {where})"
-
-
-def _counting(chunks: Iterable[bytes], bar: Progress, task) -> Iterator[bytes]:
-    for chunk in chunks:
-        bar.advance(task, len(chunk))
-        yield chunk
-
-
-def _count_lines(path: Path) -> int:
-    with gzip.open(path, "rb") as fh:
-        return sum(1 for _ in fh)
-
-
-def _redact(text: str, token: str | None) -> str:
-    return text.replace(token, "***") if token else text
