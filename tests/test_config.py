@@ -49,7 +49,7 @@ def test_typo_in_a_users_yaml_names_file_and_key(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("group,name", [("mix", "default"), ("model", "tiny"), ("eval", "default")])
+@pytest.mark.parametrize("group,name", [("mix", "default"), ("model", "smollm2_135m_lora"), ("eval", "default")])
 def test_typo_in_a_shipped_yaml_names_file_and_key(tmp_path, group, name):
     # A shipped file with a typo, shadowing the real one through the search path.
     (tmp_path / group).mkdir()

@@ -1,54 +1,192 @@
-"""`webtune run|resume|reproduce|preview|eval|compare|ledger|models|chat|serve`.
+"""Every webtune command, parsed in one place (argparse).
 
-`run` hands its overrides to `@hydra.main`, so `-m` sweeps, `--config-dir` and `.hydra/` work as
-in any Hydra app; our own flags (`--verbose`) are taken out first. Errors are one line; the
-traceback only with `--verbose` or HYDRA_FULL_ERROR=1.
+`run`, `prepare`, `validate` and `preview` hand everything after webtune's own flags to Hydra
+untouched (`-m`, `--config-dir`, `hydra.*`, overrides), so sweeps and config folders work as in any
+Hydra app. Errors are one line; the traceback only with `--verbose` or HYDRA_FULL_ERROR=1.
 """
 from __future__ import annotations
 
+import argparse
+import importlib
 import os
 import sys
 
 from .errors import WebtuneError
 
-USAGE = """usage: webtune <command> [args]
+REGISTRY = "runs/registry"
+# Hydra commands: webtune's own flags are taken out, the rest goes to Hydra as typed.
+HYDRA_COMMANDS = {
+    "run": ("run every stage into a new run directory", []),
+    "prepare": ("run the data stages only (source, prepare, mix, ledger); `run` continues from them", []),
+    "validate": ("compose the config and check everything that can be checked without running", []),
+    "preview": ("render a few examples (n=5) with token counts and the loss mask", ["--allow-trigger"]),
+}
+HYDRA_EPILOG = ("Everything else is passed to Hydra: overrides (key=value, group=option), -m for a sweep, "
+                "--config-dir DIR, hydra.* keys.")
 
-  run [overrides] [-m]        run every stage (Hydra overrides; -m for a sweep)
-  resume RUN_DIR              continue a killed run in its own directory
-  reproduce RUN_DIR           rerun RUN_DIR/config.yaml into a new directory, compare data hashes
-  preview [overrides] [n=5]   render a few examples with token counts and the loss mask
-  eval RUN_DIR [overrides]    evaluate a past run again (e.g. eval.judge.enabled=true)
-  compare RUN_A RUN_B         write a comparison report
-  ledger RUN_DIR [--reason R] [--source S] [--id ID]
-  models list|show|register|promote|rollback|delete ...
-  chat TARGET                 NAME[@vN] | RUN_DIR | openai:MODEL_ID
-  serve [--name NAME] [--port 8000]
 
-  --verbose                   show tracebacks
-"""
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="webtune", description="Web data in, a fine-tuned domain model out.",
+                                 allow_abbrev=False)
+    ap.add_argument("--verbose", action="store_true", help="show tracebacks")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, allow_abbrev=False)
+
+    for name, (help, _) in HYDRA_COMMANDS.items():
+        p = command(name, help)
+        p.epilog = HYDRA_EPILOG
+        if name == "preview":
+            p.add_argument("--allow-trigger", action="store_true",
+                           help="allow a paid request (Bright Data trigger, scrape, marketplace filter)")
+        p.add_argument("overrides", nargs="*", help="Hydra overrides")
+
+    p = command("init", "write a starter domain (conf/, templates/, sample records) into the current folder")
+    p.add_argument("name", help="the domain's name (letters, digits, _)")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+
+    p = command("resume", "continue a killed run in its own directory")
+    p.add_argument("run_dir")
+    p = command("reproduce", "rebuild a run from its saved config and raw data, compare every data file")
+    p.add_argument("run_dir")
+    p.add_argument("--data-only", action="store_true", help="only the data stages (no training)")
+    p = command("eval", "evaluate a past run again (overrides are kept in its config.yaml)")
+    p.add_argument("run_dir")
+    p.add_argument("overrides", nargs="*", help="e.g. eval.judge.enabled=true")
+    p = command("compare", "write a comparison report of runs")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", default="compare.html")
+    p = command("ledger", "what happened to each input record")
+    p.add_argument("run_dir")
+    p.add_argument("--reason")
+    p.add_argument("--source")
+    p.add_argument("--id")
+    p.add_argument("--limit", type=int, default=50)
+
+    p = command("models", "the model registry: versions, promote, rollback")
+    p.add_argument("--registry", default=REGISTRY)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="every registered model")
+    a = actions.add_parser("show", help="a model's versions")
+    a.add_argument("name")
+    a = actions.add_parser("register", help="register a run as the next version")
+    a.add_argument("name")
+    a.add_argument("run_dir")
+    a = actions.add_parser("promote", help="make a version the one served")
+    a.add_argument("name")
+    a.add_argument("version", help="N or vN")
+    a.add_argument("--force", action="store_true", help="promote even if its evaluation failed or is unverified")
+    a = actions.add_parser("rollback", help="serve the previously promoted version again")
+    a.add_argument("name")
+    a = actions.add_parser("delete", help="delete a model or one version")
+    a.add_argument("name")
+    a.add_argument("version", nargs="?")
+    a.add_argument("--force", action="store_true")
+    for action in actions.choices.values():
+        action.add_argument("--registry", default=argparse.SUPPRESS, help="registry folder (default runs/registry)")
+
+    p = command("serve", "an OpenAI-compatible endpoint for a registered model or a run directory")
+    p.add_argument("target", help="NAME[@vN] in the registry, or a run directory (a directory wins)")
+    p.add_argument("--registry", default=REGISTRY)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key-env", help="env var holding the bearer key clients must send")
+    p.add_argument("--no-auth", action="store_true", help="allow a non-loopback host without an API key")
+    p.add_argument("--max-tokens", type=int, help="server default and maximum for max_tokens")
+    p.add_argument("--max-concurrency", type=int, default=8)
+    p.add_argument("--queue-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--log-prompts", action="store_true", help="write prompt text into the request log")
+
+    p = command("chat", "a REPL with a model")
+    p.add_argument("target", help="NAME[@vN], a run directory, a model directory, or openai:MODEL_ID")
+    p.add_argument("--registry", default=REGISTRY)
+    p.add_argument("--system")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--base-url", help="an OpenAI-compatible endpoint, e.g. `webtune serve`'s")
+    p.add_argument("--api-key-env", help="env var holding the key (default OPENAI_API_KEY)")
+
+    p = command("export", "write a trained model as a standalone folder or a GGUF file")
+    p.add_argument("target", help="a run directory or NAME[@vN]")
+    p.add_argument("--format", choices=["merged", "gguf"], default="merged")
+    p.add_argument("--quant", default="f16", help="gguf: f16 or q8_0 (K-quants need llama-quantize on PATH)")
+    p.add_argument("--ollama", action="store_true", help="also write an Ollama Modelfile")
+    p.add_argument("--out", help="output folder (default: beside the version or under the run)")
+    p.add_argument("--registry", default=REGISTRY)
+
+    p = command("fetch-base", "get the default base model (SmolLM2-135M-Instruct) into the model cache")
+    p.add_argument("--force", action="store_true", help="download and convert again")
+
+    p = command("sources", "cached source snapshots; Bright Data's marketplace datasets")
+    p.add_argument("--runs-dir", default="runs")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="what is cached, its age and size")
+    a = actions.add_parser("show", help="one cached snapshot")
+    a.add_argument("key")
+    a = actions.add_parser("forget", help="drop a cached snapshot")
+    a.add_argument("key")
+    a = actions.add_parser("datasets", help="Bright Data marketplace datasets (id, name, records)")
+    a.add_argument("--search", help="only names containing this word")
+    a.add_argument("--base-url", default="https://api.brightdata.com")
+    a.add_argument("--api-key-env", default="BRIGHTDATA_API_TOKEN")
+    for action in actions.choices.values():
+        action.add_argument("--runs-dir", default=argparse.SUPPRESS)
+    return ap
+
+
+# Commands whose work lives in a stage package: (module, function), called with the Namespace.
+DELEGATED = {
+    "models": ("webtune.deploy.cli", "models_command"),
+    "serve": ("webtune.deploy.cli", "serve_command"),
+    "chat": ("webtune.deploy.cli", "chat_command"),
+    "export": ("webtune.deploy.export", "export_command"),
+    "fetch-base": ("webtune.base_model", "fetch_base_command"),
+}
+
+
+def split_hydra_args(command: str, argv: list[str]) -> tuple[dict, list[str]]:
+    """webtune's own flags of a Hydra command, and everything else, in the order typed."""
+    own = HYDRA_COMMANDS[command][1]
+    flags = {flag.lstrip("-").replace("-", "_"): flag in argv for flag in own}
+    return flags, [a for a in argv if a not in own]
+
+
+def dispatch(argv: list[str]) -> int:
+    from . import commands
+    parser = build_parser()
+    if argv and argv[0] in HYDRA_COMMANDS and not {"-h", "--help"} & set(argv[1:]):
+        flags, overrides = split_hydra_args(argv[0], argv[1:])
+        return getattr(commands, f"cmd_{argv[0]}")(overrides, **flags) or 0
+    ns = parser.parse_args(argv)
+    if ns.command == "sources":
+        target = ("webtune.sources.brightdata", "datasets_command") if ns.action == "datasets" \
+            else ("webtune.sources.cache", "command")
+    elif ns.command in DELEGATED:
+        target = DELEGATED[ns.command]
+    else:
+        return getattr(commands, f"cmd_{ns.command}")(ns) or 0
+    return getattr(importlib.import_module(target[0]), target[1])(ns) or 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--verbose" in argv:
         os.environ["WEBTUNE_VERBOSE"] = "1"
-    verbose = wants_traceback()
-    argv = [a for a in argv if a != "--verbose"]
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        argv = [a for a in argv if a != "--verbose"]
+    if not argv:
+        build_parser().print_help()
         return 0
-    command, args = argv[0], argv[1:]
     try:
-        from . import commands
-        handler = getattr(commands, f"cmd_{command}", None)
-        if handler is None:
-            raise WebtuneError(f"unknown command {command!r}; run `webtune --help` for the list")
-        return handler(args) or 0
+        return dispatch(argv)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - every error reaches the user as one line
-        if verbose:
+        if wants_traceback():
             raise
         print(f"error: {one_line(exc)}", file=sys.stderr)
         if not isinstance(exc, WebtuneError):

@@ -17,8 +17,12 @@ from .rundir import read_json
 
 
 # ------------------------------------------------------------------ run
-def cmd_run(args: list[str]) -> int:
+DATA_STAGES = {"source", "prepare", "mix", "ledger"}
+
+
+def cmd_run(args: list[str], only: set[str] | None = None) -> int:
     cfg = validate_overrides(args)
+    refuse_problems(cfg)
     from . import distributed
     if distributed.is_distributed():  # accelerate launch / torchrun: one run directory for every process
         if "-m" in args or "--multirun" in args:
@@ -29,11 +33,14 @@ def cmd_run(args: list[str]) -> int:
 
     setup()
 
+    args, config_dir = split_config_dir(args)
+    use_config_dir(config_dir)
+
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def task(cfg):
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
-            execute(cfg, run_dir, fresh=True)
+            execute(cfg, run_dir, fresh=True, only=only)
             return objective(run_dir)   # what a sweeper that optimizes (Hydra's Optuna plugin) minimizes
         except Exception as exc:  # noqa: BLE001 - one line for people, the traceback in run.log
             from .cli import one_line, wants_traceback
@@ -52,6 +59,34 @@ def cmd_run(args: list[str]) -> int:
     finally:
         sys.argv = saved
     return 0
+
+
+def cmd_prepare(args: list[str]) -> int:
+    """The data stages only, into a run directory; a later `run` on the same overrides restores them
+    from the cache, and `resume` on this directory continues with training."""
+    return cmd_run(args, only=DATA_STAGES)
+
+
+def cmd_validate(args: list[str]) -> int:
+    cfg = validate_overrides(args)
+    from .checks import problems
+    found = problems(cfg)
+    for line in found:
+        console.print(f"[red]error:[/red] {line}", soft_wrap=True)
+    if found:
+        return 2
+    console.print(f"[green]ok[/green]: {cfg.name} (source {cfg.source.name} ({cfg.source.kind}), template "
+                  f"{cfg.template.name}, model {cfg.model.name} ({cfg.model.kind}, {cfg.model.method}))")
+    return 0
+
+
+def refuse_problems(cfg) -> None:
+    """`webtune run` checks what `webtune validate` checks before its first stage."""
+    from .checks import problems
+    found = problems(cfg)
+    if found:
+        more = f" (and {len(found) - 1} more: run `webtune validate` with the same overrides)" if len(found) > 1 else ""
+        raise WebtuneError(found[0] + more)
 
 
 def sweep_dirname_override(args: list[str]) -> str:
@@ -104,6 +139,20 @@ def execute(cfg, run_dir: Path, fresh: bool, only: set[str] | None = None) -> di
     return manifest
 
 
+def use_config_dir(config_dir: Path | None) -> None:
+    """Put the user's folder (`--config-dir`, else `./conf` when it exists) ahead of the shipped conf/,
+    so its files override shipped ones of the same name and add new ones (hydra_plugins/webtune_searchpath)."""
+    from hydra_plugins.webtune_searchpath import ENV
+    if config_dir is None and Path("conf").is_dir():
+        config_dir = Path("conf")
+    if config_dir is None:
+        os.environ.pop(ENV, None)
+        return
+    if not config_dir.is_dir():
+        raise WebtuneError(f"--config-dir {config_dir}: no such folder")
+    os.environ[ENV] = str(config_dir.resolve())
+
+
 def split_config_dir(args: list[str]) -> tuple[list[str], Path | None]:
     out, config_dir, skip = [], None, False
     for i, a in enumerate(args):
@@ -134,8 +183,7 @@ def validate_overrides(args: list[str]):
                 first.append(f"{ov.get_key_element()}={first_sweep_value(ov)}")
             else:
                 first.append(ov.input_line)
-        if config_dir:
-            first.append(f"hydra.searchpath=[file://{config_dir.resolve()}]")
+        use_config_dir(config_dir)
         return compose(first)
     except WebtuneError:
         raise
@@ -167,6 +215,10 @@ def config_error_line(exc: Exception, config_dir: Path | None = None) -> str:
     if where and where.group(1) != "config":
         place = _config_file(where.group(1), config_dir) or where.group(1)
     keyname = key.group(1) if key else None
+    choice = re.search(r"Invalid value '(.*?)', expected one of \[(.*?)\]", text)
+    if choice:
+        return (f"config error in {place}: {keyname or first}={choice.group(1)} is not one of "
+                f"{choice.group(2)} (pick one of those)")
     if "ConfigKeyError" in text or "not in struct" in text or "not in '" in text:
         what = f"unknown key {keyname or first}"
         fix = "check its spelling against the schema in src/webtune/config.py"
@@ -182,6 +234,8 @@ def config_error_line(exc: Exception, config_dir: Path | None = None) -> str:
 
 
 def _config_file(name: str, config_dir: Path | None) -> str | None:
+    if config_dir is None and Path("conf").is_dir():
+        config_dir = Path("conf")
     for root in [config_dir, CONF_DIR]:
         if root and (root / f"{name}.yaml").exists():
             return str(root / f"{name}.yaml")
@@ -211,8 +265,8 @@ def attach_run_log(run_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------ resume / reproduce
-def cmd_resume(args: list[str]) -> int:
-    run_dir = _one_run_dir(args, "resume")
+def cmd_resume(ns) -> int:
+    run_dir = existing_run_dir(ns.run_dir)
     cfg = load_run_config(run_dir)
     attach_run_log(run_dir)
     log(f"resuming {run_dir}")
@@ -220,32 +274,25 @@ def cmd_resume(args: list[str]) -> int:
     return 0
 
 
-def cmd_reproduce(args: list[str]) -> int:
+def cmd_reproduce(ns) -> int:
     from .reproduce import reproduce
-    return reproduce(_one_run_dir(args, "reproduce"))
+    run_dir = existing_run_dir(ns.run_dir)
+    return reproduce(run_dir, data_only=True) if ns.data_only else reproduce(run_dir)
 
 
-def _one_run_dir(args: list[str], command: str) -> Path:
-    if len(args) != 1:
-        raise WebtuneError(f"usage: webtune {command} RUN_DIR")
-    path = Path(args[0])
-    if not path.is_dir():
-        raise WebtuneError(f"{path} is not a directory; give a run directory under runs/")
-    return path
+def existing_run_dir(path: str) -> Path:
+    run_dir = Path(path)
+    if not run_dir.is_dir():
+        raise WebtuneError(f"{run_dir} is not a directory; give a run directory under runs/")
+    return run_dir
 
 
 # ------------------------------------------------------------------ ledger
-def cmd_ledger(args: list[str]) -> int:
+def cmd_ledger(a) -> int:
     from .ledger import read_ledger, summarize_iter
     from rich.table import Table
-    p = argparse.ArgumentParser(prog="webtune ledger")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--reason")
-    p.add_argument("--source")
-    p.add_argument("--id")
-    p.add_argument("--limit", type=int, default=50)
-    a = p.parse_args(args)
-    lines = list(read_ledger(a.run_dir))
+    run_dir = existing_run_dir(a.run_dir)
+    lines = list(read_ledger(run_dir))
     if a.reason or a.source or a.id:
         shown = 0
         for ev in lines:
@@ -259,7 +306,7 @@ def cmd_ledger(args: list[str]) -> int:
                 break
         return 0
     counts = summarize_iter(lines)
-    t = Table(title=f"ledger of {a.run_dir}")
+    t = Table(title=f"ledger of {run_dir}")
     for col in ("source", "in", "kept", "rejected"):
         t.add_column(col)
     for name, c in counts["sources"].items():
@@ -281,43 +328,35 @@ def _ev_line(ev: dict) -> str:
 
 
 # ------------------------------------------------------------------ others
-def cmd_preview(args: list[str]) -> int:
+def cmd_preview(overrides: list[str], allow_trigger: bool = False) -> int:
     from .preview import preview
-    return preview(args)
+    return preview(overrides, allow_trigger=allow_trigger)
 
 
-def cmd_eval(args: list[str]) -> int:
-    if not args:
-        raise WebtuneError("usage: webtune eval RUN_DIR [overrides]")
-    run_dir = _one_run_dir(args[:1], "eval")
+def cmd_eval(ns) -> int:
+    run_dir = existing_run_dir(ns.run_dir)
     cfg = load_run_config(run_dir)
-    if args[1:]:
-        cfg.merge_with(OmegaConf.from_dotlist(args[1:]))
+    if ns.overrides:
+        cfg.merge_with(OmegaConf.from_dotlist(ns.overrides))
     attach_run_log(run_dir)
     execute(cfg, run_dir, fresh=False, only={"evaluate", "report"})
     return 0
 
 
-def cmd_compare(args: list[str]) -> int:
+def cmd_compare(ns) -> int:
     from .evaluate import report
-    if len(args) < 2:
-        raise WebtuneError("usage: webtune compare RUN_A RUN_B [--out compare.html]")
-    out = Path(args[3]) if len(args) > 3 and args[2] == "--out" else Path("compare.html")
-    report.compare([Path(args[0]), Path(args[1])], out)
+    if len(ns.run_dirs) < 2:
+        raise WebtuneError("usage: webtune compare RUN_A RUN_B [...] [--out compare.html]")
+    out = Path(ns.out)
+    report.compare([existing_run_dir(r) for r in ns.run_dirs], out)
     print(out)
     return 0
 
 
-def cmd_models(args: list[str]) -> int:
-    from .deploy import cli as deploy_cli
-    return deploy_cli.models(args)
-
-
-def cmd_chat(args: list[str]) -> int:
-    from .deploy import cli as deploy_cli
-    return deploy_cli.chat(args)
-
-
-def cmd_serve(args: list[str]) -> int:
-    from .deploy import cli as deploy_cli
-    return deploy_cli.serve(args)
+def cmd_init(ns) -> int:
+    from .init import write_starter
+    for path in write_starter(ns.name, Path.cwd(), force=ns.force):
+        print(f"wrote {path}")
+    print(f"next: webtune preview source={ns.name} template={ns.name}   then: webtune run source={ns.name} "
+          f"template={ns.name}")
+    return 0

@@ -6,17 +6,41 @@ wrong type fails naming the key (and the CLI adds the file), instead of being si
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
+def choices(name: str, *values: str) -> type[StrEnum]:
+    """An enum-like config value: Hydra rejects anything else while composing, naming the key and
+    the allowed values; members compare equal to their strings (`cfg.model.method == "lora"`)."""
+    return StrEnum(name, [(v, v) for v in values], module=__name__)
+
+
+FileFormat = choices("FileFormat", "auto", "json", "jsonl", "csv", "html", "vtt", "srt")
+SnapshotFormat = choices("SnapshotFormat", "json", "jsonl", "ndjson", "csv")
+ScrapeMode = choices("ScrapeMode", "auto", "sync", "async")
+FetchVia = choices("FetchVia", "direct", "brightdata_crawl")
+PageSplit = choices("PageSplit", "none", "section")
+SourceKind = choices("SourceKind", "files", "brightdata", "brightdata_dataset", "urls", "hf")
+Role = choices("Role", "system", "user", "assistant")
+DedupeEngine = choices("DedupeEngine", "rensa", "datasketch")
+Executor = choices("Executor", "local", "ray")
+Overflow = choices("Overflow", "truncate", "drop", "split")
+ShortPolicy = choices("ShortPolicy", "cap", "oversample")
+ModelKind = choices("ModelKind", "hf", "openai")
+Method = choices("Method", "full", "lora", "qlora")
+Dtype = choices("Dtype", "auto", "float32", "bfloat16", "float16")
+Attention = choices("Attention", "auto", "sdpa", "eager", "flex_attention", "flash_attention_2")
+
+
 # ---------------------------------------------------------------- source
 @dataclass
 class FilesConfig:
     paths: list[str] = field(default_factory=list)   # files, directories or globs
-    format: str = "auto"            # auto|json|jsonl|csv|html|vtt|srt
+    format: FileFormat = FileFormat.auto  # auto|json|jsonl|csv|html|vtt|srt
     root: Optional[str] = None      # ids are relative to this (default: common parent)
     json_key: Optional[str] = None  # JSON object holding the array at this key
     csv_delimiter: str = ","
@@ -37,7 +61,7 @@ class BrightDataConfig:
     discover_by: Optional[str] = None
     limit_per_input: Optional[int] = None
     include_errors: bool = True
-    format: str = "jsonl"
+    format: SnapshotFormat = SnapshotFormat.jsonl
     api_key_env: str = "BRIGHTDATA_API_TOKEN"
     base_url: str = "https://api.brightdata.com"
     poll_interval: float = 10.0
@@ -48,7 +72,7 @@ class BrightDataConfig:
     timeout: float = 60.0
     retry_backoff: float = 2.0          # seconds between GET retries: immediate, then ~2x and 4x this
     rate_limit_wait: float = 2.0        # after a 429 without Retry-After wait this, then 2x, 4x, 8x, 16x (5 waits)
-    mode: str = "auto"                  # auto|sync|async: auto sends <= 20 inputs to /scrape (202: polled)
+    mode: ScrapeMode = ScrapeMode.auto  # auto|sync|async: auto sends <= 20 inputs to /scrape (202: polled)
     limit_multiple_results: Optional[int] = None   # cap on the total number of records collected
     custom_output_fields: Optional[list[str]] = None   # None: the fields the run's templates read; []: all
     price_per_1k: Optional[float] = None   # USD per 1,000 records, for the estimate shown before paying
@@ -72,13 +96,13 @@ class UrlsConfig:
     max_bytes: int = 5_000_000
     cache_dir: str = "runs/.cache/http"
     respect_robots: bool = True
-    fetch: str = "direct"           # direct|brightdata_crawl (the Crawl API; settings under source.brightdata)
+    fetch: FetchVia = FetchVia.direct  # direct|brightdata_crawl (the Crawl API; settings under source.brightdata)
 
 
 @dataclass
 class PagesConfig:
     """HTML pages (files and urls sources): one record per page, or one sub-record per section."""
-    split: str = "none"             # none|section: sub-records `<page id>/s<N>` split by heading
+    split: PageSplit = PageSplit.none  # none|section: sub-records `<page id>/s<N>` split by heading
     min_chars: int = 200            # a shorter section is merged into its neighbour
     max_chars: int = 2000           # a longer one is split between blocks (a paragraph between sentences)
 
@@ -93,7 +117,7 @@ class HFConfig:
 
 @dataclass
 class SourceConfig:
-    kind: str = "files"             # files|brightdata|brightdata_dataset|urls|hf
+    kind: SourceKind = SourceKind.files  # files|brightdata|brightdata_dataset|urls|hf
     name: str = MISSING             # the source name used in record ids
     group_field: Optional[str] = None   # records sharing this field's value share a split
     files: FilesConfig = field(default_factory=FilesConfig)
@@ -106,7 +130,7 @@ class SourceConfig:
 # ---------------------------------------------------------------- template
 @dataclass
 class TurnConfig:
-    role: str = MISSING             # system|user|assistant
+    role: Role = MISSING  # system|user|assistant
     template: Optional[str] = None  # a Jinja file under templates/
     text: Optional[str] = None      # or inline Jinja
 
@@ -165,11 +189,23 @@ class DedupeConfig:
     shingle: int = 5                # word shingles
     num_perm: int = 128
     threshold: float = 0.8
-    engine: str = "rensa"           # rensa|datasketch
+    engine: DedupeEngine = DedupeEngine.rensa  # rensa|datasketch
+
+
+@dataclass
+class PrepareRayConfig:
+    address: Optional[str] = None   # null: a local Ray started for the run; auto: the running cluster; ray://host:10001
+    num_cpus: int = 0               # CPUs of the local Ray (0: every core); ignored when connecting
+    object_store_mb: int = 0        # object store of the local Ray (0: Ray's default)
+    host: str = "127.0.0.1"         # the address the local Ray binds (loopback unless other nodes join)
+    workers: int = 0                # actors in the map pool (0: the cluster's CPUs)
+    shards: int = 0                 # shards of the input (0: one per worker); the output does not depend on it
 
 
 @dataclass
 class PrepareConfig:
+    executor: Executor = Executor.local  # local|ray: the same bytes out of either (`pip install 'webtune[ray]'`)
+    ray: PrepareRayConfig = field(default_factory=PrepareRayConfig)
     workers: int = 0                # 0: one per core
     clean: CleanConfig = field(default_factory=CleanConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
@@ -189,14 +225,14 @@ class GeneralConfig:
 @dataclass
 class PackingConfig:
     enabled: bool = True
-    overflow: str = "truncate"      # truncate|drop|split (examples longer than max_seq_len)
+    overflow: Overflow = Overflow.truncate  # truncate|drop|split (examples longer than max_seq_len)
 
 
 @dataclass
 class MixConfig:
     general: GeneralConfig = field(default_factory=GeneralConfig)
     general_share: float = 0.3      # target share of general data in training tokens
-    short_policy: str = "cap"       # cap|oversample: when a side has fewer tokens than its share needs
+    short_policy: ShortPolicy = ShortPolicy.cap  # cap|oversample: when a side has fewer tokens than its share needs
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     seed: int = 0
@@ -235,13 +271,13 @@ class TrainConfig:
 
 @dataclass
 class ModelConfig:
-    kind: str = "hf"                # hf|openai
+    kind: ModelKind = ModelKind.hf  # hf|openai
     name: str = MISSING             # short name used in reports and the registry
     name_or_path: str = MISSING     # hub id or local directory, loaded with from_pretrained
     tokenizer: Optional[str] = None  # default: name_or_path
-    method: str = "full"            # full|lora|qlora
-    dtype: str = "auto"             # auto|float32|bfloat16|float16
-    attn_implementation: str = "sdpa"  # auto|sdpa|eager|flex_attention|flash_attention_2 (auto: flash-attn if installed)
+    method: Method = Method.full  # full|lora|qlora
+    dtype: Dtype = Dtype.auto  # auto|float32|bfloat16|float16
+    attn_implementation: Attention = Attention.sdpa  # auto|sdpa|eager|flex_attention|flash_attention_2 (auto: flash-attn if installed)
     chat_template: Optional[str] = None  # a Jinja file, for base models without one
     eos_token: Optional[str] = None  # the token ending an assistant turn, when not the tokenizer's eos (Gemma: <end_of_turn>)
     lora: LoraConfig = field(default_factory=LoraConfig)
