@@ -4,9 +4,9 @@
   python bench/pack.py --n 100000      # quick look
   python bench/pack.py --skip-trl      # ours only
 
-Lengths come from /work/shared/bench/gen_lengths.py (cached under bench/data/). Each variant runs
+Lengths come from bench/gen/gen_lengths.py (cached under bench/data/). Each variant runs
 in its own process, so its time and peak RSS are its own; TRL runs through the shared peer script
-/work/shared/bench/peers/trl_pack.py with int32 token ids, the SFTTrainer way (1,000-row map
+bench/peers/trl_pack.py with int32 token ids, the SFTTrainer way (1,000-row map
 batches, input_ids + labels) and over the whole set at once.
 Targets (issue 6): efficiency >= 99.95%, plan <= 5 s, peak RSS <= 1 GiB.
 """
@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
-SHARED = Path(os.environ.get("WEBTUNE_SHARED", "/work/shared")) / "bench"
+SHARED = HERE   # bench/gen/ (the generators) and bench/peers/ (the peer scripts), vendored
 TRL_VARIANTS = {"sft_bfd": "TRL bfd, SFTTrainer way",   # 1,000-row map batches, input_ids + labels
                 "global_bfd": "TRL bfd, whole set"}
 

@@ -457,8 +457,6 @@ class _Handler(BaseHTTPRequestHandler):
 # ---------------------------------------------------------------- the official spec, for validation
 SPEC_CANDIDATES = (
     "docs/contracts/openai-openapi.yaml",
-    "../shared/contracts/openai-openapi.yaml",
-    "/work/shared/contracts/openai-openapi.yaml",
 )
 
 

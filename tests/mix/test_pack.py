@@ -5,7 +5,7 @@ from webtune.mix.pack import apply_overflow, efficiency, pack_examples, plan_bfd
 
 
 def lognormal_lengths(n, cap, seed=0):
-    """Chat-like lengths, as /work/shared/bench/gen_lengths.py draws them (median ~300 tokens)."""
+    """Chat-like lengths, as bench/gen/gen_lengths.py draws them (median ~300 tokens)."""
     rng = np.random.default_rng(seed)
     return np.clip(rng.lognormal(5.7, 0.9, n).astype(np.int64), 16, cap)
 
