@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE   # bench/gen/ (the generators) and bench/peers/ (the peer scripts), vendored
+GEN, PEERS = HERE / "gen", HERE / "peers"   # the vendored generator and peer script
 TRL_VARIANTS = {"sft_bfd": "TRL bfd, SFTTrainer way",   # 1,000-row map batches, input_ids + labels
                 "global_bfd": "TRL bfd, whole set"}
 
@@ -54,7 +54,7 @@ def lengths_file(n: int, max_len: int) -> tuple[Path, Path]:
     npy = txt.with_suffix(".npy")
     if not txt.exists():
         with open(txt, "w") as fh:
-            subprocess.run([sys.executable, str(SHARED / "gen_lengths.py"), "--n", str(n),
+            subprocess.run([sys.executable, str(GEN / "gen_lengths.py"), "--n", str(n),
                             "--max-len", str(max_len)], stdout=fh, check=True)
     if not npy.exists():
         np.save(npy, np.loadtxt(txt, dtype=np.int64))
@@ -99,7 +99,7 @@ def main() -> None:
             out = Path(tmp) / f"{v}.json"
             free = psutil.virtual_memory().available
             with console.status(f"{TRL_VARIANTS[v]} ... ({free / 2**30:.1f} GiB free)"):
-                rc, wall, rss = run_child([sys.executable, str(SHARED / "peers" / "trl_pack.py"), "--lengths",
+                rc, wall, rss = run_child([sys.executable, str(PEERS / "trl_pack.py"), "--lengths",
                                            str(txt), "--variant", v, "--dtype", "int32", "--out", str(out)])
             if rc:  # e.g. killed for memory: say so in the table rather than stop
                 results.append({"variant": TRL_VARIANTS[v], "error": f"exit {rc} after {wall:.0f} s, "
