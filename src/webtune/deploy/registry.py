@@ -1,6 +1,7 @@
 """A versioned model registry in a plain directory.
 
     <registry>/<name>/v<N>/model/            the HF model (hard-linked from RUN/model/ where possible)
+                         exports/, exports.json  `webtune export` artefacts and their checks
                          openai_model.json   or the OpenAI fine-tuned model id
                          metrics.json        RUN/metrics.json at registration
                          source.json         run dir, config hash, when
@@ -224,7 +225,19 @@ def _version_info(vdir: Path) -> dict:
             "source": load("source.json")}
     if (vdir / "openai_model.json").exists():
         info["openai_model"] = load("openai_model.json")["model"]
+    if (vdir / "exports.json").exists():
+        info["exports"] = load("exports.json")["exports"]
     return info
+
+
+def record_export(vdir: Path, entry: dict) -> None:
+    """List an export (`webtune export`) beside its version in `v<N>/exports.json`; a new export of
+    the same format and quantization replaces the old entry."""
+    with _locked(vdir.parent):
+        path = vdir / "exports.json"
+        exports = json.loads(path.read_text())["exports"] if path.exists() else []
+        exports = [e for e in exports if (e["format"], e.get("quant")) != (entry["format"], entry.get("quant"))]
+        _write_json_atomic(path, {"exports": exports + [entry]})
 
 
 def list_models(registry: str | Path) -> list[dict]:
@@ -257,6 +270,9 @@ def _eval_gate(name: str, vdir: Path) -> None:
     if not isinstance(verdict, dict) or "passed" not in verdict:
         raise WebtuneError(f"{name} {vdir.name}: metrics.json has no eval verdict (eval.passed); run the "
                            f"evaluate stage, or promote with --force")
+    if verdict.get("status") == "unverified":
+        raise WebtuneError(f"{name} {vdir.name}: unverified (no held-out loss and no judge verdict); evaluate it "
+                           f"with the judge (`webtune eval RUN eval.judge.enabled=true`), or promote with --force")
     if not verdict["passed"]:
         flags = ", ".join(str(f) for f in verdict.get("flags") or []) or "no flags given"
         raise WebtuneError(f"{name} {vdir.name}: eval thresholds not met ({flags}); promote with --force "

@@ -1,0 +1,145 @@
+"""`webtune export`: merged and GGUF (f16, q8_0) round trips on the toy fixture model with a real
+LoRA adapter, read back by transformers (its GGUF loader for GGUF), and the failures it must catch."""
+import json
+import shutil
+from argparse import Namespace
+
+import pytest
+import torch
+
+from tests.conftest import FIXTURES
+from webtune.deploy import registry as reg
+from webtune.deploy.export import (export_command, gguf_metadata, measure, reference,
+                                   verify_merged, Source)
+from webtune.deploy.generate import GenerationSettings, generate, load_model
+from webtune.errors import WebtuneError
+
+BASE = FIXTURES / "tiny_model"
+HELD_OUT = [{"messages": [{"role": "user", "content": "Describe a steel water bottle."},
+                          {"role": "assistant", "content": "It keeps drinks cold all day."}]},
+            {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is a refund?"},
+                          {"role": "assistant", "content": "Money back for a return."}]}]
+
+
+def make_run(root, init_lora_weights=False):
+    """A run directory whose model/ is a LoRA adapter on the fixture (random B unless init=True)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(BASE),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"],
+                                      init_lora_weights=init_lora_weights))
+    model.save_pretrained(root / "model")
+    AutoTokenizer.from_pretrained(BASE).save_pretrained(root / "model")
+    (root / "data").mkdir()
+    (root / "data" / "test.jsonl").write_text("".join(json.dumps(x) + "\n" for x in HELD_OUT))
+    (root / "metrics.json").write_text(json.dumps({"eval": {"passed": True, "flags": []}}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("export") / "run")
+
+
+@pytest.fixture(scope="module")
+def trained(run):
+    return load_model(run / "model")
+
+
+def greedy(lm, ids, n):
+    return generate(lm, ids, GenerationSettings(max_tokens=n, temperature=0)).token_ids
+
+
+def prompt_ids(lm):
+    return [lm.chat_prompt_ids(x["messages"][:-1]) for x in HELD_OUT]
+
+
+def test_merged_is_standalone_and_answers_like_the_adapter(run, trained, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "merged"
+    export_command(Namespace(target=str(run), format="merged", quant=None, ollama=False, out=out, registry=None))
+    assert not (out / "adapter_config.json").exists() and (out / "config.json").exists()
+    model = AutoModelForCausalLM.from_pretrained(out)  # plain transformers, no PEFT
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok.chat_template == trained.tokenizer.chat_template
+    assert model.generation_config.eos_token_id in (trained.eos_ids, trained.eos_ids[0])
+    from webtune.deploy.generate import LocalModel
+    merged = LocalModel(model.eval(), tok, out)
+    base = load_model(BASE)
+    for ids in prompt_ids(trained):
+        assert greedy(merged, ids, 24) == greedy(trained, ids, 24)
+    assert any(greedy(merged, ids, 24) != greedy(base, ids, 24) for ids in prompt_ids(trained))
+    checks = json.loads((out / "export.json").read_text())["checks"]
+    assert checks["held_out"] == 2 and checks["max_logit_diff_vs_base"] > 1e-3
+
+
+@pytest.mark.parametrize("quant,tolerance", [("f16", 0.005), ("q8_0", 0.02)])
+def test_gguf_round_trip_through_the_registry(run, trained, tmp_path, quant, tolerance):
+    from transformers import AutoModelForCausalLM
+
+    registry = tmp_path / "registry"
+    reg.register(registry, "shop", run)
+    export_command(Namespace(target="shop@v1", format="gguf", quant=quant, ollama=True, out=None,
+                             registry=str(registry)))
+    out = registry / "shop" / "v1" / "exports" / f"gguf-{quant}"
+    gguf_file = out / f"shop-v1-{quant}.gguf"
+    meta = gguf_metadata(gguf_file)
+    assert meta["tokenizer.chat_template"] == trained.tokenizer.chat_template
+    assert meta["general.architecture"] == "llama"
+    # read back here too, independently of export's own checks
+    model = AutoModelForCausalLM.from_pretrained(out, gguf_file=gguf_file.name).eval()
+    ids = trained.tokenizer.apply_chat_template(HELD_OUT[0]["messages"], tokenize=True, return_dict=False)
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        got, want = float(model(input_ids=x, labels=x).loss), float(trained.model(input_ids=x, labels=x).loss)
+    assert abs(got - want) / want < tolerance
+    if quant == "q8_0":
+        assert got != want  # really quantized
+    modelfile = (out / "Modelfile").read_text()
+    assert f"FROM ./{gguf_file.name}" in modelfile and 'PARAMETER stop "<|eot_id|>"' in modelfile
+    assert "<|start_header_id|>{{ .Role }}<|end_header_id|>" in modelfile
+    shown = reg.show(registry, "shop")["versions"][0]["exports"]
+    assert [(e["format"], e["quant"]) for e in shown] == [("gguf", quant)]
+    assert shown[0]["checks"]["loss_rel_diff"] < tolerance
+
+
+def test_a_merged_model_equal_to_the_base_is_an_error(run, trained, tmp_path):
+    """The LLaMA-Factory #9051 failure: the 'merged' artefact is the base without the adapter."""
+    artefact = tmp_path / "not-merged"
+    shutil.copytree(BASE, artefact)
+    source = Source.parse(str(run), tmp_path)
+    ref = reference(source, trained)
+    base = measure(load_model(BASE), ref.prompts, ref.texts, 1)
+    with pytest.raises(WebtuneError, match="gives the base model's outputs.*adapter"):
+        verify_merged(artefact, ref, base)
+    assert verify_merged(_merged_copy(run, tmp_path), ref, base)["max_logit_diff_vs_base"] > 1e-3
+
+
+def _merged_copy(run, tmp_path):
+    from webtune.deploy.export import save_merged
+    out = tmp_path / "merged"
+    save_merged(load_model(run / "model"), out)
+    return out
+
+
+def test_an_adapter_that_changes_nothing_is_refused(tmp_path):
+    run = make_run(tmp_path / "noop", init_lora_weights=True)  # LoRA B = 0: the base's outputs exactly
+    with pytest.raises(WebtuneError, match="base model's outputs"):
+        export_command(Namespace(target=str(run), format="merged", quant=None, ollama=False, out=None, registry=None))
+    assert not (run / "exports" / "merged").exists()
+
+
+@pytest.mark.parametrize("fmt,quant,needle", [
+    ("gguf", "q4_k_m", "needs llama.cpp's llama-quantize on PATH"),
+    ("gguf", "q3", "--quant q3 is unknown"),
+    ("merged", "q8_0", "apply to --format gguf"),
+    ("onnx", None, "--format onnx is unknown"),
+])
+def test_refusals_are_one_line(run, fmt, quant, needle, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(WebtuneError, match=needle) as err:
+        export_command(Namespace(target=str(run), format=fmt, quant=quant, ollama=False, out=None, registry=None))
+    assert "\n" not in str(err.value)
