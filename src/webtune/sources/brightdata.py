@@ -64,7 +64,7 @@ def collect(cfg, source_name: str, raw_dir: Path, dataset_id: str, load_inputs: 
         raw_dir.mkdir(parents=True, exist_ok=True)
         fmt = _check(cfg)
         state = read_state(raw_dir / STATE_FILE)
-        snapshot_id = _known_snapshot(cfg, state, raw_dir)
+        snapshot_id = known_snapshot(cfg, state, raw_dir)
         if snapshot_id and (raw_dir / f"{snapshot_id}.jsonl.gz").exists():
             return raw_dir / f"{snapshot_id}.jsonl.gz"        # already downloaded: no network
         if state and state.get("cancelled_at"):
@@ -276,37 +276,8 @@ class _Scraper:
 
     # ---- progress: poll until ready or failed
     def wait_ready(self, snapshot_id: str, raw_dir: Path) -> dict:
-        interval, limit = float(self.cfg.poll_interval), float(self.cfg.poll_timeout)
-        start = time.monotonic()
-        columns = (SpinnerColumn(), TextColumn("snapshot {task.fields[id]}"),
-                   TextColumn("[cyan]{task.fields[status]}"), TimeElapsedColumn(),
-                   TextColumn("records: {task.fields[records]}"))
-        with Progress(*columns, console=self.console) as bar:
-            task = bar.add_task("poll", id=snapshot_id, status="…", records="-", total=None)
-            unanswered = 0
-            while True:
-                body = self._progress(snapshot_id)
-                unanswered = 0 if body else unanswered + 1
-                if unanswered >= UNANSWERED_POLLS:
-                    raise WebtuneError(f"no usable answer from {self.client.base}{V3}/progress/{snapshot_id} in "
-                                       f"{UNANSWERED_POLLS} polls (connection errors or 5xx); check "
-                                       "source.brightdata.base_url and the network, then resume the run")
-                status = str(body.get("status", "?")) if body else "(no answer, retrying)"
-                bar.update(task, status=status, records=body.get("records", "-") if body else "-")
-                if status == "ready":
-                    return body
-                if status == "failed":
-                    reason = next((body[k] for k in ("error_message", "error", "message", "failure_reason")
-                                   if body.get(k)), "no reason given")
-                    raise WebtuneError(f"Bright Data snapshot {snapshot_id} failed: {reason}; check "
-                                       "the inputs, then start a new run (it collects a new snapshot)")
-                if time.monotonic() - start + interval > limit:
-                    raise WebtuneError(
-                        f"snapshot {snapshot_id} is still {status} after {limit:g}s "
-                        f"(source.brightdata.poll_timeout); it keeps running at Bright Data and its id is "
-                        f"saved in {raw_dir / STATE_FILE}: `webtune resume RUN_DIR` continues it "
-                        "without collecting again")
-                time.sleep(interval)
+        return wait_ready(self.console, snapshot_id, lambda: self._progress(snapshot_id), float(self.cfg.poll_interval),
+                          float(self.cfg.poll_timeout), raw_dir, f"{self.client.base}{V3}/progress/{snapshot_id}")
 
     def _progress(self, snapshot_id: str) -> dict | None:
         """The progress body, or None when this poll failed in a transient way."""
@@ -314,18 +285,58 @@ class _Scraper:
             resp = self.client.request("GET", f"{V3}/progress/{snapshot_id}", "progress check")
         except requests.RequestException:
             return None
-        if resp.status_code >= 500:
-            return None
-        if resp.status_code != 200:
-            raise self.client.error(resp, "progress check", snapshot_gone(snapshot_id))
-        try:
-            body = resp.json()
-        except ValueError:
-            return None
-        return body if isinstance(body, dict) else None
+        return poll_answer(self.client, resp, "progress check", snapshot_id)
 
     def downloader(self, interval: float) -> Downloader:
         return Downloader(self.client, self.console, V3 + "/snapshot/{id}", V3 + "/snapshot/{id}/parts", interval)
+
+
+# ---------------------------------------------------------------- polling
+def poll_answer(client: Client, resp: requests.Response, what: str, snapshot_id: str) -> dict | None:
+    """A status answer's body; None when it is worth polling again (5xx, not JSON)."""
+    if resp.status_code >= 500:
+        return None
+    if resp.status_code != 200:
+        raise client.error(resp, what, snapshot_gone(snapshot_id))
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def wait_ready(console: Console, snapshot_id: str, get: Callable[[], dict | None], interval: float, limit: float,
+               raw_dir: Path, where: str, records_key: str = "records") -> dict:
+    """Poll `get()` (a status body, or None for a transient failure) until `ready`; `failed` and
+    a timeout are one-line errors (the snapshot id stays saved for `webtune resume`)."""
+    start = time.monotonic()
+    columns = (SpinnerColumn(), TextColumn("snapshot {task.fields[id]}"),
+               TextColumn("[cyan]{task.fields[status]}"), TimeElapsedColumn(),
+               TextColumn("records: {task.fields[records]}"))
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("poll", id=snapshot_id, status="…", records="-", total=None)
+        unanswered = 0
+        while True:
+            body = get()
+            unanswered = 0 if body else unanswered + 1
+            if unanswered >= UNANSWERED_POLLS:
+                raise WebtuneError(f"no usable answer from {where} in {UNANSWERED_POLLS} polls (connection errors "
+                                   "or 5xx); check source.brightdata.base_url and the network, then resume the run")
+            status = str(body.get("status", "?")) if body else "(no answer, retrying)"
+            bar.update(task, status=status, records=(body.get(records_key) if body else None) or "-")
+            if status == "ready":
+                return body
+            if status == "failed":
+                reason = next((body[k] for k in ("error_message", "error", "message", "failure_reason")
+                               if body.get(k)), "no reason given")
+                raise WebtuneError(f"Bright Data snapshot {snapshot_id} failed: {reason}; check the inputs "
+                                   "(or the filter), then start a new run (it collects a new snapshot)")
+            if time.monotonic() - start + interval > limit:
+                raise WebtuneError(
+                    f"snapshot {snapshot_id} is still {status} after {limit:g}s (source.brightdata.poll_timeout); "
+                    f"it keeps running at Bright Data and its id is saved in {raw_dir / STATE_FILE}: "
+                    "`webtune resume RUN_DIR` continues it without collecting again")
+            time.sleep(interval)
 
 
 # ---------------------------------------------------------------- Ctrl-C while a collection runs
@@ -432,7 +443,7 @@ def _read_inputs_file(path: Path) -> tuple[list, list[str]]:
     return items, where
 
 
-def _known_snapshot(cfg: DictConfig, state: dict | None, raw_dir: Path) -> str | None:
+def known_snapshot(cfg: DictConfig, state: dict | None, raw_dir: Path) -> str | None:
     given = cfg.snapshot_id
     if given is not None and not SAFE_ID.match(str(given)):
         raise WebtuneError(f"source.brightdata.snapshot_id={given!r} does not look like a snapshot id "
