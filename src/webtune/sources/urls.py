@@ -274,8 +274,12 @@ class Cache:
             tmp.replace(path)  # atomic: a killed run never leaves half an entry
 
 
-def acquire(cfg, source_name: str, raw_dir: Path, console=None) -> list[Path]:
-    """Fetch every URL; returns the index followed by the stored pages."""
+def acquire(cfg, source_name: str, raw_dir: Path, console=None, brightdata=None, allow_paid: bool = True) -> list[Path]:
+    """Fetch every URL; returns the index followed by the stored pages. With `fetch: brightdata_crawl`
+    the list goes through Bright Data's Crawl API instead (settings: `brightdata`, source.brightdata)."""
+    if cfg.get("fetch", "direct") == "brightdata_crawl":
+        from .brightdata_crawl import acquire as crawl
+        return crawl(cfg, brightdata, source_name, raw_dir, console=console, allow_paid=allow_paid)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -337,8 +341,12 @@ def iter_records(cfg, source_name: str, paths: list[Path], shard: int = 0,
                 if not e.get("file"):
                     yield Rejection(rid, source_name, e["reason"], e.get("detail", ""))
                     continue
-                with gzip.open(index.parent / e["file"], "rb") as page:
-                    got = extract(page.read(), url=e["final_url"] or e["url"], header_charset=e.get("charset"))
+                if e["file"].endswith(".md.gz"):     # a Crawl API page that came as Markdown only
+                    from .brightdata_crawl import markdown_page
+                    got = markdown_page(index.parent / e["file"], e["final_url"] or e["url"])
+                else:
+                    with gzip.open(index.parent / e["file"], "rb") as page:
+                        got = extract(page.read(), url=e["final_url"] or e["url"], header_charset=e.get("charset"))
                 if got.fields is None:
                     yield Rejection(rid, source_name, got.reason, f"{e['url']}: {got.detail}")
                     continue
