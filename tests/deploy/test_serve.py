@@ -408,3 +408,112 @@ def test_serves_a_lora_adapter_run(tmp_path, registry_path, local):
     assert r["choices"][0]["message"]["content"] == greedy(adapted, MSGS, 8).text
     assert greedy(adapted, MSGS, 8).text != greedy(local[1], MSGS, 8).text  # the adapter is applied
     assert r["usage"]["prompt_tokens"] == len(local[1].chat_prompt_ids(MSGS))
+
+
+# ---------------------------------------------------------------- safe limits
+def test_a_request_without_max_tokens_stops_at_the_server_default(registry_path, local):
+    want = greedy(local[1], MSGS, 7)
+    assert want.completion_tokens == 7 and want.finish_reason == "length"  # the model would go on
+    with running(app(registry_path, "shop@v1", max_tokens=7)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        r = client.chat.completions.create(model="shop", messages=MSGS, temperature=0)
+        assert (r.usage.completion_tokens, r.choices[0].finish_reason) == (7, "length")
+        assert r.choices[0].message.content == want.text
+        chunks = list(client.chat.completions.create(model="shop", messages=MSGS, temperature=0, stream=True,
+                                                     stream_options={"include_usage": True}))
+        assert chunks[-1].usage.completion_tokens == 7
+        assert client.completions.create(model="shop", prompt="Hello", temperature=0).usage.completion_tokens == 7
+        with pytest.raises(openai.BadRequestError, match="more than this server allows") as err:
+            client.chat.completions.create(model="shop", messages=MSGS, max_tokens=8)
+        assert err.value.body["param"] == "max_tokens"
+
+
+@pytest.mark.parametrize("free_before_load,peak", [(True, 1), (False, 2)])
+def test_a_swap_holds_two_models_only_when_allowed(tmp_path, registry_path, local, free_before_load, peak):
+    registry = tmp_path / "r"
+    shutil.copytree(registry_path, registry)
+    reg.promote(registry, "shop", 1)
+    with running(app(registry, "shop", free_before_load=free_before_load)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        started = threading.Event()
+
+        def long_stream():
+            chunks = []
+            for chunk in client.chat.completions.create(model="shop", messages=MSGS, max_tokens=300,
+                                                        temperature=0, stream=True):
+                chunks.append(chunk)
+                started.set()
+            return chunks
+
+        with cf.ThreadPoolExecutor(2) as ex:
+            stream = ex.submit(long_stream)
+            assert started.wait(60)
+            reg.promote(registry, "shop", 2)
+            after = client.chat.completions.create(model="shop", messages=MSGS, max_tokens=6, temperature=0)
+            chunks = stream.result(timeout=120)
+        assert {c.system_fingerprint for c in chunks} == {"shop@v1"}  # finished on the old version
+        assert chunks[-1].choices[0].finish_reason == "length"
+        assert after.system_fingerprint == "shop@v2"
+        assert after.choices[0].message.content == greedy(local[2], MSGS, 6).text
+        health = httpx.get(url + "/health").json()
+        assert health["peak_resident_models"] == peak
+
+
+def test_a_network_host_needs_a_key_or_no_auth(registry_path, monkeypatch):
+    with pytest.raises(WebtuneError, match="--host 0.0.0.0 would serve to the network without an API key"):
+        app(registry_path, "shop", host="0.0.0.0")
+    assert app(registry_path, "shop", host="0.0.0.0", no_auth=True)
+    monkeypatch.setenv("WEBTUNE_TEST_SERVE_KEY", "s3cret")
+    assert app(registry_path, "shop", host="0.0.0.0", api_key_env="WEBTUNE_TEST_SERVE_KEY")
+
+
+@pytest.mark.parametrize("log_prompts", [False, True])
+def test_request_logs_carry_prompt_text_only_when_asked(registry_path, log_prompts):
+    import logging
+
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("uvicorn.error")
+    with running(app(registry_path, "shop@v1", log_prompts=log_prompts)) as url:
+        logger.addHandler(handler)
+        old_level = logger.level
+        logger.setLevel(logging.INFO)
+        try:
+            r = httpx.post(url + "/v1/chat/completions", json={"model": "shop", "messages": MSGS, "max_tokens": 3})
+            assert r.status_code == 200
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(old_level)
+    request_lines = [line for line in lines if line.startswith("chat ")]
+    assert len(request_lines) == 1 and "prompt_tokens=" in request_lines[0] and "completion_tokens=3" in request_lines[0]
+    assert ("steel water bottle" in request_lines[0]) is log_prompts
+
+
+def test_serves_a_run_directory_without_a_registry(tmp_path, registry_path, local):
+    run = tmp_path / "2026-12-01_10-00-00_shop"
+    shutil.copytree(registry_path / "shop" / "v2" / "model", run / "model")
+    with running(create_app(str(run), tmp_path / "no-registry")) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        assert [m.id for m in client.models.list()] == [run.name]
+        r = client.chat.completions.create(model=run.name, messages=MSGS, max_tokens=6, temperature=0)
+    assert r.system_fingerprint == f"{run.name}@run"
+    assert r.choices[0].message.content == greedy(local[2], MSGS, 6).text
+
+
+def test_concurrent_requests_decode_together_and_match_one_at_a_time(base_url, client, local):
+    prompts = [[{"role": "user", "content": "word " * k}] for k in range(1, 7)]
+    want = [greedy(local[1], p, 12 + k).text for k, p in enumerate(prompts)]
+    seeded = [generate(local[1], local[1].chat_prompt_ids(p), GenerationSettings(max_tokens=12, temperature=0.8,
+                                                                                 seed=k)).text
+              for k, p in enumerate(prompts)]
+
+    def ask(k):
+        g = client.chat.completions.create(model="shop", messages=prompts[k], max_tokens=12 + k, temperature=0)
+        s = client.chat.completions.create(model="shop", messages=prompts[k], max_tokens=12, temperature=0.8, seed=k)
+        return g.choices[0].message.content, s.choices[0].message.content
+
+    with cf.ThreadPoolExecutor(6) as ex:
+        got = list(ex.map(ask, range(6)))
+    assert [g for g, _ in got] == want
+    assert [s for _, s in got] == seeded
