@@ -90,7 +90,8 @@ def join_units(pieces: list[tuple[str, str]]) -> str:
 
 def truncate_sentences(text: str, chars: int, language: str = "en") -> str:
     """The longest start of `text` of at most `chars` characters that ends at a sentence or block
-    boundary; at least the first sentence (or block), even when that alone is longer."""
+    boundary; at least the first block or sentence, even when that alone is longer, except a
+    sentence over twice `chars` (unpunctuated text such as auto-captions), cut between words."""
     if len(text) <= chars:
         return text
     pieces = units(text, language)
@@ -101,6 +102,9 @@ def truncate_sentences(text: str, chars: int, language: str = "en") -> str:
             break
         taken.append((sep, piece))
         size += grow
+    first = taken[0][1] if taken else ""
+    if len(taken) == 1 and len(first) > 2 * chars and not first.startswith(("```", "~~~", "|")):
+        return first[:first.rfind(" ", 0, chars + 1)].rstrip() if " " in first[:chars + 1] else first[:chars]
     return join_units(taken)
 
 
@@ -109,9 +113,11 @@ def first_sentences(text: str, n: int = 1, language: str = "en") -> str:
     return join_units(units(text, language)[:max(n, 0)])
 
 
-def ends_sentence(text: str) -> bool:
-    """Does this paragraph end where a sentence ends (a full stop, ?, !, or a colon before a block)?"""
-    return bool(re.search(r"[.!?:;][\"'”’)\]*_`]*$", text.rstrip()))
+def ends_sentence(text: str, strict: bool = False) -> bool:
+    """Does this text end where a sentence ends: a full stop, ?, ! or … (and, unless `strict`, a
+    colon or semicolon, which in documentation lead into a list or a code block)?"""
+    marks = ".!?…" if strict else ".!?…:;"
+    return bool(re.search(rf"[{marks}][\"'”’)\]*_`]*$", text.rstrip()))
 
 
 def strip_permalinks(text: str) -> str:

@@ -10,7 +10,9 @@ from omegaconf import OmegaConf
 
 from webtune.config import FilesConfig
 from webtune.records import Record, Rejection
+from webtune.prose import ends_sentence
 from webtune.sources import files
+from webtune.sources import transcripts as tr
 
 GEN_PAGES = Path(__file__).resolve().parents[2] / "bench/gen/gen_pages.py"
 pytestmark = pytest.mark.skipif(not GEN_PAGES.exists(), reason=f"{GEN_PAGES} not found")
@@ -64,10 +66,13 @@ def test_long_transcripts_are_cut_into_windows_sharing_one_group(vtts):
         assert [w.id for w in parts] == [rec.id[:-2] + f"#{n}" for n in range(1, len(parts) + 1)]
         assert [s for w in parts for s in w.fields["segments"]] == rec.fields["segments"]  # nothing lost
         assert " ".join(w.fields["text"] for w in parts) == rec.fields["text"]
-        for w in parts:
+        for w, after in zip(parts, parts[1:] + [None]):
             segs = w.fields["segments"]
-            assert segs[-1]["start"] - segs[0]["start"] < 60
+            assert segs[-1]["start"] - segs[0]["start"] < 60 * (1 + tr.WINDOW_SLACK)
             assert w.fields["windows"] == len(parts) and w.fields["time_range"]
+            if after is not None:  # a window ends with a sentence, or runs out of slack at a cue
+                span = after.fields["segments"][0]["start"] - segs[0]["start"]
+                assert ends_sentence(segs[-1]["text"], strict=True) or span >= 60 * (1 + tr.WINDOW_SLACK)
 
 
 def test_srt_segments_and_broken_timestamps(tmp_path):
@@ -136,3 +141,21 @@ def test_transcript_summary_template_renders_windows_and_youtube_records(vtts):
     got = rendered("transcript_summary", youtube)
     assert got["video_summary"][2]["content"] == youtube["description"]
     assert got["transcript_passage"] == "missing_field"
+
+
+def test_windows_end_where_a_sentence_ends_not_at_the_clock(tmp_path):
+    lines = ["We start with the plan", "and keep going", "until this ends.", "Then a second idea",
+             "runs on", "for quite a while", "and finally stops.", "A third one begins", "and ends.",
+             "no punctuation from here on", "just words", "and words", "and more words", "still more",
+             "and yet more words", "the last cue"]
+    cues = "".join(f"{i // 6:02d}:{i * 10 % 60:02d}.000 --> {(i * 10 + 9) // 60:02d}:{(i * 10 + 9) % 60:02d}.000\n{t}\n\n"
+                   for i, t in enumerate(lines))
+    (tmp_path / "talk.vtt").write_text("WEBVTT\n\n" + cues)
+    _, _, got = read(tmp_path, "*.vtt", window_seconds=45)
+    texts = [w.fields["text"] for w in got]
+    # the clock alone would cut after 50 s, inside "Then a second idea runs on | for quite a while"
+    assert texts[0] == "We start with the plan and keep going until this ends. Then a second idea runs on for quite a while and finally stops."
+    # "and ends." comes 20 s in, too early; then no sentence end in sight: the window closes at a
+    # cue once the slack (45 s x 1.5 = 67.5 s) runs out
+    assert texts[1] == " ".join(lines[7:14]) and texts[2] == " ".join(lines[14:])
+    assert " ".join(texts) == " ".join(lines)

@@ -101,6 +101,11 @@ def outside_code(text: str, fn) -> str:
     return "".join(out)
 
 
+def without_code(text: str) -> str:
+    """Markdown `text` with its fenced code blocks removed (code repeats lines by nature)."""
+    return _CODE.sub("", text) if "```" in text or "~~~" in text else text
+
+
 def _tidy_prose(part: str) -> str:
     part = _INNER_HSPACE.sub(" ", part.replace("\r\n", "\n"))
     return _MANY_NL.sub("\n\n", _TRAILING.sub("\n", part))

@@ -5,7 +5,7 @@ The repetition rules follow Gopher (Rae et al. 2021) as datatrove implements the
 the record's main text:
   too_short / too_long       chars or words outside [min, max]
   language                   py3langid's top language not allowed, or below the confidence
-  repetitive_lines           share of non-empty lines that repeat an earlier line
+  repetitive_lines           share of non-empty lines that repeat an earlier line (outside Markdown code blocks)
   repetitive_paragraphs      the same for paragraphs (blank-line separated)
   repetitive_ngrams          chars covered by the most frequent word n-gram, as a share of all word chars
                              (on normalised words: lower case, ASCII punctuation dropped; texts of
@@ -23,6 +23,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import WebtuneError
+from .clean import without_code
 from .words import Words, analyse
 
 # Gopher's repetition statistics describe documents (its minimum is 50 words): in a one-line
@@ -113,12 +114,13 @@ class Filters:
             return "too_short", f"{n_chars} chars < min_chars {c.min_chars}"
         if c.max_chars and n_chars > c.max_chars:
             return "too_long", f"{n_chars} chars > max_chars {c.max_chars}"
-        if c.max_dup_line_share < 1.0 and "\n" in text:
-            share = dup_share(text.split("\n"))
+        prose = without_code(text) if (c.max_dup_line_share < 1.0 or c.max_dup_para_share < 1.0) else text
+        if c.max_dup_line_share < 1.0 and "\n" in prose:
+            share = dup_share(prose.split("\n"))
             if share > c.max_dup_line_share:
                 return "repetitive_lines", f"{share:.2f} of lines repeat > max_dup_line_share {c.max_dup_line_share}"
-        if c.max_dup_para_share < 1.0 and "\n\n" in text:
-            share = dup_share(text.split("\n\n"))
+        if c.max_dup_para_share < 1.0 and "\n\n" in prose:
+            share = dup_share(prose.split("\n\n"))
             if share > c.max_dup_para_share:
                 return "repetitive_paragraphs", (f"{share:.2f} of paragraphs repeat > max_dup_para_share "
                                                  f"{c.max_dup_para_share}")

@@ -265,7 +265,7 @@ def _list(el, code: list[str], headings: list[dict]) -> str:
         number += 1
         marker = f"{number}. " if ordered else "- "
         lines.append(_prefixed("\n\n".join(inner), marker, " " * len(marker)))
-    return "\n\n".join(lines) if any(l.startswith(("**", "`")) for l in lines) else "\n".join(lines)
+    return "\n\n".join(lines) if el.get("rend") == "dl" else "\n".join(lines)
 
 
 def _term(item, headings: "_Headings") -> tuple[str, int | None]:

@@ -94,7 +94,7 @@ def split(page_blocks: list[Block], page_title: str, min_chars: int = 0, max_cha
 
 def _by_heading(page_blocks: list[Block], page_title: str) -> list[Section]:
     """One section per heading (the lead before the first subheading is the page's own section);
-    a heading with no text before its next heading makes no section."""
+    a heading with no text before its next heading makes an empty section (merged away later)."""
     root = page_title or next((b.heading for b in page_blocks if b.kind == "heading"), "")
     current = Section(root, 1, [root])
     out, trail = [], []  # trail: (level, title) of the headings above the current one
@@ -104,7 +104,7 @@ def _by_heading(page_blocks: list[Block], page_title: str) -> list[Section]:
             continue
         if block.level == 1 and not out and not current.blocks:
             continue  # the page's own title
-        if current.blocks:
+        if current.blocks or out:
             out.append(current)
         trail = [t for t in trail if t[0] < block.level] + [(block.level, block.heading)]
         current = Section(block.heading, block.level, [root] + [t for _, t in trail])
@@ -114,19 +114,30 @@ def _by_heading(page_blocks: list[Block], page_title: str) -> list[Section]:
 
 
 def _merge_tiny(sections: list[Section], min_chars: int, max_chars: int) -> list[Section]:
-    """A section under `min_chars` joins the one before it (its heading kept as a Markdown
-    heading), or the one after it when it comes first, if the result stays within `max_chars`."""
-    if not min_chars:
-        return sections
+    """A section under `min_chars` joins the one before it (its heading, and those of the empty
+    sections between them, kept as Markdown headings, so it stays a span of the page), or takes
+    in the one after it when it is the tiny one, if the result stays within `max_chars`. A heading
+    with no text of its own makes no section: it names its subsections, in their `section_path`."""
     out: list[Section] = []
+    between: list[Section] = []  # empty sections since the last one kept
     for sec in sections:
+        if not sec.blocks:
+            between.append(sec)
+            continue
         prev = out[-1] if out else None
-        if prev is not None and (len(sec.text) < min_chars or len(prev.text) < min_chars) \
-                and (not max_chars or len(prev.text) + len(sec.text) + len(sec.title) + 10 <= max_chars):
-            prev.blocks += [Block("heading", "#" * max(sec.level, 2) + " " + sec.title, max(sec.level, 2))] + sec.blocks
+        joined = [_heading(s) for s in between + [sec]] + sec.blocks
+        size = len(sec.text) + sum(len(b.text) + 2 for b in joined[:len(between) + 1])
+        if min_chars and prev is not None and (len(sec.text) < min_chars or len(prev.text) < min_chars) \
+                and (not max_chars or len(prev.text) + 2 + size <= max_chars):
+            prev.blocks += joined
         else:
             out.append(sec)
+        between = []
     return out
+
+
+def _heading(sec: Section) -> Block:
+    return Block("heading", "#" * sec.level + " " + sec.title, sec.level)
 
 
 def _split_long(sec: Section, max_chars: int, language: str) -> list[Section]:
@@ -151,8 +162,8 @@ def _pieces(section_blocks: list[Block], max_chars: int, language: str) -> Itera
             yield from _grouped(sentences(block.text, language), " ", "paragraph", max_chars)
         elif block.kind in ("bullet_list", "ordered_list"):
             starts = [m.start() for m in _LIST_ITEM.finditer(block.text)] or [0]
-            items = [block.text[a:b].rstrip() for a, b in zip(starts, starts[1:] + [len(block.text)])]
-            yield from _grouped(items, "\n", block.kind, max_chars)
+            items = [block.text[a:b] for a, b in zip(starts, starts[1:] + [len(block.text)])]
+            yield from _grouped(items, "", block.kind, max_chars)
         else:
             yield block
 
@@ -160,12 +171,12 @@ def _pieces(section_blocks: list[Block], max_chars: int, language: str) -> Itera
 def _grouped(items: list[str], sep: str, kind: str, max_chars: int) -> Iterator[Block]:
     group: list[str] = []
     for item in items:
-        if group and len(sep.join(group + [item])) > max_chars:
-            yield Block(kind, sep.join(group))
+        if group and len(sep.join(group + [item]).rstrip()) > max_chars:
+            yield Block(kind, sep.join(group).rstrip())
             group = []
         group.append(item)
     if group:
-        yield Block(kind, sep.join(group))
+        yield Block(kind, sep.join(group).rstrip())
 
 
 # ---------------------------------------------------------------- lead paragraph

@@ -87,16 +87,30 @@ def parse(data: bytes, fmt: str) -> list[Segment]:
     return segments
 
 
+WINDOW_SLACK = 0.5  # a window may run this share past window_seconds to end with a sentence
+
+
 def windows(segments: list[Segment], window_seconds: float) -> list[list[Segment]]:
-    """Cut into consecutive windows of about `window_seconds` (a segment is never split)."""
+    """Cut into consecutive windows of about `window_seconds`, each ending at a cue (a segment is
+    never split): the first cue ending a sentence once the window is long enough, else, past
+    WINDOW_SLACK more (captions without punctuation), the cue where that time runs out."""
     if window_seconds <= 0:
         return [segments]
     out: list[list[Segment]] = []
     for seg in segments:
-        if not out or seg.start >= out[-1][0].start + window_seconds:
+        if not out or _window_full(out[-1], seg, window_seconds):
             out.append([])
         out[-1].append(seg)
     return out
+
+
+def _window_full(window: list[Segment], seg: Segment, window_seconds: float) -> bool:
+    """Does `seg` start the next window?"""
+    from ..prose import ends_sentence
+
+    elapsed = seg.start - window[0].start
+    return elapsed >= window_seconds * (1 + WINDOW_SLACK) or (
+        elapsed >= window_seconds and ends_sentence(window[-1].text, strict=True))
 
 
 def clock(t: float) -> str:
