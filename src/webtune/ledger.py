@@ -2,10 +2,14 @@
 
 Event: {id, source, stage, status: kept|rejected|repaired, reason, detail, duplicate_of, example_ids}.
 A record's final fate is its last kept/rejected event; repairs on the way are listed with it.
+Sections of a page (`<page id>/s<N>`) fold into the page's one line: kept if any section is kept,
+with each section's fate under `sections`. The fold is then reconciled against what the sources
+counted in their raw files (sources.json `counts`), file by file, so a dropped record fails the run.
 """
 from __future__ import annotations
 
 import collections
+import re
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
@@ -71,11 +75,15 @@ def iter_events(run_dir: Path, stages: Iterable[str]) -> Iterator[dict]:
                     yield orjson.loads(line)
 
 
-def fold(run_dir: Path, stages: Iterable[str]) -> dict:
+_SECTION = re.compile(r"^(.*#\d+)/s(\d+)$")
+
+
+def fold(run_dir: Path, stages: Iterable[str], read: dict[str, dict] | None = None) -> dict:
     """Write `ledger.jsonl` (one line per input record, its final fate) and return the counts.
 
-    Raises if, for any source, records in != kept + rejected.
-    """
+    `read` is what the sources counted (`{"<source>:<where>": {"n", "first", "unit"}}`); every id
+    `#first..#first+n-1` of each file must have exactly one line, and no line may name an id
+    outside them. Raises naming the file and the ids otherwise."""
     final: dict[str, dict] = {}
     repairs: dict[str, list[str]] = collections.defaultdict(list)
     for ev in iter_events(run_dir, stages):
@@ -83,20 +91,80 @@ def fold(run_dir: Path, stages: Iterable[str]) -> dict:
             repairs[ev["id"]].append(ev["reason"])
         else:
             final[ev["id"]] = ev
+    for rid, ev in final.items():
+        if rid in repairs:
+            ev["repairs"] = repairs[rid]
+    lines = group_sections(final)
     out = Path(run_dir) / "ledger.jsonl"
     tmp = out.with_suffix(".jsonl.tmp")
-    counts = summarize_iter(final.values())
     with open(tmp, "wb") as fh:
-        for rid, ev in final.items():
-            if rid in repairs:
-                ev["repairs"] = repairs[rid]
+        for ev in lines.values():
             fh.write(orjson.dumps(ev) + b"\n")
     tmp.replace(out)
-    for source, c in counts["sources"].items():
-        if c["in"] != c["kept"] + c["rejected"]:
-            raise WebtuneError(f"ledger does not reconcile for source {source!r}: {c['in']} records in, "
-                               f"{c['kept']} kept + {c['rejected']} rejected; this is a bug, please report it")
+    counts = summarize_iter(lines.values())
+    if read:
+        counts["files"] = reconcile(lines, read)
     return counts
+
+
+def group_sections(final: dict[str, dict]) -> dict[str, dict]:
+    """One line per input record: a page's sections (`<page>/s<N>`) become the page's line."""
+    lines: dict[str, dict] = {}
+    sections: dict[str, list[dict]] = collections.defaultdict(list)
+    for rid, ev in final.items():
+        m = _SECTION.match(rid)
+        if m:
+            sections[m.group(1)].append({**ev, "section": int(m.group(2))})
+            lines.setdefault(m.group(1), None)
+        else:
+            lines[rid] = ev
+    for page, parts in sections.items():
+        parts.sort(key=lambda e: e["section"])
+        lines[page] = _page_line(page, parts, lines.get(page))
+    return lines
+
+
+def _page_line(page: str, parts: list[dict], own: dict | None) -> dict:
+    kept = [p for p in parts if p["status"] == KEPT]
+    lead = kept[0] if kept else next(p for p in parts if p["status"] == REJECTED)
+    line = {"id": page, "source": lead["source"], "stage": lead["stage"],
+            "status": KEPT if kept else REJECTED, "reason": lead.get("reason", "")}
+    examples = [x for p in kept for x in p.get("example_ids", [])]
+    if examples:
+        line["example_ids"] = examples
+    line["sections"] = [{k: v for k, v in p.items() if k not in ("source",)} for p in parts]
+    if own is not None:  # an event about the page as a whole, besides its sections
+        line["page"] = own
+    return line
+
+
+def reconcile(lines: dict[str, dict], read: dict[str, dict]) -> dict[str, dict]:
+    """Per file: what the source counted and how many ledger lines name it; raises on a mismatch."""
+    seen: dict[str, set[int]] = collections.defaultdict(set)
+    stray = []
+    for rid in lines:
+        where, _, number = rid.rpartition("#")
+        if where in read and number.isdigit():
+            seen[where].add(int(number))
+        elif read and any(where.startswith(k.split(":", 1)[0] + ":") for k in read):
+            stray.append(rid)
+    if stray:
+        raise WebtuneError(f"ledger: {len(stray)} line(s) name no file the source read (first: {stray[0]}); "
+                           f"this is a bug, please report it")
+    per_file = {}
+    for where, c in read.items():
+        got = seen.get(where, set())
+        want = set(range(c.get("first", 1), c.get("first", 1) + c["n"])) if c["n"] is not None else None
+        missing = sorted(want - got) if want is not None else ([] if got else [c.get("first", 1)])
+        extra = sorted(got - want) if want is not None else []
+        if missing or extra:
+            what = (f"missing {', '.join(f'#{i}' for i in missing[:5])}" if missing else
+                    f"unexpected {', '.join(f'#{i}' for i in extra[:5])}")
+            raise WebtuneError(f"ledger: {where}: the source read {c['n'] if c['n'] is not None else 'some'} "
+                               f"{c['unit']}, the ledger has {len(got)} line(s) ({what}); a record was dropped "
+                               f"without an event: this is a bug, please report it")
+        per_file[where] = {"unit": c["unit"], "read": c["n"] if c["n"] is not None else len(got), "ledger": len(got)}
+    return per_file
 
 
 def summarize_iter(events: Iterable[dict]) -> dict:

@@ -1,12 +1,12 @@
 """`webtune preview [overrides] n=5`: a few rendered examples, their token counts and the loss mask.
 
-Nothing is trained or written: records are read, cleaned and rendered as the prepare stage would,
-then tokenized with the model's chat template. Trained (assistant) tokens are shown in green.
+Nothing is trained and no run directory is made: the source's cached snapshot is read (acquired
+into runs/.cache/source/ if there is none, which a `webtune run` with the same source then reuses),
+records are cleaned and rendered as the prepare stage would, then tokenized with the model's chat
+template. Trained (assistant) tokens are shown in green. A paid request (a Bright Data trigger) is
+never made unless `allow_trigger` (`--allow-trigger`).
 """
 from __future__ import annotations
-
-import tempfile
-from pathlib import Path
 
 from rich.panel import Panel
 from rich.text import Text
@@ -18,7 +18,7 @@ console = Console(stderr=True, highlight=False)  # wraps long lines inside panel
 from .records import Rejection
 
 
-def preview(args: list[str]) -> int:
+def preview(args: list[str], allow_trigger: bool = False) -> int:
     n = 5
     rest = []
     for a in args:
@@ -28,6 +28,7 @@ def preview(args: list[str]) -> int:
             rest.append(a)
     cfg = validate_overrides(rest)  # composed once, config mistakes reported in one line
     from . import sources
+    from .sources.cache import acquire_cached
     from .prepare.clean import Cleaner
     from .prepare.pipeline import plain
     from .prepare.render import Invalid, load_tasks
@@ -38,25 +39,24 @@ def preview(args: list[str]) -> int:
         from .mix.tokenize import ChatTokenizer, load_tokenizer
         chat = ChatTokenizer(load_tokenizer(cfg.model), cfg.model.name_or_path)
     shown = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = sources.acquire(cfg.source, Path(tmp), console=console)
-        for item in sources.iter_records(cfg.source, paths):
-            if shown >= n:
-                break
-            if isinstance(item, Rejection):
-                console.print(f"[yellow]{item.id}[/yellow] rejected: {item.reason} {item.detail}")
+    snap = acquire_cached(cfg.source, cfg.runs_dir, allow_paid=allow_trigger, console=console)
+    for item in sources.iter_records(sources.reading_config(cfg.source, snap.root), snap.paths):
+        if shown >= n:
+            break
+        if isinstance(item, Rejection):
+            console.print(f"[yellow]{item.id}[/yellow] rejected: {item.reason} {item.detail}")
+            continue
+        fields = dict(item.fields)
+        repairs = list(cleaner.clean(fields))
+        for task in tasks:
+            try:
+                task.check(fields)
+                messages = task.render(fields)
+            except Invalid as exc:
+                console.print(f"[yellow]{item.id}[/yellow] {task.name}: rejected: {exc}")
                 continue
-            fields = dict(item.fields)
-            repairs = list(cleaner.clean(fields))
-            for task in tasks:
-                try:
-                    task.check(fields)
-                    messages = task.render(fields)
-                except Invalid as exc:
-                    console.print(f"[yellow]{item.id}[/yellow] {task.name}: rejected: {exc}")
-                    continue
-                show(item.id, task.name, messages, chat, repairs)
-                shown += 1
+            show(item.id, task.name, messages, chat, repairs)
+            shown += 1
     return 0
 
 

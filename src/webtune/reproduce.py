@@ -1,7 +1,11 @@
-"""`webtune reproduce RUN`: rerun RUN/config.yaml (never conf/) into a new directory and compare.
+"""`webtune reproduce RUN [--data-only]`: recompute RUN from its own config and raw data, and compare.
 
-Checks the inputs first (a new snapshot or an edited file is said plainly), then the data
-hashes stage by stage, then the metrics.
+RUN/config.yaml is loaded verbatim (never conf/) and RUN/data/raw/ is copied (fresh files, no hard
+links) into a new run directory; every deterministic stage after the source runs there with the
+stage cache off, so nothing is restored and nothing is compared with itself. Then every data file
+(examples, splits, packed rows, mix plan, ledger events and ledger) is compared byte for byte and the
+ones that differ are named; with training, the metric deltas are reported. The original run is
+only read: its files' hashes are taken before and after, and a change is reported as an error.
 """
 from __future__ import annotations
 
@@ -10,75 +14,125 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .commands import attach_run_log, execute, load_run_config
+from .commands import attach_run_log, load_run_config
 from .console import console, log
-from .rundir import hash_path, new_run_dir, read_json
-from .runner import _link_tree
-from .stages import SOURCES_JSON, SPLITS
+from .errors import WebtuneError
+from .rundir import copy_tree, hash_path, new_run_dir, read_json
+from .stages import SOURCES_JSON
 
-DATA = ["data/examples.jsonl"] + SPLITS + ["data/packed", "ledger.jsonl"]
+DATA_STAGES = ["prepare", "mix", "ledger"]
+COMPARED = ["data", "ledger", "ledger.jsonl"]     # every file under these, except data/raw
 METRICS = [("domain loss (tuned)", ("tuned", "domain", "loss")), ("general loss (tuned)", ("tuned", "general", "loss")),
-           ("domain loss (base)", ("base", "domain", "loss"))]
+           ("domain loss (base)", ("base", "domain", "loss")), ("general loss (base)", ("base", "general", "loss"))]
 
 
-def reproduce(original: Path) -> int:
+def reproduce(run_dir: Path, data_only: bool = False) -> int:
+    """0 when every data file (and, with training, every metric) is identical; 1 otherwise."""
+    original = Path(run_dir)
     cfg = load_run_config(original)
-    new = new_run_dir(cfg.runs_dir, cfg.name)
-    shutil.copy2(original / "config.yaml", new / "config.yaml")
-    if (original / ".hydra").is_dir():
-        shutil.copytree(original / ".hydra", new / ".hydra")
-    raw = original / "data/raw"
-    if raw.is_dir():  # what a snapshot or crawl delivered: reuse it, never fetch or trigger again
-        for src in raw.iterdir():
-            if src.is_dir():
-                _link_tree(src, new / "data/raw" / src.name)
+    before = file_hashes(original)
+    new = _prepare_copy(original, cfg)
+    log(f"reproducing {original} -> {new} (stage cache off{', data stages only' if data_only else ''})")
+    edited = raw_changes(new)
+    for line in edited:
+        log(f"[yellow]{line}[/yellow]")
+    _run(cfg, new, data_only)
+    differ = compare_data(original, new)
+    same_metrics = data_only or compare_metrics(original, new)
+    if file_hashes(original) != before:
+        raise WebtuneError(f"reproduce changed files of the original run {original}: this is a bug, please report it")
+    log(f"original run {original}: unchanged ({len(before)} files, hashes before and after identical)")
+    return 0 if not differ and not edited and same_metrics else 1
+
+
+def _prepare_copy(original: Path, cfg) -> Path:
+    new = new_run_dir(cfg.runs_dir, f"{cfg.name}_reproduce")
+    shutil.copyfile(original / "config.yaml", new / "config.yaml")
+    for part in (".hydra", "data/raw"):
+        if (original / part).is_dir():
+            copy_tree(original / part, new / part)  # fresh files: the new run never shares an inode
+    if not (new / SOURCES_JSON).exists():
+        raise WebtuneError(f"{original / SOURCES_JSON} not found: the run has no raw data to reproduce from "
+                           f"(was it made before source snapshots were kept?)")
     attach_run_log(new)
-    log(f"reproducing {original} -> {new}")
-    execute(cfg, new, fresh=False, only={"source"})
-    changed = compare_inputs(original, new)
-    if changed:
-        log("[yellow]the source data changed since the original run[/yellow]; results will differ:")
-        for line in changed:
-            log(f"  {line}")
-    execute(cfg, new, fresh=False)
-    same = compare_outputs(original, new)
-    return 0 if same and not changed else 1
+    return new
 
 
-def compare_inputs(original: Path, new: Path) -> list[str]:
-    old = read_json(original / SOURCES_JSON, {}) or {}
-    cur = read_json(new / SOURCES_JSON, {}) or {}
+def _run(cfg, new: Path, data_only: bool) -> None:
+    from .runner import Runner
+    from .stages import build_stages
+    stages = build_stages()
+    wanted = {s.name for s in stages if s.name != "source" and (not data_only or s.name in DATA_STAGES)}
+    wanted.discard("register")
+    Runner(cfg, new, stages, console, log, use_cache=False).run(only=wanted)
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hash_path(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def raw_changes(run_dir: Path) -> list[str]:
+    """The raw files whose bytes are not those sources.json recorded when the source delivered them."""
+    found = read_json(run_dir / SOURCES_JSON, {}) or {}
     changes = []
-    for side, info in old.items():
-        now = cur.get(side, {}).get("sha256", {})
-        for path, digest in info.get("sha256", {}).items():
-            if path not in now:
-                changes.append(f"{side} input {path} is gone")
-            elif now[path] != digest:
-                changes.append(f"{side} input {path} changed (sha256 {digest[:12]} -> {now[path][:12]})")
-        for path in set(now) - set(info.get("sha256", {})):
-            changes.append(f"{side} input {path} is new")
+    for side, info in found.items():
+        for rel, digest in info.get("sha256", {}).items():
+            path = run_dir / rel
+            if not path.exists():
+                changes.append(f"{side} raw input {rel} is missing")
+            elif hash_path(path) != digest:
+                changes.append(f"{side} raw input {rel} changed since the run (sha256 {digest[:12]} -> "
+                               f"{hash_path(path)[:12]})")
     return changes
 
 
-def compare_outputs(original: Path, new: Path) -> bool:
-    table = Table(title="reproduce: original vs new")
-    for col in ("what", "original", "new", "same"):
-        table.add_column(col)
-    all_same = True
-    for rel in DATA:
-        a = hash_path(original / rel)[:12] if (original / rel).exists() else "-"
-        b = hash_path(new / rel)[:12] if (new / rel).exists() else "-"
-        all_same &= a == b
-        table.add_row(rel, a, b, "yes" if a == b else "[red]NO[/red]")
+def data_files(run_dir: Path) -> dict[str, str]:
+    out = {}
+    for part in COMPARED:
+        root = run_dir / part
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+        for f in files:
+            rel = f.relative_to(run_dir).as_posix()
+            if not rel.startswith("data/raw/"):
+                out[rel] = hash_path(f)
+    return out
+
+
+def compare_data(original: Path, new: Path) -> list[str]:
+    """The data files that differ (or exist on one side only), printed; [] when all are identical."""
+    a, b = data_files(original), data_files(new)
+    differ = sorted(rel for rel in set(a) | set(b) if a.get(rel) != b.get(rel))
+    if differ:
+        table = Table(title="reproduce: data files that differ")
+        for col in ("file", "original", "reproduced"):
+            table.add_column(col)
+        for rel in differ:
+            table.add_row(rel, a.get(rel, "-")[:12], b.get(rel, "-")[:12])
+        console.print(table)
+        log(f"[red]{len(differ)} of {len(set(a) | set(b))} data files differ[/red]")
+    else:
+        log(f"[green]all {len(a)} data files identical[/green] (examples, splits, packed, ledger)")
+    return differ
+
+
+def compare_metrics(original: Path, new: Path) -> bool:
     ma = read_json(original / "eval/metrics.json", {}) or {}
     mb = read_json(new / "eval/metrics.json", {}) or {}
+    table = Table(title="reproduce: metrics")
+    for col in ("metric", "original", "reproduced", "delta"):
+        table.add_column(col)
+    same = True
     for name, path in METRICS:
         va, vb = _get(ma, path), _get(mb, path)
-        table.add_row(name, str(va), str(vb), "yes" if va == vb else "differs")
+        if va is None and vb is None:
+            continue
+        delta = vb - va if isinstance(va, (int, float)) and isinstance(vb, (int, float)) else None
+        same &= va == vb
+        table.add_row(name, str(va), str(vb), f"{delta:+.6g}" if delta is not None else "-")
     console.print(table)
-    log("[green]data hashes identical[/green]" if all_same else "[red]data hashes differ[/red]")
-    return all_same
+    log("[green]metrics identical[/green]" if same else
+        "[yellow]metrics differ: training is not bit-reproducible here (see the deltas)[/yellow]")
+    return same
 
 
 def _get(d: dict, path: tuple):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .runner import Stage, StageContext
-from .rundir import hash_path, read_json, write_json
+from .rundir import hash_path, hub_revision, read_json, write_json
 
 SOURCES_JSON = "data/raw/sources.json"
 SPLITS = ["data/train.jsonl", "data/val.jsonl", "data/test.jsonl", "data/general_test.jsonl"]
@@ -24,26 +24,41 @@ def source_inputs(cfg) -> list[tuple[str, object]]:
 
 
 def run_source(ctx: StageContext) -> dict:
+    """Link each source's cached snapshot (acquired once per content key) into data/raw/<name>/ and
+    describe it in sources.json: paths relative to the run directory, content hashes, counts."""
     from . import sources
+    from .sources import cache
     found = {}
     for side, src in source_inputs(ctx.cfg):
-        raw_dir = ctx.run_dir / "data" / "raw" / src.name
-        paths = sources.acquire(src, raw_dir, console=ctx.console)
-        found[side] = {"name": src.name, "kind": src.kind,
-                       "paths": [str(p) for p in paths],
-                       "sha256": {str(p): hash_path(p) for p in paths}}
-        ctx.log(f"  {side} source {src.name!r} ({src.kind}): {len(paths)} file(s)")
+        snap = cache.acquire_cached(src, ctx.cfg.runs_dir, allow_paid=True, console=ctx.console)
+        paths, root = cache.link_into(snap, ctx.run_dir / "data" / "raw" / src.name)
+        rel = [p.relative_to(ctx.run_dir).as_posix() for p in paths]
+        found[side] = {"name": src.name, "kind": src.kind, "snapshot": snap.key,
+                       "root": root.relative_to(ctx.run_dir).as_posix() if root is not None else None,
+                       "paths": rel, "sha256": {r: hash_path(p) for r, p in zip(rel, paths)},
+                       "counts": sources.count(sources.reading_config(src, root), paths)}
+        ctx.log(f"  {side} source {src.name!r} ({src.kind}): {len(paths)} file(s), snapshot {snap.key[:12]}")
     write_json(ctx.run_dir / SOURCES_JSON, found)
     return {"sources": {v["name"]: len(v["paths"]) for v in found.values()}}
 
 
+def raw_inputs(cfg, run_dir: Path) -> list[tuple[str, object, list[Path]]]:
+    """(side, source config to read with, raw paths) of each source, as sources.json records them."""
+    from . import sources
+    found = read_json(Path(run_dir) / SOURCES_JSON)
+    out = []
+    for side, src in source_inputs(cfg):
+        info = found[side]
+        root = Path(run_dir) / info["root"] if info.get("root") else None
+        out.append((side, sources.reading_config(src, root), [Path(run_dir) / p for p in info["paths"]]))
+    return out
+
+
 def run_prepare(ctx: StageContext) -> dict:
     from . import prepare
-    found = read_json(ctx.run_dir / SOURCES_JSON)
     templates = {"domain": ctx.cfg.template, "general": ctx.cfg.mix.general.template}
-    inputs = [prepare.PrepareInput(side=side, source=src, template=templates[side],
-                                   paths=[Path(p) for p in found[side]["paths"]])
-              for side, src in source_inputs(ctx.cfg)]
+    inputs = [prepare.PrepareInput(side=side, source=src, template=templates[side], paths=paths)
+              for side, src, paths in raw_inputs(ctx.cfg, ctx.run_dir)]
     return prepare.run(ctx.cfg, ctx.run_dir, inputs, console=ctx.console)
 
 
@@ -73,7 +88,9 @@ def tokenizer_files(cfg) -> list[Path]:
 
 def run_ledger(ctx: StageContext) -> dict:
     from . import ledger
-    counts = ledger.fold(ctx.run_dir, LEDGER_STAGES)
+    found = read_json(ctx.run_dir / SOURCES_JSON, {}) or {}
+    counts = ledger.fold(ctx.run_dir, LEDGER_STAGES,
+                         read={k: n for side in found.values() for k, n in (side.get("counts") or {}).items()})
     for name, c in counts["sources"].items():
         ctx.log(f"  ledger {name}: {c['in']} in = {c['kept']} kept + {c['rejected']} rejected")
     return counts
@@ -85,6 +102,24 @@ def run_train(ctx: StageContext) -> dict:
         return openai_ft.train(ctx.cfg, ctx.run_dir, console=ctx.console)
     from .backends import hf
     return hf.train(ctx.cfg, ctx.run_dir, console=ctx.console)
+
+
+def hub_revisions(cfg) -> dict:
+    """The commits the model and tokenizer hub ids resolve to (local folders are hashed instead)."""
+    if cfg.model.kind != "hf":
+        return {}
+    names = {cfg.model.name_or_path, cfg.model.tokenizer or cfg.model.name_or_path}
+    return {n: hub_revision(n) for n in sorted(names) if not Path(n).is_dir()}
+
+
+# distributions whose version changes a stage's output bytes
+PREPARE_LIBS = ["trafilatura", "ftfy", "rensa", "datasketch", "py3langid", "jinja2", "jsonschema", "ijson",
+                "orjson", "webvtt-py", "lxml", "justext", "protego", "datasets"]
+MODEL_LIBS = ["transformers", "tokenizers", "jinja2"]
+TRAIN_LIBS = MODEL_LIBS + ["torch", "peft", "accelerate", "safetensors", "openai"]
+EVAL_LIBS = TRAIN_LIBS + ["sacrebleu", "rouge-score"]
+GENERAL = ["mix.general.enabled", "mix.general.source", "mix.general.template"]
+MIX_MODEL = ["model.kind", "model.name_or_path", "model.tokenizer", "model.chat_template", "model.eos_token"]
 
 
 def model_files(cfg) -> list[Path]:
@@ -114,26 +149,25 @@ def run_register(ctx: StageContext) -> dict:
 def build_stages() -> list[Stage]:
     return [
         Stage("source", run_source, config=["source", "mix.general.enabled", "mix.general.source"],
-              outputs=[SOURCES_JSON], cacheable=False),
-        Stage("prepare", run_prepare,
-              config=["source", "template", "prepare", "mix.general.enabled", "mix.general.source",
-                      "mix.general.template"],
-              inputs=[SOURCES_JSON], outputs=["data/examples.jsonl", "ledger/prepare"],
-              external=template_files),
-        Stage("mix", run_mix,
-              config=["mix", "model.kind", "model.name_or_path", "model.tokenizer", "model.chat_template"],
+              context=["runs_dir"], outputs=["data/raw"], cacheable=False),
+        Stage("prepare", run_prepare, config=["source", "template", "prepare"] + GENERAL,
+              context=["runs_dir"], inputs=[SOURCES_JSON], outputs=["data/examples.jsonl", "ledger/prepare"],
+              external=template_files, libraries=PREPARE_LIBS),
+        Stage("mix", run_mix, config=["mix"] + MIX_MODEL, context=["runs_dir"],
               inputs=["data/examples.jsonl"], outputs=SPLITS + ["data/mix.json", "data/packed", "ledger/mix"],
-              external=tokenizer_files),
-        Stage("ledger", run_ledger, config=[], inputs=["ledger/prepare", "ledger/mix"],
+              external=tokenizer_files, libraries=MODEL_LIBS, revisions=hub_revisions),
+        Stage("ledger", run_ledger, config=[], inputs=[SOURCES_JSON, "ledger/prepare", "ledger/mix"],
               outputs=["ledger.jsonl"]),
-        Stage("train", run_train, config=["model"],
+        Stage("train", run_train, config=["model", "mix.max_seq_len"], context=["runs_dir"],
               inputs=["data/packed", "data/train.jsonl", "data/val.jsonl"], outputs=["model"],
-              external=model_files, keep=["model/openai_job.json"], scratch=["checkpoints"]),
-        Stage("evaluate", run_evaluate, config=["eval", "model", "template"],
-              inputs=["model"] + SPLITS, outputs=["eval"], external=model_files),
-        Stage("report", run_report, config=["name"],
+              external=model_files, keep=["model/openai_job.json"], scratch=["checkpoints"],
+              libraries=TRAIN_LIBS, revisions=hub_revisions),
+        Stage("evaluate", run_evaluate, config=["eval", "model", "template", "mix.max_seq_len", "mix.packing"],
+              context=["runs_dir"], inputs=["model"] + SPLITS, outputs=["eval"], external=model_files,
+              libraries=EVAL_LIBS, revisions=hub_revisions),
+        Stage("report", run_report, config=["name"], whole_config=True,
               inputs=["stats", "eval", "ledger.jsonl", "data/mix.json"],
               outputs=["report.html", "metrics.json"], cacheable=False),
-        Stage("register", run_register, config=["registry"], inputs=["model", "metrics.json"],
+        Stage("register", run_register, config=["registry", "name"], inputs=["model", "metrics.json"],
               outputs=["registered.json"], enabled=lambda cfg: cfg.registry.auto_register, cacheable=False),
     ]

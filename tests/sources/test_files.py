@@ -72,7 +72,7 @@ def write_bad_jsonl(path):
         b'{"title": "truncated", "n"',             # 2 malformed_json
         b'{"title": "\xff\xfe broken"}',            # 3 invalid_utf8
         b'["a", "list"]',                          # 4 not_an_object
-        b"",                                       # 5 blank: no record at all
+        b"",                                       # 5 blank_line: a rejection, never silently skipped
         orjson.dumps(big),                         # 6 a 1 MB record: kept
         b'{"price": "N/A", "features": "odd"}',    # 7 odd fields pass through
         b"42",                                     # 8 not_an_object
@@ -83,7 +83,8 @@ def write_bad_jsonl(path):
 def test_jsonl_bad_lines_become_rejections_naming_file_and_line(tmp_path):
     write_bad_jsonl(tmp_path / "p.jsonl")
     got = by_id(read(cfg_for(tmp_path / "p.jsonl")))
-    assert sorted(got, key=lambda i: int(i.split("#")[1])) == [f"src:p.jsonl#{n}" for n in (1, 2, 3, 4, 6, 7, 8)]
+    assert sorted(got, key=lambda i: int(i.split("#")[1])) == [f"src:p.jsonl#{n}" for n in range(1, 9)]
+    assert got["src:p.jsonl#5"].reason == "blank_line" and "p.jsonl line 5" in got["src:p.jsonl#5"].detail
     assert isinstance(got["src:p.jsonl#1"], Record) and got["src:p.jsonl#1"].fields == {"title": "ok", "n": 1}
     assert (got["src:p.jsonl#2"].reason, got["src:p.jsonl#3"].reason, got["src:p.jsonl#4"].reason) == \
         ("malformed_json", "invalid_utf8", "not_an_object")
@@ -291,36 +292,54 @@ def test_gen_products_json_and_csv_agree_with_jsonl(products):
 
 
 # ---------------------------------------------------------------- general datasets
+def read_general(cfg, raw_dir, shard=0, n_shards=1):
+    """Acquire the rows into raw_dir (as the source cache does), then read them back."""
+    paths = general.acquire(cfg, raw_dir) if not (raw_dir / "rows.jsonl.gz").exists() else [raw_dir / "rows.jsonl.gz"]
+    return list(general.iter_records(cfg, "gen", paths, shard, n_shards))
+
+
 def test_general_reads_local_files_and_directories(tmp_path):
     rows = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(1, 8)]
     (tmp_path / "g.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = OmegaConf.structured(HFConfig(path=str(tmp_path / "g.jsonl")))
-    got = list(general.iter_records(cfg, "gen"))
+    (tmp_path / "raw").mkdir()
+    got = read_general(cfg, tmp_path / "raw")
     assert [x.fields for x in got] == rows
     assert got[0].id == f"gen:{tmp_path / 'g.jsonl'}#1"
-    shards = [list(general.iter_records(cfg, "gen", s, 3)) for s in range(3)]
+    shards = [read_general(cfg, tmp_path / "raw", s, 3) for s in range(3)]
     assert sorted(x.id for s in shards for x in s) == sorted(x.id for x in got)
     (tmp_path / "dir").mkdir()
     (tmp_path / "dir" / "chat.jsonl").write_text(json.dumps(
         {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}) + "\n")
-    d = list(general.iter_records(OmegaConf.structured(HFConfig(path=str(tmp_path / "dir"))), "gen"))
+    (tmp_path / "raw2").mkdir()
+    d = read_general(OmegaConf.structured(HFConfig(path=str(tmp_path / "dir"))), tmp_path / "raw2")
     assert d[0].fields["messages"][1]["content"] == "hello"
+
+
+def test_general_identity_follows_the_local_data_and_the_read_settings(tmp_path):
+    (tmp_path / "g.jsonl").write_text('{"q": 1}\n')
+    cfg = OmegaConf.structured(HFConfig(path=str(tmp_path / "g.jsonl")))
+    first = general.cache_identity(cfg)
+    (tmp_path / "g.jsonl").write_text('{"q": 2}\n')
+    assert general.cache_identity(cfg)["content"] != first["content"]
+    cfg.split = "test"
+    assert general.cache_identity(cfg)["split"] == "test"
 
 
 def test_general_unknown_dataset_is_one_clear_error(tmp_path):
     # In a fresh process, so HF_HUB_OFFLINE takes effect (huggingface_hub reads it on import).
     code = ("from omegaconf import OmegaConf\nfrom webtune.config import HFConfig\nfrom webtune.sources import general\n"
-            "list(general.iter_records(OmegaConf.structured(HFConfig(path='no-such-org/no-such-set')), 'gen'))")
+            "general.acquire(OmegaConf.structured(HFConfig(path='no-such-org/no-such-set')), '.')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode != 0
     assert "WebtuneError: source.hf: cannot open dataset 'no-such-org/no-such-set'" in r.stderr
     (tmp_path / "x.xlsx").write_bytes(b"PK")
     with pytest.raises(WebtuneError, match="x.xlsx"):
-        list(general.iter_records(OmegaConf.structured(HFConfig(path=str(tmp_path / "x.xlsx"))), "gen"))
+        general.acquire(OmegaConf.structured(HFConfig(path=str(tmp_path / "x.xlsx"))), tmp_path)
     (tmp_path / "broken.jsonl").write_text('{"a": 1}\n{"a": \n')
     with pytest.raises(WebtuneError, match="broken.jsonl"):
-        list(general.iter_records(OmegaConf.structured(HFConfig(path=str(tmp_path / "broken.jsonl"))), "gen"))
+        general.acquire(OmegaConf.structured(HFConfig(path=str(tmp_path / "broken.jsonl"))), tmp_path)
 
 
 def test_social_post_template_renders_linkedin_and_reddit_rows(tmp_path):

@@ -67,6 +67,38 @@ def resolve(cfg) -> list[Path]:
     return paths
 
 
+def layout(cfg) -> tuple[Path, dict[str, Path], str]:
+    """(base, {path relative to base: file}, the source root relative to base): base is the
+    deepest folder holding every file and the root, so a copy keeps ids relative to the root."""
+    paths = resolve(cfg)
+    root = _base(cfg, paths)
+    base = Path(os.path.commonpath([str(root)] + [str(p.parent) for p in paths]))
+    return base, {relative(p, base): p for p in paths}, relative(root, base)
+
+
+def cache_identity(cfg) -> dict:
+    """What a files snapshot is made of: each file's content, where it lies, where the root is."""
+    from ..rundir import sha256_file
+    _, files, root = layout(cfg)
+    return {"root": root, "files": {rel: sha256_file(p) for rel, p in files.items()}}
+
+
+def acquire(cfg, raw_dir: Path) -> list[Path]:
+    """Copy the files into raw_dir at their place relative to the root (so the run keeps what it read
+    even if the originals change); returns the copies, in resolve order."""
+    import shutil
+    _, files, _ = layout(cfg)
+    out = []
+    for rel, src in files.items():
+        dst = Path(raw_dir) / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)  # a fresh file: never written through a hard link
+        out.append(dst)
+    return out
+
+
 def _locate(spec: str) -> str:
     """A relative path is looked up in the working directory, then in webtune's shipped files (so
     the shipped examples/ work from anywhere, as the shipped templates/ do)."""
@@ -158,7 +190,7 @@ def _empty(source: str, rel: str) -> Rejection:
 # ---------------------------------------------------------------- JSONL
 def _jsonl(cfg, source: str, path: Path, rel: str, shard: int, n_shards: int) -> Iterator[Record | Rejection]:
     size = path.stat().st_size
-    if size == 0 or (shard == 0 and not _has_content(path)):
+    if size == 0 or not _has_content(path):  # every shard asks: blank lines are then no records
         if shard == 0:
             yield _empty(source, rel)
         return
@@ -183,8 +215,8 @@ def _jsonl(cfg, source: str, path: Path, rel: str, shard: int, n_shards: int) ->
             try:
                 obj = loads(line)
             except JSONDecodeError as e:
-                if line.strip():  # a blank line holds no record
-                    yield _bad_line(source, rel, line_no, line, e)
+                yield (_bad_line(source, rel, line_no, line, e) if line.strip() else
+                       Rejection(prefix + str(line_no), source, "blank_line", f"{rel} line {line_no}: blank"))
                 continue
             if type(obj) is dict:
                 yield Record(prefix + str(line_no), source, obj)
@@ -266,9 +298,12 @@ def _json(cfg, source: str, path: Path, rel: str, turn: _Turns) -> Iterator[Reco
         except (ijson.JSONError, ijson.IncompleteJSONError, UnicodeDecodeError) as e:
             # The rest of the file cannot be read: one rejection says where it broke.
             if turn.mine():
+                from .counting import json_items
+                stop = json_items(path, cfg.json_key if prefix != "item" else None).broke_at
+                where = f"at byte {stop:,}" if stop is not None else "near its end"
                 yield Rejection(record_id(source, rel, index + 1), source, "malformed_json",
-                                f"{rel}: unreadable after item {index} ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
-                                f"items after it are lost")
+                                f"{rel}: reading stopped {where}, after item {index} ({type(e).__name__}: "
+                                f"{' '.join(str(e).split())[:200]}); nothing after it could be read")
             return
     if index == 0 and prefix.endswith(".item") and not _has_key(path, cfg.json_key) and turn.mine():
         yield Rejection(record_id(source, rel, 1), source, "missing_json_key",

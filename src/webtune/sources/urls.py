@@ -53,6 +53,14 @@ class Fetched:
     detail: str = ""
 
 
+# ---------------------------------------------------------------- cache identity
+def cache_identity(cfg) -> dict:
+    """What a crawl's result depends on (sources.cache keys it): the URLs, in order, and the settings
+    that change what is fetched; not the politeness knobs (delay, concurrency, retries, timeout)."""
+    return {"urls": read_urls(cfg), "user_agent": cfg.user_agent, "max_bytes": cfg.max_bytes,
+            "respect_robots": cfg.respect_robots, "fetch": cfg.get("fetch", "direct")}
+
+
 # ---------------------------------------------------------------- URL list
 def read_urls(cfg) -> list[str]:
     """Inline `urls` then `urls_file` (one per line; blank lines and # comments skipped), each once."""
