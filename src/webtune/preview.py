@@ -39,8 +39,9 @@ def preview(args: list[str], allow_trigger: bool = False) -> int:
         from .mix.tokenize import ChatTokenizer, load_tokenizer
         chat = ChatTokenizer(load_tokenizer(cfg.model), cfg.model.name_or_path)
     shown = 0
-    snap = acquire_cached(cfg.source, cfg.runs_dir, allow_paid=allow_trigger, console=console)
-    for item in sources.iter_records(sources.reading_config(cfg.source, snap.root), snap.paths):
+    src = sources.as_requested(cfg.source, cfg.template, cfg.prepare)  # the same key a run computes
+    snap = acquire_cached(src, cfg.runs_dir, allow_paid=allow_trigger, console=console)
+    for item in sources.iter_records(sources.reading_config(src, snap.root), snap.paths):
         if shown >= n:
             break
         if isinstance(item, Rejection):

@@ -23,13 +23,20 @@ def source_inputs(cfg) -> list[tuple[str, object]]:
     return out
 
 
+def requested_sources(cfg) -> list[tuple[str, object]]:
+    """(side, source config as acquired): with the fields its template reads, where a source asks."""
+    from . import sources
+    templates = {"domain": cfg.template, "general": cfg.mix.general.template}
+    return [(side, sources.as_requested(src, templates[side], cfg.prepare)) for side, src in source_inputs(cfg)]
+
+
 def run_source(ctx: StageContext) -> dict:
     """Link each source's cached snapshot (acquired once per content key) into data/raw/<name>/ and
     describe it in sources.json: paths relative to the run directory, content hashes, counts."""
     from . import sources
     from .sources import cache
     found = {}
-    for side, src in source_inputs(ctx.cfg):
+    for side, src in requested_sources(ctx.cfg):
         snap = cache.acquire_cached(src, ctx.cfg.runs_dir, allow_paid=True, console=ctx.console)
         paths, root = cache.link_into(snap, ctx.run_dir / "data" / "raw" / src.name)
         rel = [p.relative_to(ctx.run_dir).as_posix() for p in paths]
@@ -148,7 +155,7 @@ def run_register(ctx: StageContext) -> dict:
 
 def build_stages() -> list[Stage]:
     return [
-        Stage("source", run_source, config=["source", "mix.general.enabled", "mix.general.source"],
+        Stage("source", run_source, config=["source", "template", "prepare"] + GENERAL,
               context=["runs_dir"], outputs=["data/raw"], cacheable=False),
         Stage("prepare", run_prepare, config=["source", "template", "prepare"] + GENERAL,
               context=["runs_dir"], inputs=[SOURCES_JSON], outputs=["data/examples.jsonl", "ledger/prepare"],

@@ -74,6 +74,15 @@ class FakeWeb:
     def hits(self, path: str, status: int | None = None) -> list[dict]:
         return [e for e in self.log if e["path"] == path and (status is None or e["status"] == status)]
 
+    def requests_per_page(self) -> dict[str, int]:
+        """How many times each path other than /robots.txt was asked for (a 304 counts too)."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            for e in self.log:
+                if e["path"] != "/robots.txt":
+                    counts[e["path"]] = counts.get(e["path"], 0) + 1
+        return counts
+
     # ------------------------------------------------------------ content
     def page(self, name: str) -> bytes | None:
         if name in self.pages:

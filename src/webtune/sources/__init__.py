@@ -50,6 +50,13 @@ def identity(cfg) -> dict:
     return {"kind": cfg.kind, **found}
 
 
+def as_requested(cfg, template, prepare):
+    """The source config as it will be acquired: a module's `with_output_fields` adds what the
+    templates and filters read (Bright Data's custom_output_fields), so the cache key holds it."""
+    derive = getattr(module(cfg), "with_output_fields", None)
+    return derive(cfg, template, prepare) if derive is not None else cfg
+
+
 def acquire(cfg, raw_dir: Path, console=None, allow_paid: bool = True) -> list[Path]:
     kind = cfg.kind
     if kind == "files":

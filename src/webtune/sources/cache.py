@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import fcntl
+import importlib
 import json
 import shutil
 import time
@@ -115,8 +116,31 @@ def _valid(entry: Path) -> dict | None:
     log(f"[yellow]source cache {entry}: {len(bad)} file(s) missing or changed ({', '.join(bad[:3])}); "
         f"acquiring them again[/yellow]")
     (entry / COMPLETE).unlink()
-    for rel in bad:
-        (entry / "data" / rel).unlink(missing_ok=True)
+    keep = getattr(_module_of(meta["kind"]), "STATE_FILE", None)
+    for rel in meta["files"]:  # acquire rewrites what it delivers; its own state (a snapshot id) stays
+        if rel != keep:
+            (entry / "data" / rel).unlink(missing_ok=True)
+    return None
+
+
+def _module_of(kind: str):
+    from . import MODULES
+    return importlib.import_module(f"{__package__}.{MODULES[kind]}") if kind in MODULES else None
+
+
+def cached_copy(path: Path) -> Path | None:
+    """The cache entry file a run's raw file is a hard link of (to name it in a message), if any."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    root = Path(path).resolve()
+    for parent in root.parents:  # <runs>/<run>/data/raw/<name>/<file> or deeper in a sweep
+        entries = parent / CACHE
+        if entries.is_dir():
+            for f in entries.glob("*/data/**/*"):
+                if f.is_file() and f.stat().st_ino == st.st_ino and f.stat().st_dev == st.st_dev:
+                    return f
     return None
 
 

@@ -85,7 +85,7 @@ def acquire(cfg, raw_dir: Path, console=None) -> list[Path]:
     out = Path(raw_dir) / "rows.jsonl.gz"
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     n = 0
-    with gzip.open(tmp, "wb", compresslevel=6) as fh:
+    with gzip.GzipFile(tmp, "wb", compresslevel=6, mtime=0) as fh:  # same rows, same bytes
         while True:
             try:
                 row = next(rows)

@@ -245,7 +245,7 @@ def _read_capped(r, max_bytes: int) -> tuple[bytes, str]:
 
 def _store(out: Fetched, body: bytes, pages_dir: Path) -> Fetched:
     name = f"{out.n}.html.gz"
-    with gzip.open(pages_dir / name, "wb", compresslevel=6) as fh:
+    with gzip.GzipFile(pages_dir / name, "wb", compresslevel=6, mtime=0) as fh:  # same page, same bytes
         fh.write(body)
     out.file = name
     return out
