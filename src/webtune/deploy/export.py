@@ -473,6 +473,7 @@ def _build(source: Source, fmt: str, quant: Optional[str], ollama: bool, tmp: Pa
         with console.status("reading the GGUF back with transformers' GGUF loader and comparing"):
             record["checks"] = verify_gguf(gguf_file, quant, lm, trained, base)
         shutil.rmtree(merged)
+        (tmp / "chat_template.jinja").write_text(lm.tokenizer.chat_template)  # for --chat-template-file
         record["file"] = gguf_file.name
         if ollama:
             (tmp / "Modelfile").write_text(modelfile(lm, gguf_file.name))
