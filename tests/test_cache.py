@@ -239,3 +239,76 @@ def test_template_edit_changes_the_key_the_output_and_reruns_what_follows(pipeli
     assert users and all(u.startswith("Write a short product description") for u in users)
     assert sorted(p.name for p in (pipeline_runs["runs"] / ".cache/prepare").iterdir()) == sorted(
         [a["prepare"]["key"], b["prepare"]["key"]])
+
+
+# ------------------------------------------------------------------ complete keys (issue 16)
+def stage_named(name: str) -> Stage:
+    from webtune.stages import build_stages
+    return next(s for s in build_stages() if s.name == name)
+
+
+@pytest.fixture
+def composed(tmp_path):
+    from tests.conftest import TINY_MODEL
+    from webtune.commands import validate_overrides
+    return lambda *over: validate_overrides([f"runs_dir={tmp_path / 'runs'}", *TINY_MODEL, *over])
+
+
+def test_mix_key_holds_eos_token_and_library_versions_but_not_the_learning_rate(composed, tmp_path):
+    mix, versions = stage_named("mix"), {"transformers": "5.0.0", "tokenizers": "0.22.0", "jinja2": "3.1.6"}
+    base, _ = stage_key(mix, composed(), tmp_path, versions)
+    assert stage_key(mix, composed("model.eos_token='</s>'"), tmp_path, versions)[0] != base
+    assert stage_key(mix, composed(), tmp_path, {**versions, "tokenizers": "0.23.0"})[0] != base
+    assert stage_key(mix, composed("model.train.learning_rate=1e-5"), tmp_path, versions)[0] == base
+    assert stage_key(stage_named("train"), composed(), tmp_path, versions)[0] != \
+        stage_key(stage_named("train"), composed("mix.max_seq_len=256"), tmp_path, versions)[0]
+
+
+def test_a_stage_sees_only_the_config_its_key_holds(tmp_path):
+    from omegaconf.errors import ConfigAttributeError
+    seen = {}
+
+    def sneaky(ctx):
+        seen["a"] = ctx.cfg.a
+        return {"b": ctx.cfg.b}        # not in config=[...]: it could go stale, so it must fail
+
+    cfg = OmegaConf.create({"runs_dir": str(tmp_path / "runs"), "a": 1, "b": 2})
+    stage = Stage("sneaky", sneaky, config=["a"], outputs=[])
+    with pytest.raises(ConfigAttributeError, match="b"):
+        Runner(cfg, new_run_dir(tmp_path / "runs", "x"), [stage], None, log=lambda m: None).run()
+    assert seen == {"a": 1}
+
+
+def test_a_library_version_change_reruns_mix(composed, tmp_path):
+    from rich.console import Console
+    from webtune.stages import build_stages
+    products = json.loads((SHIPPED / "examples/products.json").read_text())[:40]
+    (tmp_path / "products.json").write_text(json.dumps(products))
+    cfg = composed(f"source.files.paths=[{tmp_path / 'products.json'}]", "mix.general.enabled=false",
+                   "prepare.workers=1")
+    run_dir = new_run_dir(tmp_path / "runs", "versions")
+    quiet, data = Console(quiet=True), {"source", "prepare", "mix"}
+
+    def mix_verdict(versions):
+        lines = []
+        Runner(cfg, run_dir, build_stages(), quiet, log=lines.append, versions=versions).run(only=data)
+        return next(line for line in lines if line.startswith(("mix", "[bold]mix", "[dim]mix")))
+
+    versions = {"transformers": "5.0.0", "tokenizers": "0.22.0"}
+    assert "running" in mix_verdict(versions)
+    assert "unchanged, skipped" in mix_verdict(versions)
+    assert "running" in mix_verdict({**versions, "transformers": "5.1.0"})
+
+
+def test_eval_overrides_are_written_into_the_run_config(tmp_path, composed):
+    from webtune.errors import WebtuneError
+    from webtune.rundir import merge_run_config
+    run_dir = new_run_dir(tmp_path / "runs", "evaluated")
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(composed(), resolve=True))
+    merged = merge_run_config(run_dir, ["eval.judge.enabled=true", "eval.samples=3"])
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    assert saved.eval.judge.enabled is True and saved.eval.samples == 3 and merged.eval.samples == 3
+    assert saved.model.name_or_path == composed().model.name_or_path     # everything else kept
+    with pytest.raises(WebtuneError, match=r"config.yaml: overrides eval.sampels=3: .*sampels"):
+        merge_run_config(run_dir, ["eval.sampels=3"])
+    assert OmegaConf.load(run_dir / "config.yaml").eval.samples == 3      # a refused override writes nothing

@@ -1,11 +1,14 @@
 """`webtune run` end to end through the real CLI, on the small configuration of the default."""
 import json
 
+from pathlib import Path
+
 import orjson
 import pytest
 
 from tests.conftest import REPO, SMALL, only_run_dir, webtune
 from webtune.paths import SHIPPED
+from webtune.rundir import copy_tree, hash_path
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +74,44 @@ def test_resume_of_a_finished_run_skips_every_stage(small_run):
         assert f"{stage}: unchanged, skipped" in r.stderr
 
 
-def test_reproduce_gives_identical_data_hashes(small_run):
+def inodes(root: Path) -> set[tuple[int, int]]:
+    return {(p.stat().st_dev, p.stat().st_ino) for p in root.rglob("*") if p.is_file()}
+
+
+def hashes(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hash_path(p) for p in root.rglob("*") if p.is_file()}
+
+
+def test_reproduce_recomputes_every_stage_with_fresh_files(small_run):
+    before = hashes(small_run)
+    runs = small_run.parent
+    known = {p for p in runs.iterdir()}
     r = webtune("reproduce", str(small_run))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "data hashes identical" in r.stderr
+    [new] = [p for p in runs.iterdir() if p not in known]
+    n_data = len([p for p in (small_run / "data").rglob("*") if p.is_file() and "raw" not in p.parts])
+    assert f"all {n_data + len(list((small_run / 'ledger').rglob('*.jsonl'))) + 1} data files identical" in r.stderr
+    assert "metrics identical" in r.stderr or "metrics differ" in r.stderr   # the deltas are reported either way
+    for stage in ("prepare", "mix", "train", "evaluate"):
+        assert f"{stage}: running" in r.stderr                         # recomputed, never restored
+    assert not inodes(new) & (inodes(small_run) | inodes(runs / ".cache"))
+    assert hashes(small_run) == before
+
+
+def test_reproduce_names_the_files_an_edited_raw_input_changes(small_run, tmp_path):
+    runs = tmp_path / "runs"
+    copy = runs / small_run.name
+    copy_tree(small_run, copy)                      # a run of our own to edit; the shared one stays intact
+    raw = copy / "data/raw/example/products.json"
+    items = json.loads(raw.read_text())
+    items[0]["title"] = "An edited title for the first product"
+    raw.write_text(json.dumps(items))
+    r = webtune("reproduce", str(copy), "--data-only")
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "raw input data/raw/example/products.json changed since the run" in r.stderr
+    assert "data/examples.jsonl" in r.stderr and "data files differ" in r.stderr
+    assert "ledger.jsonl " not in r.stderr.split("data files that differ")[1]   # same fates: not named
+    assert "train: running" not in r.stderr
 
 
 def test_ledger_command_lists_reasons_and_records(small_run):
