@@ -44,7 +44,9 @@ def test_generation_metrics_through_the_chat_api_and_no_loss(openai_run):
     assert len(bodies) == 8 and all(b["temperature"] == 0 and b["max_tokens"] == 33 for b in bodies)
     assert all(b["messages"][-1]["role"] == "user" for b in bodies)          # the reference never leaks
     ev = json.loads((run / "eval/metrics.json").read_text())
-    assert ev["loss_available"] is False and ev["domain_gain"] is None and out["passed"] is True
+    # no loss and no judge: the run is unverified, which fails closed
+    assert ev["loss_available"] is False and ev["domain_gain"] is None
+    assert out["status"] == ev["status"] == "unverified" and out["passed"] is False
     assert "domain" not in ev["tuned"]
     # the fake answers "<model> answers: <last user turn>", which names the brand
     assert ev["tuned"]["checks"]["mentions:Brand: (.+)"] == {"rate": 1.0, "passed": 4, "applied": 4}
@@ -57,7 +59,8 @@ def test_generation_metrics_through_the_chat_api_and_no_loss(openai_run):
     report.run(cfg, run)
     html = (run / "report.html").read_text()
     assert "Held-out loss is not available for a model tuned through the OpenAI API" in html
-    assert json.loads((run / "metrics.json").read_text())["eval"]["passed"] is True
+    assert "UNVERIFIED" in html
+    assert json.loads((run / "metrics.json").read_text())["eval"]["status"] == "unverified"
 
 
 def test_judge_on_an_api_model(openai_run, monkeypatch):

@@ -5,10 +5,12 @@ import shutil
 
 import orjson
 import pytest
+from transformers import AutoTokenizer
 
 from tests.conftest import webtune
 from webtune.evaluate import metrics
 from webtune.hydra_setup import setup
+from webtune.mix.tokenize import ChatTokenizer
 
 pytestmark = pytest.mark.timeout(900)   # the shared fixture is a whole run: minutes on a busy 2-core machine
 
@@ -33,7 +35,14 @@ def test_metrics_hold_both_models_on_both_test_sets(tiny_run):
     assert ev["domain_gain"] == pytest.approx(ev["base"]["domain"]["loss"] - ev["tuned"]["domain"]["loss"], abs=1e-3)
     assert ev["general_change"] == pytest.approx(ev["tuned"]["general"]["loss"] - ev["base"]["general"]["loss"], abs=1e-3)
     assert ev["domain_gain"] > 0, "a few training steps on the domain should lower its test loss"
-    assert ev["passed"] == (not ev["flags"])
+    assert ev["passed"] == (not ev["flags"]) and ev["status"] == ("passed" if ev["passed"] else "failed")
+    # one tokenizer, chat template and end-of-turn token for both models: the one training used
+    formats = [ev[label]["format"] for label in ("base", "tuned")]
+    saved = ChatTokenizer(AutoTokenizer.from_pretrained(tiny_run / "model"))
+    assert formats[0] == formats[1] == metrics.chat_format(saved)
+    for label in ("base", "tuned"):
+        eot = ev[label]["end_of_turn"]
+        assert eot["n"] == ev["n_generated"] == 6 and 0 <= eot["ended"] <= 6
     top = load(tiny_run / "metrics.json")                       # what the registry's promote gate reads
     assert top["eval"]["passed"] == ev["passed"] and top["eval"]["flags"] == ev["flags"]
     assert len(rows(tiny_run / "eval/samples.jsonl")) == 4 and len(rows(tiny_run / "eval/generations.jsonl")) == 6
@@ -69,7 +78,7 @@ def test_batched_loss_and_generation_match_one_at_a_time(tiny_run):
     from omegaconf import OmegaConf
     setup()
     cfg = OmegaConf.load(tiny_run / "config.yaml")
-    model, chat = metrics.load_for_eval(str(tiny_run / "model"), cfg.model)
+    model, chat = metrics.load_for_eval(str(tiny_run / "model"), cfg.model), ChatTokenizer.for_model(cfg.model)
     convs = metrics.read_test(tiny_run / "data/test.jsonl")[:4]
     batched = metrics.heldout_loss(model, chat, convs, batch_size=4)
     total, count = 0.0, 0
@@ -82,9 +91,9 @@ def test_batched_loss_and_generation_match_one_at_a_time(tiny_run):
     assert batched["tokens"] == count
     assert batched["loss"] == pytest.approx(total / count, abs=2e-3)
     prompts = [c[:-1] for c in convs[:3]]
-    together = metrics.generate(model, chat, prompts, max_new_tokens=6, batch_size=3)
-    alone = [metrics.generate(model, chat, [p], max_new_tokens=6, batch_size=1)[0] for p in prompts]
-    assert together == alone
+    together, ended = metrics.generate(model, chat, prompts, max_new_tokens=6, batch_size=3)
+    alone = [metrics.generate(model, chat, [p], max_new_tokens=6, batch_size=1) for p in prompts]
+    assert together == [a[0][0] for a in alone] and ended == [a[1][0] for a in alone]
 
 
 def test_eval_command_re_evaluates_with_overrides_and_compare_shows_both(tiny_run, tmp_path):
@@ -113,15 +122,15 @@ def test_a_lora_adapter_directory_is_evaluated_on_its_base(tiny_run, tmp_path):
     setup()
     cfg = OmegaConf.load(tiny_run / "config.yaml")
     cfg.model.name_or_path = str(tiny_run / "model")
-    base, chat = metrics.load_for_eval(str(tiny_run / "model"), cfg.model)
+    base, chat = metrics.load_for_eval(str(tiny_run / "model"), cfg.model), ChatTokenizer.for_model(cfg.model)
     convs = metrics.read_test(tiny_run / "data/test.jsonl")[:3]
     expected = metrics.heldout_loss(base, chat, convs, batch_size=3)
     adapter = tmp_path / "adapter"
     get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
     chat.tok.save_pretrained(adapter)
-    model, chat2 = metrics.load_for_eval(str(adapter), cfg.model)
+    model = metrics.load_for_eval(str(adapter), cfg.model)
     assert not (adapter / "config.json").exists()
-    assert metrics.heldout_loss(model, chat2, convs, batch_size=3) == expected
+    assert metrics.heldout_loss(model, chat, convs, batch_size=3) == expected
 
 
 def test_report_of_a_run_not_yet_evaluated_still_renders_every_section(tiny_run, tmp_path):
@@ -137,3 +146,39 @@ def test_report_of_a_run_not_yet_evaluated_still_renders_every_section(tiny_run,
         assert f'<section id="{section}">' in html
     assert "NOT EVALUATED" in html and "Not evaluated yet" in html
     assert load(run / "metrics.json")["eval"] == {}
+
+
+def test_base_and_tuned_scored_with_different_templates_fail(tiny_run, tmp_path):
+    """The tuned model's saved tokenizer must carry the config's chat template: scoring it with another
+    one (here: the base folder's own template vs a config naming Llama 3.1's) stops the evaluation."""
+    from omegaconf import OmegaConf
+    from webtune.errors import WebtuneError
+    from webtune.paths import SHIPPED
+    setup()
+    cfg = OmegaConf.load(tiny_run / "config.yaml")
+    trained_with = ChatTokenizer.for_model(cfg.model)
+    metrics.check_saved_tokenizer(trained_with, tiny_run / "model")     # the run's own: fine
+    cfg.model.chat_template = str(SHIPPED / "templates/chat/llama31.j2")
+    other = ChatTokenizer.for_model(cfg.model)
+    assert metrics.chat_format(other) != metrics.chat_format(trained_with)
+    with pytest.raises(WebtuneError, match="trained with another chat template"):
+        metrics.check_saved_tokenizer(other, tiny_run / "model")
+    results = {"base": {"domain": {"loss": 3.0}, "format": metrics.chat_format(trained_with)},
+               "tuned": {"domain": {"loss": 2.0}, "format": metrics.chat_format(other)}}
+    with pytest.raises(WebtuneError, match="different tokenizers or chat templates"):
+        metrics.check_same_format(results)
+
+
+def test_heldout_examples_longer_than_max_seq_len_are_left_out_as_in_training(tiny_run):
+    from omegaconf import OmegaConf
+    setup()
+    cfg = OmegaConf.load(tiny_run / "config.yaml")
+    model, chat = metrics.load_for_eval(str(tiny_run / "model"), cfg.model), ChatTokenizer.for_model(cfg.model)
+    convs = metrics.read_test(tiny_run / "data/test.jsonl")[:4]
+    lengths = sorted(len(chat.encode(c)[0]) for c in convs)
+    limit = lengths[1]                        # two examples are longer than this (or equal lengths)
+    scored = metrics.heldout_loss(model, chat, convs, batch_size=4, limit=limit)
+    longer = sum(n > limit for n in lengths)
+    assert longer >= 1 and scored["over_length"] == longer and scored["examples"] == 4 - longer
+    short = [c for c in convs if len(chat.encode(c)[0]) <= limit]
+    assert scored == {**metrics.heldout_loss(model, chat, short, batch_size=4), "over_length": longer}

@@ -1,4 +1,5 @@
-"""The thresholds in `eval` flag a regression and set `passed` (the registry's promote gate reads them)."""
+"""The thresholds in `eval` flag a regression and set `status`/`passed` (the registry's promote gate reads them);
+without loss or judge evidence a run is "unverified" (fails closed)."""
 from omegaconf import OmegaConf
 
 from webtune.config import EvalConfig
@@ -19,7 +20,7 @@ def cfg(**kw):
 
 def test_a_domain_gain_within_the_general_threshold_passes():
     v = verdict(cfg(max_general_regression=0.5, min_domain_gain=0.1), scores(3.0, 2.0, 2.5, 2.9))
-    assert v == {"domain_gain": 1.0, "general_change": 0.4, "flags": [], "passed": True}
+    assert v == {"domain_gain": 1.0, "general_change": 0.4, "flags": [], "status": "passed", "passed": True}
 
 
 def test_a_general_regression_above_the_threshold_is_flagged():
@@ -37,6 +38,13 @@ def test_without_a_general_test_set_only_the_domain_is_judged():
     assert v["general_change"] is None and v["passed"]
 
 
-def test_without_losses_nothing_is_flagged():   # an API-tuned model
+def test_without_losses_or_a_judge_the_run_is_unverified_and_does_not_pass():   # an API-tuned model
     v = verdict(cfg(), {"base": {"model": "a"}, "tuned": {"model": "b"}})
-    assert v == {"domain_gain": None, "general_change": None, "flags": [], "passed": True}
+    assert v == {"domain_gain": None, "general_change": None, "flags": [], "status": "unverified", "passed": False}
+
+
+def test_without_losses_the_judge_decides():
+    api = {"base": {"model": "a"}, "tuned": {"model": "b"}}
+    assert verdict(cfg(), api, {"win_rate": 0.75})["status"] == "passed"
+    lost = verdict(cfg(), api, {"win_rate": 0.25})
+    assert lost["status"] == "failed" and "25% of pairs" in lost["flags"][0]

@@ -36,9 +36,10 @@ def run(cfg, run_dir: Path, console=None) -> dict:
         results, outputs = run_api(cfg, run_dir, prompts, console=console)
     else:
         results, outputs = run_local(cfg, run_dir, domain, general, prompts, console=console)
+    prompts = prompts[: len(outputs["base"])]   # prompts too long for the model's context were left out
     for label in results:
         score_generations(results[label], prompts, outputs[label], checks_of)
-    out = {**results, **verdict(e, results), "n_domain_test": len(domain), "n_general_test": len(general),
+    out = {**results, "n_domain_test": len(domain), "n_general_test": len(general),
            "n_generated": len(prompts), "loss_available": cfg.model.kind != "openai",
            "decoding": {"strategy": "greedy", "max_new_tokens": e.max_new_tokens},
            "settings": settings(e)}
@@ -53,9 +54,11 @@ def run(cfg, run_dir: Path, console=None) -> dict:
             out["judge_error"] = str(exc)
         for v in out.get("judge", {}).get("verdicts", []):
             rows[v["pair"]]["judge"] = {k: v[k] for k in ("tuned_first", "base_first", "score")}
+    out.update(verdict(e, results, out.get("judge")))
     write_outputs(run_dir, out, rows, e.samples)
     say_summary(out)
     return {"domain_gain": out["domain_gain"], "general_change": out["general_change"], "passed": out["passed"],
+            "status": out["status"],
             **({"judge_win_rate": out["judge"]["win_rate"]} if "judge" in out else {})}
 
 
@@ -102,35 +105,94 @@ def task_checks(cfg, run_dir: Path):
 
 # ---------------------------------------------------------------- local models
 def run_local(cfg, run_dir: Path, domain, general, prompts, console=None):
-    """Scores and generations of base and tuned. Each model's are cached by what they depend on, so
-    a sweep scores its base once and `webtune eval RUN eval.judge.enabled=true` only calls the judge."""
+    """Scores and generations of base and tuned, both with the tokenizer, chat template and end-of-turn
+    token the model was trained with. Each model's are cached by what they depend on, so a sweep scores
+    its base once and `webtune eval RUN eval.judge.enabled=true` only calls the judge."""
     import torch
+    from ..base_model import source_of
+    from ..mix.tokenize import ChatTokenizer
     e = cfg.eval
     torch.manual_seed(0)
+    chat = ChatTokenizer.for_model(cfg.model)
+    check_saved_tokenizer(chat, run_dir / "model")
     results, outputs = {}, {}
-    for label, path in (("base", cfg.model.name_or_path), ("tuned", str(run_dir / "model"))):
+    for label, path in (("base", source_of(cfg.model)), ("tuned", str(run_dir / "model"))):
         cache = scores_cache_path(cfg, run_dir, path, prompts)
         if cache and cache.exists():
             cached = orjson.loads(cache.read_bytes())
             results[label], outputs[label] = cached["result"], cached["outputs"]
             log(f"  {label} scores reused from {cache}")
             continue
-        model, chat = load_for_eval(path, cfg.model)
-        log(f"  scoring {label} ({path}) on {len(domain)} domain + {len(general)} general test examples, "
-            f"generating {len(prompts)}")
+        model = load_for_eval(path, cfg.model)
+        limit = context_limit(model, cfg)
+        log(f"  scoring {label} ({path}) on {len(domain)} domain + {len(general)} general test examples "
+            f"(<= {limit} tokens, as in training), generating {len(prompts)}")
         with progress(console) as bar:
-            results[label] = {"domain": heldout_loss(model, chat, domain, e.batch_size, bar, f"{label} domain loss")}
+            results[label] = {"format": chat_format(chat),
+                              "domain": heldout_loss(model, chat, domain, e.batch_size, bar, f"{label} domain loss", limit)}
             if general:
-                results[label]["general"] = heldout_loss(model, chat, general, e.batch_size, bar, f"{label} general loss")
-            outputs[label] = generate(model, chat, [p[:-1] for p in prompts], e.max_new_tokens, e.batch_size,
-                                      bar, f"{label} generate")
+                results[label]["general"] = heldout_loss(model, chat, general, e.batch_size, bar,
+                                                         f"{label} general loss", limit)
+            fitting = fitting_prompts(chat, prompts, model_context(model) - e.max_new_tokens)
+            outputs[label], ended = generate(model, chat, fitting, e.max_new_tokens, e.batch_size,
+                                             bar, f"{label} generate")
+            results[label]["end_of_turn"] = {"ended": sum(ended), "n": len(ended),
+                                             "share": round(sum(ended) / len(ended), 4) if ended else None}
         del model
         if cache:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp")
             tmp.write_bytes(orjson.dumps({"result": results[label], "outputs": outputs[label]}))
             tmp.replace(cache)
+    check_same_format(results)
     return results, outputs
+
+
+def chat_format(chat) -> dict:
+    """What makes two models' losses comparable: vocabulary, chat template, end-of-turn token."""
+    from ..rundir import sha256_text
+    return {"chat_template_sha256": sha256_text(chat.tok.chat_template or ""), "end_of_turn": chat.tok.eos_token,
+            "vocab_size": len(chat.tok)}
+
+
+def check_same_format(results: dict) -> None:
+    formats = {label: r.get("format") for label, r in results.items() if "domain" in r}
+    if len({orjson.dumps(f, option=orjson.OPT_SORT_KEYS) for f in formats.values()}) > 1:
+        raise WebtuneError(f"evaluate: base and tuned were scored with different tokenizers or chat templates "
+                           f"({formats}); their losses are not comparable: rerun `webtune eval RUN`")
+
+
+def check_saved_tokenizer(chat, model_dir: Path) -> None:
+    """The tuned model's saved tokenizer must be the one the config gives (the one it was trained with)."""
+    from transformers import AutoTokenizer
+    from ..mix.tokenize import ChatTokenizer
+    if not (model_dir / "tokenizer_config.json").exists():
+        return
+    saved = ChatTokenizer(AutoTokenizer.from_pretrained(model_dir), str(model_dir))
+    if chat_format(saved) != chat_format(chat):
+        raise WebtuneError(f"evaluate: {model_dir} was trained with another chat template or end-of-turn token "
+                           f"({saved.tok.eos_token!r}) than the model config gives ({chat.template}, "
+                           f"{chat.tok.eos_token!r}); evaluate with the config it was trained with")
+
+
+def model_context(model) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
+
+
+def context_limit(model, cfg) -> int:
+    """The longest example scored: the model's context and mix.max_seq_len, as in training."""
+    return min(model_context(model), cfg.mix.max_seq_len)
+
+
+def fitting_prompts(chat, prompts, room: int) -> list:
+    """The generation prompts whose prompt leaves room for max_new_tokens in the context, in order
+    (the first one that does not fit ends the list, so outputs stay aligned with prompts)."""
+    out = []
+    for p in prompts:
+        if len(chat.prompt_ids(p[:-1])) > room:
+            break
+        out.append(p[:-1])
+    return out
 
 
 def scores_cache_path(cfg, run_dir: Path, model_path: str, prompts) -> Path | None:
@@ -138,34 +200,36 @@ def scores_cache_path(cfg, run_dir: Path, model_path: str, prompts) -> Path | No
     files, the test sets, the prompts, the decoding settings, the device and this code."""
     import torch
     from ..rundir import hash_path, sha256_text
-    if not Path(model_path).is_dir() or not Path(cfg.model.name_or_path).is_dir():
+    from ..base_model import source_of
+    if not Path(model_path).is_dir() or not Path(source_of(cfg.model)).is_dir():
         return None   # a hub id: its files are not ours to fingerprint
 
     def fingerprint(folder: Path):   # names, sizes and times: hashing 16 GB of weights per eval is too slow
         return [(str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns)
                 for f in sorted(folder.rglob("*")) if f.is_file()]
-    key = {"model": fingerprint(Path(model_path)), "base": fingerprint(Path(cfg.model.name_or_path)),
+    key = {"model": fingerprint(Path(model_path)), "base": fingerprint(Path(source_of(cfg.model))),
            "tokenizer": cfg.model.tokenizer,
            "chat_template": cfg.model.chat_template, "dtype": cfg.model.dtype,
            "device": "cuda" if torch.cuda.is_available() else "cpu",
            "test": [hash_path(run_dir / f) for f in ("data/test.jsonl", "data/general_test.jsonl") if (run_dir / f).exists()],
-           "prompts": len(prompts), "max_new_tokens": cfg.eval.max_new_tokens,
+           "prompts": len(prompts), "max_new_tokens": cfg.eval.max_new_tokens, "max_seq_len": cfg.mix.max_seq_len,
+           "eos_token": cfg.model.get("eos_token"), "overflow": cfg.mix.packing.overflow,
            "code": [hash_path(Path(__file__).with_name(n)) for n in ("metrics.py", "textmetrics.py")]}
     digest = sha256_text(orjson.dumps(key, option=orjson.OPT_SORT_KEYS).decode())
     return Path(cfg.runs_dir) / ".cache" / "evaluate-scores" / f"{digest[:32]}.json"
 
 
 def load_for_eval(path: str, model_cfg):
-    """A model and its chat tokenizer: a full model directory, a LoRA adapter directory, or a hub id."""
+    """A model: a full model directory, a LoRA adapter directory (merged into its base), or a hub id."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+    from .. import base_model
     from ..backends.hf import model_source, resolve_dtype
-    from ..mix.tokenize import ChatTokenizer, load_tokenizer
     dtype = resolve_dtype(model_cfg.dtype)
     try:
         if Path(path, "adapter_config.json").exists() and not Path(path, "config.json").exists():
             from peft import PeftModel
-            base = AutoModelForCausalLM.from_pretrained(model_source(model_cfg.name_or_path), dtype=dtype)
+            base = AutoModelForCausalLM.from_pretrained(model_source(base_model.source_of(model_cfg)), dtype=dtype)
             model = PeftModel.from_pretrained(base, path).merge_and_unload()
         else:
             model = AutoModelForCausalLM.from_pretrained(model_source(path), dtype=dtype)
@@ -174,12 +238,7 @@ def load_for_eval(path: str, model_cfg):
     model.eval()
     if torch.cuda.is_available():
         model.to("cuda")
-    tok = AutoTokenizer.from_pretrained(path) if Path(path, "tokenizer_config.json").exists() else load_tokenizer(model_cfg)
-    if model_cfg.chat_template and not tok.chat_template:
-        tok.chat_template = Path(model_cfg.chat_template).read_text()
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return model, ChatTokenizer(tok, path)
+    return model
 
 
 @contextmanager
@@ -198,15 +257,18 @@ def batches(items: list, batch_size: int):
         yield order[i:i + size]
 
 
-def heldout_loss(model, chat, conversations: list[list[dict]], batch_size: int, bar=None, what="loss") -> dict:
-    """Mean cross-entropy (nats/token) over assistant tokens, and its perplexity."""
+def heldout_loss(model, chat, conversations: list[list[dict]], batch_size: int, bar=None, what="loss",
+                 limit: int | None = None) -> dict:
+    """Mean cross-entropy (nats/token) over assistant tokens, and its perplexity. Examples longer than
+    `limit` are left out and counted, as the default over-length policy leaves them out of training."""
     import torch
     from ..mix.tokenize import IGNORE
     encoded = [chat.encode(c) for c in conversations]
-    task = bar.add_task(what, total=len(encoded)) if bar else None
+    scored_examples = [x for x in encoded if limit is None or len(x[0]) <= limit]
+    task = bar.add_task(what, total=len(scored_examples)) if bar else None
     total, count, pad = 0.0, 0, chat.tok.pad_token_id
-    for idx in batches([ids for ids, _ in encoded], batch_size):
-        batch = [encoded[i] for i in idx]
+    for idx in batches([ids for ids, _ in scored_examples], batch_size):
+        batch = [scored_examples[i] for i in idx]
         width = max(len(ids) for ids, _ in batch)
         ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in batch], device=model.device)
         labels = torch.tensor([y + [IGNORE] * (width - len(y)) for _, y in batch], device=model.device)
@@ -222,14 +284,15 @@ def heldout_loss(model, chat, conversations: list[list[dict]], batch_size: int, 
             bar.advance(task, len(batch))
     loss = total / max(1, count)
     return {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50)), 3), "tokens": count,
-            "examples": len(conversations)}
+            "examples": len(scored_examples), "over_length": len(encoded) - len(scored_examples)}
 
 
 def generate(model, chat, prompts: list[list[dict]], max_new_tokens: int, batch_size: int, bar=None,
-             what="generate") -> list[str]:
-    """Batched greedy decoding, left-padded, stopping at the end-of-turn token; outputs in prompt order."""
+             what="generate") -> tuple[list[str], list[bool]]:
+    """Batched greedy decoding, left-padded, stopping at the end-of-turn token; outputs in prompt order,
+    and whether each one ended with the end-of-turn token (rather than running out of tokens)."""
     import torch
-    tok, outs = chat.tok, [""] * len(prompts)
+    tok, outs, ended = chat.tok, [""] * len(prompts), [False] * len(prompts)
     encoded = [chat.prompt_ids(p) for p in prompts]
     task = bar.add_task(what, total=len(prompts)) if bar else None
     eos = model.generation_config.eos_token_id
@@ -244,10 +307,12 @@ def generate(model, chat, prompts: list[list[dict]], max_new_tokens: int, batch_
             gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                                  eos_token_id=eos or None, pad_token_id=tok.pad_token_id)
         for i, g in zip(idx, gen):
-            outs[i] = tok.decode(g[width:], skip_special_tokens=True).strip()
+            new = g[width:].tolist()
+            ended[i] = any(t in eos for t in new)
+            outs[i] = tok.decode(new, skip_special_tokens=True).strip()
         if bar:
             bar.advance(task, len(batch))
-    return outs
+    return outs, ended
 
 
 # ---------------------------------------------------------------- scores, verdict, outputs
@@ -267,8 +332,9 @@ def score_generations(result: dict, prompts, outputs: list[str], checks_of) -> N
                                             [outputs[i] for i in applies]))
 
 
-def verdict(e, results: dict) -> dict:
-    """Domain gain and general change in loss, and the flags that fail the promote gate."""
+def verdict(e, results: dict, judge: dict | None = None) -> dict:
+    """Domain gain and general change in loss, and the flags that fail the promote gate. It fails
+    closed: without held-out loss (an API model) and without a judge verdict the run is "unverified"."""
     base, tuned = results["base"], results["tuned"]
     flags = []
     gain = change = None
@@ -281,7 +347,11 @@ def verdict(e, results: dict) -> dict:
         if change > e.max_general_regression:
             flags.append(f"general loss rose by {change:.3f} nats, above eval.max_general_regression="
                          f"{e.max_general_regression}")
-    return {"domain_gain": gain, "general_change": change, "flags": flags, "passed": not flags}
+    if judge and gain is None and judge.get("win_rate", 0) < 0.5:
+        flags.append(f"the judge preferred the tuned answer in only {100 * judge['win_rate']:.0f}% of pairs")
+    status = "failed" if flags else "passed" if gain is not None or judge else "unverified"
+    return {"domain_gain": gain, "general_change": change, "flags": flags, "status": status,
+            "passed": status == "passed"}
 
 
 def generation_rows(prompts, outputs: dict, checks_of) -> list[dict]:
@@ -313,7 +383,14 @@ def say_summary(out: dict) -> None:
     g = t.get("generation", {})
     if g:
         log(f"  tuned generations: ROUGE-L {g['rougeL']}, chrF {g['chrF']}, BLEU {g['BLEU']} "
-            f"(base {b['generation']['rougeL']}, {b['generation']['chrF']}, {b['generation']['BLEU']})")
+            f"(base {b['generation']['rougeL']}, {b['generation']['chrF']}, {b['generation']['BLEU']}; "
+            f"n={out['n_generated']})")
+    if t.get("end_of_turn"):
+        log(f"  ended with the end-of-turn token: base {b['end_of_turn']['ended']}/{b['end_of_turn']['n']}, "
+            f"tuned {t['end_of_turn']['ended']}/{t['end_of_turn']['n']}")
+    if out["status"] == "unverified":
+        log("  [bold yellow]unverified[/]: no held-out loss and no judge verdict (enable eval.judge); "
+            "the promote gate refuses it without --force")
     if "judge" in out:
         j = out["judge"]
         log(f"  judge: tuned preferred in {100 * j['win_rate']:.0f}% of {j['pairs']} pairs "
