@@ -14,6 +14,7 @@ import math
 import os
 from pathlib import Path
 
+from .. import base_model
 from ..console import log
 from ..errors import WebtuneError, check_local_path
 from . import memory
@@ -91,7 +92,7 @@ def load_model(model_cfg, for_training: bool = True):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # each process its own GPU
-    source = model_source(model_cfg.name_or_path)
+    source = model_source(base_model.source_of(model_cfg))
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as exc:
@@ -117,7 +118,7 @@ def plan_memory(model_cfg, rows: int, seq_len: int) -> dict | None:
     """The estimate from the model's config alone (before any weights load); None if unreadable."""
     from transformers import AutoConfig
     try:
-        config = AutoConfig.from_pretrained(model_source(model_cfg.name_or_path))
+        config = AutoConfig.from_pretrained(model_source(base_model.source_of(model_cfg)))
         shape = memory.model_shape(config, model_cfg.lora.target_modules, model_cfg.lora.get("exclude_modules"),
                                    model_cfg.lora.r)
     except (OSError, ValueError):
@@ -236,7 +237,8 @@ def train(cfg, run_dir: Path, console=None) -> dict:
              "train_runtime": result.metrics.get("train_runtime"),
              "tokens": train_rows.n_tokens(), "params": n_params, "trainable_params": n_trainable,
              "processes": world, "batches_per_process": batches_per_process, "memory_estimate": mem, "loss_curve": curve, "resumed_from": resume,
-             "attn_implementation": model.config._attn_implementation}
+             "attn_implementation": model.config._attn_implementation,
+             "base_model": base_model.provenance(base_model.source_of(m))}   # package, version, sha256, licence
     if torch.cuda.is_available():
         stats["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / memory.GIB, 3)
     if final_eval:
@@ -279,7 +281,7 @@ def merge_adapter(adapter_dir: Path, model_cfg, tok) -> Path:
     + the adapter, merged into one model in `adapter_dir/merged`."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
-    base = AutoModelForCausalLM.from_pretrained(model_source(model_cfg.name_or_path),
+    base = AutoModelForCausalLM.from_pretrained(model_source(base_model.source_of(model_cfg)),
                                                 dtype=resolve_dtype(model_cfg.dtype))
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     out = adapter_dir / "merged"
