@@ -192,13 +192,11 @@ def test_round_robin_source_is_merged_in_input_order(tmp_path, templates):
 
 def test_shipped_template_loads_and_pii_is_masked(tmp_path):
     """conf/template/product_description.yaml with its repo-relative files, and PII masking as a repair."""
-    from pathlib import Path
-
     from webtune.config import TemplateConfig
+    from webtune.paths import SHIPPED
     from webtune.prepare import template_files
-    repo = Path(__file__).resolve().parents[2]
     shipped = OmegaConf.merge(OmegaConf.structured(TemplateConfig),
-                              OmegaConf.load(repo / "conf" / "template" / "product_description.yaml"))
+                              OmegaConf.load(SHIPPED / "conf" / "template" / "product_description.yaml"))
     assert {p.name for p in template_files(shipped)} == {"user.j2", "assistant.j2", "input.schema.json"}
     path = write_jsonl(tmp_path / "d" / "shop.jsonl", [product(1, description=words(1, 40) + " mail me at a.b@example.com")])
     cfg = prepare_cfg(mask_pii=True)

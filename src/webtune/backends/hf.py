@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from .. import base_model
+from .. import distributed
 from ..console import log
 from ..errors import WebtuneError, check_local_path
 from . import memory
@@ -190,8 +191,7 @@ def train(cfg, run_dir: Path, console=None) -> dict:
     seq_len = cfg.mix.max_seq_len
     train_rows = PackedRows(run_dir / "data/packed/train.npz")  # the Trainer's DataLoader shards it
     val_rows = PackedRows(run_dir / "data/packed/val.npz")
-    rows_per_step = max(1, t.batch_tokens // seq_len)
-    per_device = max(1, rows_per_step // (world * t.grad_accum))
+    per_device = distributed.rows_per_device(t.batch_tokens, world, t.grad_accum, seq_len)  # exact, or refuses
     steps_per_epoch = max(1, math.ceil(len(train_rows) / (per_device * world * t.grad_accum)))
     total_steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
 
@@ -216,7 +216,7 @@ def train(cfg, run_dir: Path, console=None) -> dict:
                       eval_dataset=val_rows if len(val_rows) else None, data_collator=collator,
                       processing_class=tok)
     batches_per_process = len(trainer.get_train_dataloader())  # this process's shard, per epoch
-    resume = last_checkpoint(run_dir / "checkpoints")
+    resume = distributed.resume_choice(run_dir / "checkpoints")  # rank 0's choice on every rank
     if resume:
         say(f"  resuming training from {resume}")
     if torch.cuda.is_available():

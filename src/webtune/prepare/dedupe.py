@@ -7,7 +7,7 @@ batch at once, computes MinHash signatures with rensa (or datasketch), and keeps
   bands   b 64-bit LSH band hashes (b bands x r rows of the signature)
 per record: 8 * (b + 1) bytes, so a million records fit in ~140 MB and travel as small files.
 
-Reduce (once, over all shards of all inputs, domain and general): `find_duplicates` links records
+Reduce (once, over all shards of all inputs, domain and general): `keepers` links records
 that share the exact hash or any band hash and labels each connected group with its smallest
 global position (min-label propagation in numpy). The keeper of a group is therefore its first
 record in input order, whatever the sharding; every other member is a duplicate of it.
@@ -63,6 +63,14 @@ def shingle_hashes(words: np.ndarray, counts: np.ndarray, k: int) -> tuple[np.nd
     return shingles, offsets
 
 
+_POOL_STARTED = False  # rensa hashes on a Rust (rayon) thread pool, which a forked child inherits dead
+
+
+def pool_started() -> bool:
+    """Whether this process has used rensa's thread pool: a fork of it would hang in rensa."""
+    return _POOL_STARTED
+
+
 class Signer:
     """Per-worker: texts -> (exact hash, LSH band hashes, empty flag) for each text."""
 
@@ -98,6 +106,8 @@ class Signer:
 
     def _signatures(self, shingles: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         if self.engine == "rensa":
+            global _POOL_STARTED
+            _POOL_STARTED = True
             from rensa import RMinHash
             matrix = RMinHash.digest_matrix_from_flat_token_hashes(shingles, offsets, self.num_perm, 42)
             return np.array(matrix.to_rows(), dtype=np.uint64).reshape(-1, self.num_perm)
@@ -111,44 +121,52 @@ class Signer:
 
 
 def _groups(column: np.ndarray, active: np.ndarray):
-    """Members of groups of >= 2 equal values: (member indices, group start offsets, group sizes)."""
+    """Members of groups of >= 2 equal values among the active rows: (member indices, group start offsets, group sizes)."""
     idx = np.flatnonzero(active)
-    order = idx[np.argsort(column[idx], kind="stable")]
-    values = column[order]
-    if len(values) < 2:
+    return grouped(column[idx], idx)
+
+
+Groups = tuple  # (member indices, group start offsets, group sizes): the members of groups of >= 2
+
+
+def collisions(exact: np.ndarray, bands: np.ndarray, empty: np.ndarray, use_near: bool = True):
+    """The colliding groups, computed locally: (exact-hash groups or None, one entry per band with collisions)."""
+    active = ~empty
+    near = [g for g in (_groups(bands[:, b], active) for b in range(bands.shape[1]) if use_near) if g is not None]
+    return _groups(exact, active), near
+
+
+def grouped(key: np.ndarray, members: np.ndarray) -> Groups | None:
+    """Groups of `members` sharing a `key` (rows gathered elsewhere, e.g. by Ray Data): same shape as `_groups`."""
+    if len(key) < 2:
         return None
-    boundary = np.concatenate(([True], values[1:] != values[:-1]))
-    starts = np.flatnonzero(boundary)
-    sizes = np.diff(np.append(starts, len(values)))
+    order = np.argsort(key, kind="stable")
+    key, members = key[order], members[order]
+    starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    sizes = np.diff(np.append(starts, len(key)))
     multi = np.repeat(sizes >= 2, sizes)
     if not multi.any():
         return None
-    members = order[multi]
     sizes = sizes[sizes >= 2]
-    return members, np.concatenate(([0], np.cumsum(sizes)[:-1])), sizes
+    return members[multi], np.concatenate(([0], np.cumsum(sizes)[:-1])), sizes
 
 
-def find_duplicates(exact: np.ndarray, bands: np.ndarray, empty: np.ndarray,
-                    use_exact: bool = True, use_near: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Records are in global input order. Returns (keeper, first_copy): keeper[i] is the first
-    record of i's duplicate group (i itself when i is kept); first_copy[i] the first record with
-    exactly the same normalised text (i itself when none comes before it)."""
-    n = len(exact)
-    active = ~empty
+def keepers(n: int, exact_groups: Groups | None, near_groups: list[Groups], use_exact: bool = True,
+            use_near: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The keeper decision, a pure function of the colliding groups (as sets of global input positions),
+    whoever gathered them. Returns (keeper, first_copy): keeper[i] is the first record of i's
+    duplicate group (i itself when i is kept); first_copy[i] the first record with exactly the same
+    normalised text (i itself when none comes before it)."""
     keeper = np.arange(n, dtype=np.int64)
     first_copy = np.arange(n, dtype=np.int64)
     columns = []
-    exact_groups = _groups(exact, active)
     if exact_groups is not None:
         members, starts, sizes = exact_groups
         first_copy[members] = np.repeat(np.minimum.reduceat(members, starts), sizes)
         if use_exact:
             columns.append(exact_groups)
     if use_near:
-        for b in range(bands.shape[1]):
-            g = _groups(bands[:, b], active)
-            if g is not None:
-                columns.append(g)
+        columns += near_groups
     changed = True
     while changed:  # min-label propagation: converges to each connected group's smallest index
         changed = False
@@ -160,3 +178,10 @@ def find_duplicates(exact: np.ndarray, bands: np.ndarray, empty: np.ndarray,
                 changed = True
         keeper = keeper[keeper]  # pointer jumping: shortens chains between passes
     return keeper, first_copy
+
+
+def find_duplicates(exact: np.ndarray, bands: np.ndarray, empty: np.ndarray,
+                    use_exact: bool = True, use_near: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Records are in global input order: `keepers` over the locally found collisions."""
+    exact_groups, near_groups = collisions(exact, bands, empty, use_near)
+    return keepers(len(exact), exact_groups, near_groups, use_exact, use_near)

@@ -42,7 +42,7 @@ from ..errors import WebtuneError
 from ..ledger import LedgerWriter
 from ..records import Rejection
 from .clean import Cleaner
-from .dedupe import Signer, find_duplicates
+from .dedupe import Signer, collisions, keepers, pool_started
 from .filters import Filters, mask_pii
 from .words import analyse
 from .render import load_tasks
@@ -111,13 +111,29 @@ class _Timer:
         self.t = now
 
 
+@dataclass
+class Setup:
+    """What a map worker builds once (on Ray, once per actor) and reuses for every shard it maps."""
+
+    p: object                # cfg.prepare as plain namespaces
+    cleaner: Cleaner
+    filters: Filters
+    signer: Signer
+    tasks: list              # per input: its template's tasks
+
+
+def setup(cfg, inputs: list[PrepareInput]) -> Setup:
+    p = plain(cfg.prepare)
+    return Setup(p, Cleaner(p.clean), Filters(p.filters), Signer(p.dedupe), [load_tasks(i.template) for i in inputs])
+
+
 def map_shard(cfg, run_dir: Path, work: Path, inputs: list[PrepareInput], shard: int, n_shards: int,
-              progress=None) -> dict:
+              progress=None, ready: Setup | None = None) -> dict:
     """Everything per record up to dedupe, for one shard of every input. Returns counts and timings."""
     from .. import sources
 
-    p = plain(cfg.prepare)
-    cleaner, filters, signer = Cleaner(p.clean), Filters(p.filters), Signer(p.dedupe)
+    ready = ready or setup(cfg, inputs)
+    p, cleaner, filters, signer = ready.p, ready.cleaner, ready.filters, ready.signer
     length_field = p.filters.length_field
     validate_output = bool(p.validate_output)
     counts: dict[str, dict] = {}
@@ -157,7 +173,7 @@ def map_shard(cfg, run_dir: Path, work: Path, inputs: list[PrepareInput], shard:
     with LedgerWriter(run_dir, "prepare", part=f"{shard}") as ledger, \
             open(work / f"cand-{shard}.jsonl", "wb") as cand, open(work / f"ids-{shard}.txt", "wb") as cand_ids:
         for index, inp in enumerate(inputs):
-            tasks = load_tasks(inp.template)
+            tasks = ready.tasks[index]
             needed = list(dict.fromkeys(f for t in tasks for f in t.fields))
             dedupe_fields = list(p.dedupe.fields or needed)
             clean_fields = _fields_to_clean(tasks, length_field, dedupe_fields)
@@ -301,8 +317,10 @@ class Plan:
     first_copy: np.ndarray   # global index of the first record with the same normalised text
 
 
-def reduce_signatures(cfg, work: Path, n_shards: int) -> Plan:
-    """Global exact + near dedupe over every shard of every input."""
+def reduce_signatures(cfg, work: Path, n_shards: int, gather=None) -> Plan:
+    """Global exact + near dedupe over every shard of every input. The colliding groups come from
+    numpy here, or from `gather(position)` (the Ray executor's groupby), where position(shard, row)
+    is a candidate's global input position; `keepers` decides either way."""
     parts = [np.load(work / f"sig-{s}.npz") for s in range(n_shards)]
     order = _order(work, n_shards, parts)
     key = np.concatenate([x["key"] for x in parts])[order]
@@ -312,10 +330,15 @@ def reduce_signatures(cfg, work: Path, n_shards: int) -> Plan:
     d = cfg.prepare.dedupe
     keeper = first_copy = np.arange(n)
     if n and (d.exact or d.near):
-        exact = np.concatenate([x["exact"] for x in parts])[order]
-        bands = np.concatenate([x["bands"] for x in parts])[order]
-        empty = np.concatenate([x["empty"] for x in parts])[order]
-        keeper, first_copy = find_duplicates(exact, bands, empty, bool(d.exact), bool(d.near))
+        if gather is None:
+            cat = lambda name: np.concatenate([x[name] for x in parts])[order]  # noqa: E731
+            groups = collisions(cat("exact"), cat("bands"), cat("empty"), bool(d.near))
+        else:
+            position = np.empty(n, dtype=np.int64)
+            position[order] = np.arange(n)
+            first_row = np.cumsum([0] + [len(x["key"]) for x in parts])
+            groups = gather(lambda s, r: position[first_row[s] + r])
+        keeper, first_copy = keepers(n, *groups, bool(d.exact), bool(d.near))
     return Plan(shard, row, key[:, 3], key[:, 4], keeper, first_copy)
 
 
@@ -409,9 +432,7 @@ def _in_processes(fn, shard_args: list[tuple], console=None, with_progress: bool
         inline = _InlineProgress(bar, bar.add_task("prepare", total=None)) if bar else None
         if n == 1:
             return [fn(*shard_args[0], inline) if with_progress else fn(*shard_args[0])]
-        # fork: workers start in milliseconds with everything imported, and callers need no
-        # `if __name__ == "__main__"` guard; the progress thread starts only after the fork
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        ctx = mp.get_context(_start_method())
         progress = ctx.RawArray("q", n) if with_progress else None
         results = ctx.Queue()
         procs = [ctx.Process(target=_worker, args=(fn, args, s, progress, results), name=f"webtune-prepare-{s}",
@@ -447,6 +468,17 @@ def _in_processes(fn, shard_args: list[tuple], console=None, with_progress: bool
     finally:
         if bar:
             bar.stop()
+
+
+def _start_method() -> str:
+    """fork: workers start in milliseconds with everything imported, and callers need no
+    `if __name__ == "__main__"` guard (the progress thread starts only after the fork); but not
+    from a process that already hashed with rensa (a sweep, a second run): its thread pool does not
+    survive a fork, so those get a fresh forkserver."""
+    methods = mp.get_all_start_methods()
+    if "fork" in methods and not pool_started():
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
 
 
 def _fields_to_clean(tasks, length_field, dedupe_fields) -> list[str] | None:
@@ -487,22 +519,26 @@ class _InlineProgress:
         self.bar.update(self.task, completed=done, description=f"prepare: {rate:,.0f} records/s")
 
 
-def run(cfg, run_dir: Path, inputs: list[PrepareInput], console=None) -> dict:
-    """The prepare stage: writes data/examples.jsonl and ledger/prepare/*.jsonl; returns stats."""
-    run_dir = Path(run_dir)
-    started = time.perf_counter()
-    workers = int(cfg.prepare.workers or 0) or os.cpu_count() or 1
-    work = run_dir / "tmp" / "prepare"
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.rmtree(run_dir / "ledger" / "prepare", ignore_errors=True)
-    work.mkdir(parents=True)
-    for inp in inputs:  # template errors surface once, here, not once per worker
-        load_tasks(inp.template)
+@dataclass
+class Outcome:
+    """What an executor hands back: the shards' map and write stats, the reduce's plan, timings."""
 
+    shards: int
+    workers: int
+    mapped: list[dict]
+    plan: Plan
+    finals: list[dict]
+    seconds: dict[str, float]
+    extra: dict
+
+
+def run_local(cfg, run_dir: Path, work: Path, inputs: list[PrepareInput], console=None) -> Outcome:
+    """The map / reduce / map on `prepare.workers` local processes, one shard each."""
+    workers = int(cfg.prepare.workers or 0) or os.cpu_count() or 1
     seconds = {}
     t0 = time.perf_counter()
-    shard_stats = _in_processes(map_shard, [(cfg, run_dir, work, inputs, s, workers) for s in range(workers)],
-                                console, with_progress=True)
+    mapped = _in_processes(map_shard, [(cfg, run_dir, work, inputs, s, workers) for s in range(workers)],
+                           console, with_progress=True)
     seconds["map"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     plan = reduce_signatures(cfg, work, workers)
@@ -510,26 +546,85 @@ def run(cfg, run_dir: Path, inputs: list[PrepareInput], console=None) -> dict:
     seconds["reduce"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     finals = _in_processes(finish_shard, [(run_dir, work, s, plan, names) for s in range(workers)])
-    assemble(run_dir, work, workers, plan)
     seconds["write"] = time.perf_counter() - t0
+    return Outcome(workers, workers, mapped, plan, finals, seconds, {})
+
+
+def executor_name(cfg) -> str:
+    name = cfg.prepare.get("executor") or "local"
+    return str(getattr(name, "value", name))  # a str or an Enum member
+
+
+def _executor(cfg):
+    name = executor_name(cfg)
+    if name == "local":
+        return run_local
+    if name == "ray":
+        from .executors.ray_data import run_ray
+        return run_ray
+    raise WebtuneError(f"prepare.executor={name!r}: use local or ray")
+
+
+def order_ledger(run_dir: Path, inputs: list[PrepareInput], n_shards: int) -> None:
+    """The shards' ledger parts as one ledger/prepare/events.jsonl in input order (a record's own
+    events in the order they happened), so ledger.jsonl does not depend on the shard count or engine."""
+    folder = Path(run_dir) / "ledger" / "prepare"
+    parts = [folder / f"{kind}{s}.jsonl" for kind in ("", "dedupe-") for s in range(n_shards)]
+    index: dict[str, int] = {}
+    for i, inp in enumerate(inputs):
+        index.setdefault(inp.source.name, i)
+    events = []
+    for path in parts:
+        with open(path, "rb") as fh:
+            for line in fh:
+                ev = orjson.loads(line)
+                where, _, n = ev["id"].rpartition("#")
+                events.append(((index.get(ev["source"], len(index)), where, int(n) if n.isdigit() else 0), line))
+    events.sort(key=lambda e: e[0])  # stable: ties keep the map's events before the write's
+    tmp = folder / "events.jsonl.tmp"
+    with open(tmp, "wb") as out:
+        out.writelines(line for _, line in events)
+    for path in parts:
+        path.unlink()
+    tmp.rename(folder / "events.jsonl")
+
+
+def run(cfg, run_dir: Path, inputs: list[PrepareInput], console=None) -> dict:
+    """The prepare stage: writes data/examples.jsonl and ledger/prepare/events.jsonl; returns stats."""
+    run_dir = Path(run_dir)
+    started = time.perf_counter()
+    work = run_dir / "tmp" / "prepare"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(run_dir / "ledger" / "prepare", ignore_errors=True)
+    work.mkdir(parents=True)
+    for inp in inputs:  # template errors surface once, here, not once per worker
+        load_tasks(inp.template)
+    done = _executor(cfg)(cfg, run_dir, work, inputs, console)
+    t0 = time.perf_counter()
+    assemble(run_dir, work, done.shards, done.plan)
+    order_ledger(run_dir, inputs, done.shards)
+    done.seconds["write"] = done.seconds.get("write", 0.0) + time.perf_counter() - t0
     shutil.rmtree(work, ignore_errors=True)
     try:
         (run_dir / "tmp").rmdir()
     except OSError:
         pass
+    return _stats(cfg, inputs, done, time.perf_counter() - started)
 
+
+def _stats(cfg, inputs: list[PrepareInput], done: Outcome, total: float) -> dict:
     sources: dict[str, dict] = {}
     for inp in inputs:
         sources.setdefault(inp.source.name, {"side": inp.side, "in": 0, "kept": 0, "rejected": 0})
     step_seconds: dict[str, float] = defaultdict(float)
-    for st in shard_stats:
+    for st in done.mapped:
         for name, c in st["counts"].items():
             sources[name]["in"] += c["in"]
             sources[name]["rejected"] += c["rejected"]
         for step, sec in st["seconds"].items():
             step_seconds[step] += sec
     examples: dict[str, int] = defaultdict(int)
-    for final in finals:
+    for final in done.finals:
         for name, n in final["kept"].items():
             sources[name]["kept"] += n
         for name, n in final["duplicates"].items():
@@ -540,14 +635,17 @@ def run(cfg, run_dir: Path, inputs: list[PrepareInput], console=None) -> dict:
         if c["in"] != c["kept"] + c["rejected"]:
             raise WebtuneError(f"prepare: source {name!r} does not reconcile ({c['in']} in, {c['kept']} kept, "
                                f"{c['rejected']} rejected); this is a bug, please report it")
-    total = time.perf_counter() - started
     n_in = sum(c["in"] for c in sources.values())
+    plan = done.plan
     return {
         "sources": sources,
         "examples": dict(examples),
         "duplicates": int((plan.keeper != np.arange(len(plan.keeper))).sum()),
-        "workers": workers,
-        "seconds": {"total": round(total, 3), **{k: round(v, 3) for k, v in seconds.items()}},
+        "executor": executor_name(cfg),
+        "workers": done.workers,
+        "shards": done.shards,
+        "seconds": {"total": round(total, 3), **{k: round(v, 3) for k, v in done.seconds.items()}},
         "worker_seconds": {k: round(v, 3) for k, v in sorted(step_seconds.items())},
         "records_per_s": round(n_in / total, 1) if total > 0 else None,
+        **done.extra,
     }
