@@ -51,3 +51,17 @@ def test_repairs_can_be_switched_off():
     fields = {"description": "<p>x</p>  Caf\u00c3\u00a9"}
     assert cleaner(fix_unicode=False, strip_html=False, normalize_whitespace=False).clean(fields) == {}
     assert fields["description"] == "<p>x</p>  Caf\u00c3\u00a9"
+
+
+MARKDOWN = ("Run `prog -m <mode>` as shown:\n\n- **-m <mode>**: the mode,  one of two\n\n  Note\n\n  ```\n"
+            "  if mode:\n      run(mode)   # <b> stays\n\n  done()\n  ```\n\nA <b>bold</b> claim.   ")
+
+
+def test_a_page_s_markdown_keeps_its_literal_markup_code_and_indentation():
+    fields = {"text": MARKDOWN, "text_format": "markdown"}  # as the HTML sources deliver it
+    cleaner().clean(fields)
+    assert fields["text"] == MARKDOWN.replace(",  one", ", one").rstrip()  # only the double space and the end
+    plain = {"text": MARKDOWN}  # the same text in any other record: markup outside code is stripped
+    repairs = cleaner().clean(plain)
+    assert repairs == {"html_stripped": ["text"]} and "A bold claim." in plain["text"]
+    assert "      run(mode)   # <b> stays\n\n  done()" in plain["text"]  # code is never touched

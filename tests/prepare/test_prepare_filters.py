@@ -66,3 +66,17 @@ def test_pii_masking():
     assert mask_pii("Mail jane.doe@example.com or call +1 415-555-0134 today") == \
         "Mail [EMAIL] or call [PHONE] today"
     assert mask_pii("Model AB-1234 fits 2 people") == "Model AB-1234 fits 2 people"
+
+
+def test_markdown_pages_are_judged_on_their_prose():
+    from webtune.prepare.filters import prose_view
+    table = "\n".join(["| Name | Meaning |", "|---|---|"] + [f"| `opt{i}` | {words(i, 6)} |" for i in range(12)])
+    code = "```\n>>> x = 1\n>>> x = 1\n>>> x == 1\nTrue\n```"
+    text = f"### `Options`\n\n{GOOD}\n\n{table}\n\n{code}\n\n- {words(3, 9)}\n- {words(4, 9)}"
+    fields = {"text": text, "text_format": "markdown"}
+    strict = dict(max_symbol_word_ratio=0.1, max_dup_line_share=0.1)
+    assert check(text, **strict)[0] == "symbol_ratio"  # the markup and the code, read as prose
+    view = prose_view(fields, text)
+    assert check(view, fields, **strict) is None
+    assert ">>>" not in view and "|" not in view and "###" not in view and "opt11" in view
+    assert prose_view({"text": text}, text) == text  # any other record: judged as it is

@@ -101,9 +101,12 @@ def outside_code(text: str, fn) -> str:
     return "".join(out)
 
 
-def without_code(text: str) -> str:
-    """Markdown `text` with its fenced code blocks removed (code repeats lines by nature)."""
-    return _CODE.sub("", text) if "```" in text or "~~~" in text else text
+def without_code(text: str, spans: bool = True) -> str:
+    """Markdown `text` with its fenced code blocks removed (code repeats lines by nature), and
+    its inline code spans too unless `spans` is False."""
+    if not ("```" in text or "~~~" in text or (spans and "`" in text)):
+        return text
+    return _CODE.sub(lambda m: "" if spans or m.group(2) else m.group(0), text)
 
 
 def _tidy_prose(part: str) -> str:
@@ -125,7 +128,9 @@ class Cleaner:
         self.normalize_whitespace = bool(cfg.normalize_whitespace)
         self.fields = list(cfg.fields or [])
 
-    def clean_text(self, text: str, repairs: set[str]) -> str:
+    def clean_text(self, text: str, repairs: set[str], markdown: bool = False) -> str:
+        """One text; `markdown`: a page's Markdown from the HTML sources, whose `<...>` is literal
+        text (the markup was read already), so it is never stripped and indentation is kept."""
         ascii_ = text.isascii()
         if self.fix_unicode and not ascii_:
             fixed = fix_unicode(text)
@@ -133,21 +138,21 @@ class Cleaner:
                 repairs.add("mojibake_fixed")
                 text = fixed
         code = "`" in text or "~~~" in text  # markup shown as code is the text itself: left alone
-        if self.strip_html and ("<" in text or "&" in text) and looks_like_html(_CODE.sub(" ", text) if code else text):
+        if self.strip_html and not markdown and ("<" in text or "&" in text) and looks_like_html(_CODE.sub(" ", text) if code else text):
             text = outside_code(text, html_to_text) if code else html_to_text(text)
             repairs.add("html_stripped")
             ascii_ = False
         if self.normalize_whitespace and not (ascii_ and _tidy_ascii(text)):
-            text = normalize_markdown(text) if is_markdown(text) else normalize_whitespace(text)
+            text = normalize_markdown(text) if markdown or is_markdown(text) else normalize_whitespace(text)
         return text
 
-    def _clean_value(self, value: Any, repairs: set[str]) -> Any:
+    def _clean_value(self, value: Any, repairs: set[str], markdown: bool = False) -> Any:
         if isinstance(value, str):
-            return self.clean_text(value, repairs)
+            return self.clean_text(value, repairs, markdown)
         if isinstance(value, list):
-            return [self._clean_value(v, repairs) for v in value]
+            return [self._clean_value(v, repairs, markdown) for v in value]
         if isinstance(value, dict):
-            return {k: self._clean_value(v, repairs) for k, v in value.items()}
+            return {k: self._clean_value(v, repairs, markdown) for k, v in value.items()}
         return value
 
     def clean(self, fields: dict, names: list[str] | None = None) -> dict[str, list[str]]:
@@ -155,12 +160,13 @@ class Cleaner:
         Returns {repair reason: [field names]}."""
         found: dict[str, list[str]] = {}
         repairs: set[str] = set()
+        markdown = fields.get("text_format") == "markdown"  # set by the HTML sources
         for name in (self.fields or names or list(fields)):
             value = fields.get(name)
             if isinstance(value, str):
-                fields[name] = self.clean_text(value, repairs)
+                fields[name] = self.clean_text(value, repairs, markdown)
             elif isinstance(value, (list, dict)):
-                fields[name] = self._clean_value(value, repairs)
+                fields[name] = self._clean_value(value, repairs, markdown)
             else:
                 continue
             if repairs:

@@ -39,6 +39,18 @@ def _language_identifier():
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
+_MARKUP = re.compile(r"^[ \t>]*(?:#{1,6} |[-*+] |\d+[.)] |\|[-:| ]*\|?$)|(?<!\w)[*_`]+|[*_`]+(?!\w)|\|", re.M)
+
+
+def prose_view(fields: dict, text: str) -> str:
+    """What the quality rules judge in a page's Markdown (`text_format: markdown`): its prose,
+    without code blocks and without the markup itself (`#` of headings, list markers, table
+    pipes, emphasis), which the word rules would count as symbols. Other records: `text` as is."""
+    if fields.get("text_format") != "markdown":
+        return text
+    return _MARKUP.sub(" ", without_code(text, spans=False))
+
+
 def dup_share(parts: list[str]) -> float:
     """Share of the non-empty parts that repeat an earlier one."""
     parts = [p for p in parts if p.strip()]

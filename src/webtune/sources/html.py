@@ -99,6 +99,7 @@ def extract(data: bytes, url: str | None = None, header_charset: str | None = No
     fields = {
         "title": title or None,
         "text": body,
+        "text_format": "markdown",  # prepare's cleaning: `<...>` in it is literal text, indentation kept
         "headings": headings,
         "url": url or doc.url,
         "date": doc.date,
@@ -298,7 +299,7 @@ def _table(el) -> str:
         return ""
     width = max(len(r) for r in rows)
     rows = [r + [""] * (width - len(r)) for r in rows]
-    lines = ["| " + " | ".join(r) + " |" for r in rows]
+    lines = ["|" + "|".join(f" {c} " if c else " " for c in r) + "|" for r in rows]
     lines.insert(1, "|" + "---|" * width)
     return "\n".join(lines)
 

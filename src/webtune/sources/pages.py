@@ -183,21 +183,26 @@ def _grouped(items: list[str], sep: str, kind: str, max_chars: int) -> Iterator[
 def lead_fields(page_blocks: list[Block], title: str | None) -> dict:
     """{lead, outline} when the page opens with a real lead paragraph, else {}."""
     top = [b for b in page_blocks if b.kind == "heading" and b.level > 1]
-    lead = next((b.text for b in _lead_blocks(page_blocks) if _is_lead(b)), None)
+    lead = _lead(page_blocks)
     if not lead:
         return {}
     shallowest = min((b.level for b in top), default=0)
     return {"lead": lead, "outline": [b.heading for b in top if b.level == shallowest]}
 
 
-def _lead_blocks(page_blocks: list[Block]) -> Iterator[Block]:
+def _lead(page_blocks: list[Block]) -> str | None:
+    """The page's first paragraph before any subheading, code or list (short notes and
+    `**Label:**` lines skipped), when it is prose of whole sentences: not one that leads into what
+    follows with a colon."""
     for i, block in enumerate(page_blocks):
         if block.kind == "heading" and (block.level > 1 or i > 0):
-            return
-        yield block
-
-
-def _is_lead(block: Block) -> bool:
-    text = block.text
-    return (block.kind == "paragraph" and len(text) >= LEAD_MIN_CHARS and not text.startswith(("**", "`", "|"))
-            and ends_sentence(text) and len(sentences(text)) >= 1 and not text.rstrip().endswith(":"))
+            return None
+        if block.kind == "heading":
+            continue
+        if block.kind != "paragraph":
+            return None
+        text = block.text
+        if len(text) < LEAD_MIN_CHARS or text.startswith(("**", "`", "|")):
+            continue
+        return text if ends_sentence(text, strict=True) else None
+    return None
