@@ -10,10 +10,12 @@ PIP := $(PY) -m pip
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements/cpu.lock
+$(VENV)/.installed: pyproject.toml requirements/cpu.lock requirements/nodeps.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q -r requirements/cpu.lock   # torch==2.13.0 is the local CPU build; any other pulls CUDA
+	$(PIP) install -q --no-deps -r requirements/nodeps.txt
 	$(PIP) install -q --no-deps -e .
+	$(VENV)/bin/webtune fetch-base               # the default's base model, converted once into the model cache
 	touch $@
 
 run: setup

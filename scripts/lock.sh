@@ -13,6 +13,8 @@ compile() {  # $1: output file (pip-compile reuses the pins already in it)
     -c requirements/constraints.txt -o "$1" pyproject.toml 2> >(grep -v "^WARNING: Location" >&2)
   # torch's local build is 2.13.0+cpu here; `torch==2.13.0` matches it (and reads as the README says).
   sed -i -E 's/^torch==([0-9.]+)\+cpu$/torch==\1/' "$1"
+  # `all` names webtune's own extras, which pins webtune itself to this folder's path: drop that entry.
+  sed -i -E '/^webtune @ /,/^[^ ]/{/^webtune @ |^    /d}' "$1"
 }
 
 if [[ "${1:-}" == "--check" ]]; then

@@ -135,7 +135,11 @@ def execute(cfg, run_dir: Path, fresh: bool, only: set[str] | None = None) -> di
     summary = metrics.get("summary")
     if summary:
         log(f"[green]done[/green]: {summary}")
-    log(f"report: {run_dir / 'report.html'}")
+    if (run_dir / "report.html").exists():
+        log(f"report: {run_dir / 'report.html'}")
+    elif only:
+        log(f"data stages done: continue with `webtune resume {run_dir}`, or `webtune run` with the same "
+            f"overrides (it restores them from the cache)")
     return manifest
 
 
@@ -334,10 +338,10 @@ def cmd_preview(overrides: list[str], allow_trigger: bool = False) -> int:
 
 
 def cmd_eval(ns) -> int:
+    from .rundir import merge_run_config
     run_dir = existing_run_dir(ns.run_dir)
-    cfg = load_run_config(run_dir)
-    if ns.overrides:
-        cfg.merge_with(OmegaConf.from_dotlist(ns.overrides))
+    # the overrides go into RUN/config.yaml, so a later `resume` keys evaluate from what was run
+    cfg = merge_run_config(run_dir, ns.overrides) if ns.overrides else load_run_config(run_dir)
     attach_run_log(run_dir)
     execute(cfg, run_dir, fresh=False, only={"evaluate", "report"})
     return 0

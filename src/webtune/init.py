@@ -31,6 +31,22 @@ SAMPLES = [
     ("How long does loose tea stay fresh?", "Green tea is best within six months; black tea keeps well for about two years."),
     ("What makes white tea different?", "White tea comes from young buds that are withered and dried with little processing."),
     ("Which teapot suits oolong best?", "A small clay or porcelain pot lets you brew short, repeated infusions of oolong."),
+    ("Does tea go stale in the fridge?", "The fridge adds moisture and odours, so keep tea in a cool cupboard instead."),
+    ("What is a tea cosy for?", "A tea cosy keeps the pot warm while the leaves steep or between cups."),
+    ("How do I make iced tea quickly?", "Brew the tea twice as strong, then pour it over a glass full of ice."),
+    ("Why do some teas taste smoky?", "Smoky teas such as lapsang souchong are dried over pine wood fires."),
+    ("What does first flush mean?", "First flush is the earliest spring harvest, prized for its light, bright taste."),
+    ("How is pu-erh tea made?", "Pu-erh leaves are fermented and often aged for years, like a fine wine."),
+    ("Can I reuse tea bags?", "A tea bag gives a weaker second cup, best brewed right after the first."),
+    ("What is chai?", "Chai is black tea simmered with milk, sugar and spices such as cardamom and ginger."),
+    ("Does lemon change the taste of tea?", "Lemon brightens black tea and lightens its colour, but it curdles milk."),
+    ("How do I clean tea stains from a mug?", "Scrub the mug with a paste of baking soda and a little water."),
+    ("What is rooibos?", "Rooibos is a caffeine-free South African herb with a sweet, nutty flavour."),
+    ("Should tea leaves be crushed?", "Whole leaves give a smoother cup, while crushed leaves brew fast and strong."),
+    ("How much caffeine is in black tea?", "A cup of black tea has roughly forty to seventy milligrams of caffeine."),
+    ("Is loose leaf tea better than bags?", "Loose leaves have more room to unfurl, which usually gives a fuller flavour."),
+    ("What is a gaiwan?", "A gaiwan is a lidded bowl for brewing tea in short, concentrated infusions."),
+    ("Why does tea form a film on top?", "Hard water reacts with compounds in tea and leaves a thin film on the surface."),
 ]
 
 

@@ -5,6 +5,7 @@ import shutil
 
 import orjson
 import pytest
+from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
 from tests.conftest import webtune
@@ -108,6 +109,8 @@ def test_eval_command_re_evaluates_with_overrides_and_compare_shows_both(tiny_ru
     assert "judge" not in ev and ev["settings"]["min_domain_gain"] == 100
     assert load(again / "metrics.json")["eval"]["passed"] is False
     assert "FLAGGED" in (again / "report.html").read_text()
+    kept = OmegaConf.load(again / "config.yaml")          # a later resume keys evaluate from these
+    assert kept.eval.min_domain_gain == 100 and kept.eval.judge.enabled is False
     out = tmp_path / "compare.html"
     r = webtune("compare", str(tiny_run), str(again), "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
