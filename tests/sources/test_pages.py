@@ -159,3 +159,13 @@ def test_bad_pages_settings_fail_in_one_line():
         pages.settings(SimpleNamespace(split="sections", min_chars=0, max_chars=0))
     with pytest.raises(WebtuneError, match="min_chars=500 is over max_chars=100"):
         pages.settings(OmegaConf.structured(PagesConfig(min_chars=500, max_chars=100)))
+
+
+def test_a_lead_in_stays_with_the_code_it_introduces(tmp_path):
+    body = h(1, "Usage") + "".join(f"<p>{paragraph(i, 3)}</p><p>For example:</p><pre>run --case {i}\n    --verbose</pre>"
+                                   for i in range(12))
+    got = records(tmp_path, page(body), max_chars=900, min_chars=0)
+    assert len(got) > 3
+    for r in got:
+        assert not r.fields["text"].rstrip().endswith(":"), r.id
+        assert r.fields["text"].count("For example:") == r.fields["text"].count("```") // 2, r.id

@@ -144,12 +144,25 @@ def _split_long(sec: Section, max_chars: int, language: str) -> list[Section]:
     if not max_chars or len(sec.text) <= max_chars:
         return [sec]
     groups: list[list[Block]] = [[]]
-    for block in _pieces(sec.blocks, max_chars, language):
+    for unit in _glued(_pieces(sec.blocks, max_chars, language)):
         size = sum(len(b.text) + 2 for b in groups[-1])
-        if groups[-1] and size + len(block.text) > max_chars:
+        if groups[-1] and size + sum(len(b.text) + 2 for b in unit) - 2 > max_chars:
             groups.append([])
-        groups[-1].append(block)
+        groups[-1].extend(unit)
     return [Section(sec.title, sec.level, sec.path, g, k, len(groups)) for k, g in enumerate(groups, 1)]
+
+
+def _glued(pieces: Iterator[Block]) -> Iterator[list[Block]]:
+    """The blocks in runs that stay in one part: a paragraph ending in a colon ("For example:")
+    with the block it introduces."""
+    run: list[Block] = []
+    for block in pieces:
+        run.append(block)
+        if not (block.kind == "paragraph" and block.text.rstrip().endswith(":")):
+            yield run
+            run = []
+    if run:
+        yield run
 
 
 def _pieces(section_blocks: list[Block], max_chars: int, language: str) -> Iterator[Block]:
