@@ -111,3 +111,49 @@ def test_run_refuses_before_its_first_stage(tmp_path):
     assert r.returncode == 2
     assert "BRIGHTDATA_API_TOKEN" in r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_name_with_port_answers_models(tmp_path):
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.conftest import FIXTURES
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "tiny_model", run / "model")
+    (run / "metrics.json").write_text(json.dumps({"eval": {"passed": True, "status": "passed", "flags": []}}))
+    (run / "config.yaml").write_text("name: shop\n")
+    registry = str(tmp_path / "registry")
+    for argv in (["models", "register", "shop", str(run), "--registry", registry],
+                 ["models", "--registry", registry, "promote", "shop", "v1"]):
+        r = webtune(*argv, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "webtune", "serve", "shop", "--port", str(port),
+                               "--registry", registry], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).json()
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not start within 120 s"
+                time.sleep(0.5)
+        assert any(m["id"].startswith("shop") for m in models["data"]), models
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
