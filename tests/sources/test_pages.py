@@ -169,3 +169,24 @@ def test_a_lead_in_stays_with_the_code_it_introduces(tmp_path):
     for r in got:
         assert not r.fields["text"].rstrip().endswith(":"), r.id
         assert r.fields["text"].count("For example:") == r.fields["text"].count("```") // 2, r.id
+
+
+def test_the_urls_source_splits_fetched_pages_into_sections_too(tmp_path):
+    from rich.console import Console
+
+    from webtune.config import UrlsConfig
+    from webtune.sources import urls
+    from tests.fakes.web_server import FakeWeb
+
+    site = tmp_path / "site"
+    site.mkdir()
+    body = h(1, "Guide") + f"<p>{paragraph(1)}</p>" + h(2, "Install") + f"<p>{paragraph(2)}</p>"
+    (site / "guide.html").write_bytes(page(body))
+    with FakeWeb(site, crawl_delay=None) as web:
+        url = web.url("/pages/guide.html")
+        cfg = OmegaConf.structured(UrlsConfig(urls=[url], cache_dir=str(tmp_path / "cache"), delay=0.0, timeout=5))
+        paths = urls.acquire(cfg, "web", tmp_path / "raw", console=Console(quiet=True))
+    got = list(urls.iter_records(cfg, "web", paths, pages=OmegaConf.structured(PagesConfig(split="section", min_chars=0))))
+    assert [r.id for r in got] == [f"web:{url}#1/s1", f"web:{url}#1/s2"]
+    assert [r.fields["section_title"] for r in got] == ["Guide", "Install"] and {r.group for r in got} == {url}
+    assert got[1].fields["url"] == url and got[1].fields["text"] == paragraph(2)
