@@ -19,6 +19,8 @@ from webtune.sources import brightdata, brightdata_market
 ENV = "WEBTUNE_TEST_BD_TOKEN"
 PRODUCTS = "gd_l7q7dkf244hwjntr0"
 BRANDS = ["ACME", "Stanley", "Yeti", "Owala"]
+TUMBLERS = {"operator": "and", "filters": [{"name": "title", "operator": "includes", "value": "tumbler"},
+                                          {"name": "rating", "operator": ">=", "value": 4.5}]}
 
 
 def catalogue(n=40):
@@ -41,7 +43,7 @@ def make_cfg(fake, **over):
     values = dict(base_url=fake.base_url, api_key_env=ENV, poll_interval=0.01, poll_timeout=20.0, timeout=5.0,
                   requests_per_hour=10**6, rate_limit_wait=0.01, retry_backoff=0.01)
     values.update(over)
-    given_filter = values.pop("filter", src.brightdata.filter)
+    given_filter = values.pop("filter", TUMBLERS)
     cfg = OmegaConf.merge(src.brightdata, values)
     cfg.filter = given_filter                 # replaced, not merged into the shipped one
     return cfg

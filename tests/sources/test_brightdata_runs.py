@@ -81,6 +81,7 @@ def market(fake, n=30):
 def test_marketplace_filter_with_records_limit_reconciles_in_the_ledger(fake, tmp_path):
     market(fake)
     run_dir = run_data(tmp_path, ["source=brightdata_marketplace", "source.brightdata.records_limit=4",
+                                  'source.brightdata.filter={name: rating, operator: ">=", value: 4.5}',
                                   *bd(fake, requests_per_hour=10**6)])
     [sent] = fake.filters
     sid = sent["snapshot_id"]
@@ -94,8 +95,7 @@ def test_marketplace_filter_with_records_limit_reconciles_in_the_ledger(fake, tm
 
 def test_marketplace_sample(fake, tmp_path):
     market(fake)
-    run_dir = run_data(tmp_path, ["source=brightdata_marketplace", "source.brightdata.filter=null",
-                                  "source.brightdata.records_limit=2", *bd(fake, requests_per_hour=10**6)])
+    run_dir = run_data(tmp_path, ["source=brightdata_marketplace", "source.brightdata.records_limit=2", *bd(fake, requests_per_hour=10**6)])
     assert fake.filters[0]["filter"] == {"name": "title", "operator": "is_not_null"}
     assert len(ledger(run_dir, "market")) == 2
 
