@@ -4,6 +4,7 @@ Python's venv ships, runs from an empty folder outside the checkout: `init`, `va
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,14 @@ def sh(cmd: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedPro
 def installed(tmp_path_factory) -> Path:
     """bin/ of a fresh venv with the wheel installed (torch first, then the locked versions)."""
     work = tmp_path_factory.mktemp("wheel")
-    sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(work), str(REPO)],
+    # built from a copy of the tracked files, so the checkout gets no build/ folder and nothing untracked ships
+    src = work / "src"
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        if (REPO / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, src / name)
+    sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(work), str(src)],
        cwd=work)
     [wheel] = work.glob("webtune-*.whl")
     sh(["python3", "-m", "venv", str(work / "venv")], cwd=work)     # the stock pip, not upgraded
