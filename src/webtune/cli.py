@@ -65,26 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
 
     p = command("models", "the model registry: versions, promote, rollback")
-    p.add_argument("--registry", default=REGISTRY)
-    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    actions.add_parser("list", help="every registered model")
-    a = actions.add_parser("show", help="a model's versions")
-    a.add_argument("name")
-    a = actions.add_parser("register", help="register a run as the next version")
-    a.add_argument("name")
-    a.add_argument("run_dir")
-    a = actions.add_parser("promote", help="make a version the one served")
-    a.add_argument("name")
-    a.add_argument("version", help="N or vN")
-    a.add_argument("--force", action="store_true", help="promote even if its evaluation failed or is unverified")
-    a = actions.add_parser("rollback", help="serve the previously promoted version again")
-    a.add_argument("name")
-    a = actions.add_parser("delete", help="delete a model or one version")
-    a.add_argument("name")
-    a.add_argument("version", nargs="?")
-    a.add_argument("--force", action="store_true")
-    for action in actions.choices.values():
-        action.add_argument("--registry", default=argparse.SUPPRESS, help="registry folder (default runs/registry)")
+    made = add_actions(p, "--registry", REGISTRY, {
+        "list": ("every registered model", []),
+        "show": ("a model's versions", ["name"]),
+        "register": ("register a run as the next version", ["name", "run_dir"]),
+        "promote": ("make a version (N or vN) the one served", ["name", "version"]),
+        "rollback": ("serve the previously promoted version again", ["name"]),
+        "delete": ("delete a model or one version", ["name", "version?"])})
+    made["promote"].add_argument("--force", action="store_true",
+                                 help="promote even if its evaluation failed or is unverified")
+    made["delete"].add_argument("--force", action="store_true")
 
     p = command("serve", "an OpenAI-compatible endpoint for a registered model or a run directory")
     p.add_argument("target", help="NAME[@vN] in the registry, or a run directory (a directory wins)")
@@ -122,20 +112,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="download and convert again")
 
     p = command("sources", "cached source snapshots; Bright Data's marketplace datasets")
-    p.add_argument("--runs-dir", default="runs")
-    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    actions.add_parser("list", help="what is cached, its age and size")
-    a = actions.add_parser("show", help="one cached snapshot")
-    a.add_argument("key")
-    a = actions.add_parser("forget", help="drop a cached snapshot")
-    a.add_argument("key")
-    a = actions.add_parser("datasets", help="Bright Data marketplace datasets (id, name, records)")
-    a.add_argument("--search", help="only names containing this word")
-    a.add_argument("--base-url", default="https://api.brightdata.com")
-    a.add_argument("--api-key-env", default="BRIGHTDATA_API_TOKEN")
-    for action in actions.choices.values():
-        action.add_argument("--runs-dir", default=argparse.SUPPRESS)
+    made = add_actions(p, "--runs-dir", "runs", {
+        "list": ("what is cached, its age and size", []),
+        "show": ("one cached snapshot", ["key"]),
+        "forget": ("drop a cached snapshot", ["key"]),
+        "datasets": ("Bright Data marketplace datasets (id, name, records)", [])})
+    made["datasets"].add_argument("--search", help="only names containing this word")
+    made["datasets"].add_argument("--base-url", default="https://api.brightdata.com")
+    made["datasets"].add_argument("--api-key-env", default="BRIGHTDATA_API_TOKEN")
     return ap
+
+
+def add_actions(parser: argparse.ArgumentParser, flag: str, default: str,
+                actions: dict[str, tuple[str, list[str]]]) -> dict[str, argparse.ArgumentParser]:
+    """Sub-actions (`models promote NAME V`) with their positionals (`NAME?`: optional); the shared
+    option (`--registry`) is accepted before or after the action."""
+    parser.add_argument(flag, default=default)
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    made = {}
+    for name, (help, positionals) in actions.items():
+        made[name] = sub.add_parser(name, help=help, description=help)
+        for arg in positionals:
+            made[name].add_argument(arg.rstrip("?"), nargs="?" if arg.endswith("?") else None)
+        made[name].add_argument(flag, default=argparse.SUPPRESS, help=f"(default {default})")
+    return made
 
 
 # Commands whose work lives in a stage package: (module, function), called with the Namespace.
