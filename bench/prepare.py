@@ -38,7 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SHARED = Path(os.environ.get("WEBTUNE_SHARED", REPO.parent / "shared"))
-GEN = SHARED / "bench" / "gen_products.py"
+GEN = HERE / "gen" / "gen_products.py"  # the project's copy of the shared generator
 
 BENCH_FILTERS = dict(min_words=5, max_words=100_000, max_dup_line_share=0.3, max_dup_para_share=0.3,
                      max_top_ngram_share=0.2, top_ngram_n=2, max_symbol_word_ratio=0.1,
@@ -122,14 +122,16 @@ def run_measured(cmd: list[str], cwd: Path | None = None, env: dict | None = Non
 
 
 # ---------------------------------------------------------------- the webtune cell (child process)
-def child(data: Path, run_dir: Path, workers: int) -> None:
+def child(data: Path, run_dir: Path, workers: int, executor: str = "local") -> None:
     from omegaconf import OmegaConf
 
     from webtune.config import FilesConfig, PrepareConfig, SourceConfig, TaskConfig, TemplateConfig, TurnConfig
     from webtune.ledger import fold
     from webtune.prepare import PrepareInput, run
 
-    cfg = OmegaConf.create({"prepare": OmegaConf.structured(PrepareConfig(workers=workers))})
+    cfg = OmegaConf.create({"prepare": OmegaConf.structured(PrepareConfig(workers=workers, executor=executor))})
+    cfg.prepare.ray.workers = workers  # executor=ray: a local Ray on 127.0.0.1, one actor per worker
+    cfg.prepare.ray.num_cpus = os.cpu_count() or 1
     for key, value in BENCH_FILTERS.items():
         OmegaConf.update(cfg, f"prepare.filters.{key}", value)
     cfg.prepare.dedupe.fields = ["description"]

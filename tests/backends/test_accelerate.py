@@ -31,8 +31,8 @@ def free_port() -> int:
 
 def accelerate_run(*overrides: str, processes: int = 2) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(SHIPPED / "conf/accelerate/cpu.yaml"),
-           "--num_processes", str(processes), "--main_process_port", str(free_port()), "-m", "webtune", "run", *overrides]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+           "--num_processes", str(processes), "--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port()), "-m", "webtune", "run", *overrides]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}  # loopback only
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -49,7 +49,9 @@ def test_two_cpu_processes_train_their_shards_into_one_run_dir(tiny_dir, runs):
     assert train["processes"] == 2
     rows = len(np.load(run / "data/packed/train.npz")["bin_offsets"]) - 1
     cfg = OmegaConf.load(run / "config.yaml")
-    per_device = max(1, cfg.model.train.batch_tokens // cfg.mix.max_seq_len // 2)  # rows per step over 2 processes
+    t = cfg.model.train
+    per_device = t.batch_tokens // (2 * t.grad_accum * cfg.mix.max_seq_len)  # exact: the run refuses otherwise
+    assert 2 * per_device * t.grad_accum * cfg.mix.max_seq_len == t.batch_tokens
     # each process iterates over half of the rows: sharded once by the Trainer, not twice
     assert train["batches_per_process"] == math.ceil(rows / (per_device * 2))
     assert train["steps"] == 4
@@ -59,3 +61,15 @@ def test_two_cpu_processes_train_their_shards_into_one_run_dir(tiny_dir, runs):
     assert (run / "model/adapter_config.json").exists()
     # every stage logged once (rank 0), not once per process
     assert r.stderr.count("train: running") == 1 or r.stdout.count("train: running") == 1
+
+
+def test_three_processes_refuse_tokens_per_step_the_config_does_not_say(runs):
+    """1024 tokens per step cannot be 3 processes x whole rows of 512: refuse before any stage runs."""
+    r = accelerate_run(*SMALL, f"runs_dir={runs}", "model.train.batch_tokens=1024", processes=3)
+    assert r.returncode != 0
+    errors = [line for line in r.stderr.splitlines() if "model.train.batch_tokens=1024 is not 3 process(es)" in line]
+    assert errors, r.stderr[-3000:]
+    assert "nearest exact settings" in errors[0] and "2 process(es) (1 row(s) per device)" in errors[0]
+    assert "model.train.batch_tokens=1536 (1 row(s) per device)" in errors[0]
+    assert "rank 0 failed: model.train.batch_tokens=1024" in r.stderr  # the other ranks end with rank 0's line
+    assert not list(runs.rglob("examples.jsonl"))  # no data stage ran
