@@ -38,3 +38,9 @@ def interrupt_main_when(condition: Callable[[], bool], timeout: float = 30.0, de
     thread = threading.Thread(target=go, daemon=True)
     thread.start()
     return thread
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for a child that must be interruptible: a process that starts with SIGINT ignored
+    (as under a background suite) keeps it ignored, and Python then installs no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from tests.conftest import REPO, SMALL, TINY_MODEL
 from tests.fakes.brightdata_server import FakeBrightData
+from tests.sigint import default_sigint
 from webtune.errors import WebtuneError
 
 ENV = "WEBTUNE_TEST_BD_TOKEN"
@@ -165,7 +166,7 @@ def cli_env(fake) -> dict:
 
 def cli(fake, *args, stdin=subprocess.DEVNULL, log=None):
     return subprocess.Popen([sys.executable, "-m", "webtune", *args], cwd=REPO, env=cli_env(fake), stdin=stdin,
-                            stdout=log, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=default_sigint)
 
 
 def wait_until(ready, proc, what, log: Path, timeout=120):
