@@ -200,7 +200,14 @@ def measure(name: str, paths: list[Path], console: Console) -> dict:
                     m["sections_mid"] += 1
     examples, reasons = prepare(cfg, paths, Path(tempfile.mkdtemp(prefix="pages-", dir=TMP)))
     contributing = {page_of(e["record_id"]) for e in examples}
+    chat = _chat(cfg)
+    fits = collections.defaultdict(set)  # page -> does it have an example within mix.max_seq_len?
     for e in examples:
+        if chat is not None:
+            n = len(chat.encode(e["messages"])[0])
+            m["tokens_over"] += n > cfg.mix.max_seq_len
+            m["tokens_max"] = max(m["tokens_max"], n)
+            fits[page_of(e["record_id"])].add(n <= cfg.mix.max_seq_len)
         target = e["messages"][-1]["content"]
         fields = records.get(e["record_id"], {})
         text = fields.get("text") or ""
@@ -213,9 +220,21 @@ def measure(name: str, paths: list[Path], console: Console) -> dict:
         rejected_pages[(page_of(rid), reason)] += 1
     m["too_long_pages"] = sum(1 for (pid, r) in rejected_pages if r == "too_long" and pid not in contributing)
     m["contributing"] = len(contributing)
+    m["contributing_fit"] = sum(1 for v in fits.values() if True in v)
+    m["max_seq_len"] = cfg.mix.max_seq_len
     m["reasons"] = collections.Counter(reasons.values())
     m["seconds"] = spent
     return m
+
+
+def _chat(cfg):
+    """The shipped model's chat tokenizer, to count each example as mix will (None if unavailable)."""
+    try:
+        from webtune.mix.tokenize import ChatTokenizer
+        return ChatTokenizer.for_model(cfg.model)
+    except Exception as e:  # no model files here: the token columns stay empty
+        print(f"no tokenizer for {cfg.model.name}: {type(e).__name__}: {e}")
+        return None
 
 
 def share(a: int, b: int) -> str:
@@ -231,6 +250,10 @@ def table(name: str, m: dict) -> Table:
     t.add_row("examples out", f"{m['examples']:,} ({m['examples_docs_answer']:,} answer, "
                               f"{m['examples_docs_summary']:,} summary)", "-", "-")
     t.add_row("pages with ≥1 example", share(m["contributing"], m["pages"]), "-", "-")
+    if m["tokens_max"]:
+        t.add_row(f"examples over max_seq_len {m['max_seq_len']} (mix drops them)",
+                  f"{share(m['tokens_over'], m['examples'])} (longest {m['tokens_max']:,} tokens)", "-", "-")
+        t.add_row("pages with ≥1 example that fits", share(m["contributing_fit"], m["pages"]), "-", "-")
     t.add_row("pages rejected for length only", str(m["too_long_pages"]), "-", "-")
     t.add_row("targets mid-sentence or with …", share(m["targets_mid"], m["examples"]), "-", "-")
     t.add_row("sections ending mid-sentence", share(m["sections_mid"], m["sections"]), "-", "-")

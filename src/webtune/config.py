@@ -104,7 +104,7 @@ class PagesConfig:
     """HTML pages (files and urls sources): one record per page, or one sub-record per section."""
     split: PageSplit = PageSplit.none  # none|section: sub-records `<page id>/s<N>` split by heading
     min_chars: int = 200            # a shorter section is merged into its neighbour
-    max_chars: int = 2000           # a longer one is split between blocks (a paragraph between sentences)
+    max_chars: int = 1200           # a longer one is split between blocks (~350 tokens: fits mix.max_seq_len 512)
 
 
 @dataclass
