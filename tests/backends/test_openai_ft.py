@@ -1,5 +1,6 @@
 """The OpenAI fine-tuning backend: the real `openai` SDK over real HTTP against a stateful fake
 of our own on 127.0.0.1, whose every response is validated against OpenAI's published spec."""
+import hashlib
 import io
 import json
 import os
@@ -96,7 +97,8 @@ def test_happy_path_uploads_creates_watches_and_records(fake, run_dir):
     assert body["model"] == BASE_MODEL and body["suffix"] == "webtune-test" and body["seed"] == 7
     assert body["method"] == {"type": "supervised", "supervised": {"hyperparameters": {
         "n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": 0.5}}}
-    assert body["metadata"] == {"domain": "products", "webtune_run": run_dir.name}
+    train_sha = hashlib.sha256((run_dir / "data" / "train.jsonl").read_bytes()).hexdigest()
+    assert body["metadata"] == {"domain": "products", "webtune_run": run_dir.name, "webtune_data": train_sha[:32]}
     uploaded = {f["filename"]: f for f in fake.files.values() if f["purpose"] == "fine-tune"}
     assert set(uploaded) == {"train.jsonl", "val.jsonl"}
     assert fake.file_contents[body["training_file"]] == (run_dir / "data" / "train.jsonl").read_bytes()
@@ -314,10 +316,41 @@ def test_crash_between_create_and_record_adopts_the_runs_job(fake, run_dir):
     client = OpenAI(api_key=KEY, base_url=fake.base_url, max_retries=0)
     with open(run_dir / "data" / "train.jsonl", "rb") as fh:
         file_id = client.files.create(file=("train.jsonl", fh), purpose="fine-tune").id
-    job = client.fine_tuning.jobs.create(model=BASE_MODEL, training_file=file_id,
-                                         metadata={"webtune_run": run_dir.name})
+    job = client.fine_tuning.jobs.create(model=BASE_MODEL, training_file=file_id, metadata={"webtune_run": run_dir.name},
+                                         method=supervised(n_epochs=2, learning_rate_multiplier=0.5))
     metrics = openai_ft.train(make_cfg(fake), run_dir, console=console())
     assert fake.job_creations == 1 and metrics["job_id"] == job.id
+
+
+def supervised(**hyper):
+    return {"type": "supervised", "supervised": {"hyperparameters": hyper}}
+
+
+@pytest.mark.parametrize("model, hyper, data", [
+    ("gpt-4.1-mini-2025-04-14", dict(n_epochs=2, learning_rate_multiplier=0.5), None),   # another base model
+    (BASE_MODEL, dict(n_epochs=3, learning_rate_multiplier=0.5), None),                    # other epochs
+    (BASE_MODEL, dict(n_epochs=2, learning_rate_multiplier=0.5), "0" * 32),                # other data, same size
+])
+def test_a_job_of_the_run_for_another_model_hyperparameters_or_data_is_not_adopted(fake, run_dir, model, hyper, data):
+    client = OpenAI(api_key=KEY, base_url=fake.base_url, max_retries=0)
+    with open(run_dir / "data" / "train.jsonl", "rb") as fh:
+        file_id = client.files.create(file=("train.jsonl", fh), purpose="fine-tune").id
+    tags = {"webtune_run": run_dir.name, **({"webtune_data": data} if data else {})}
+    old = client.fine_tuning.jobs.create(model=model, training_file=file_id, metadata=tags, method=supervised(**hyper))
+    out = console()
+    metrics = openai_ft.train(make_cfg(fake), run_dir, console=out)
+    assert fake.job_creations == 2 and metrics["job_id"] != old.id
+    assert f"job {old.id} of this run is not adopted" in out.file.getvalue()
+
+
+def test_resume_refuses_when_the_hyperparameters_changed(fake, run_dir):
+    fake.hold_running = True
+    interrupt_when_running(fake)
+    with pytest.raises(WebtuneError):
+        openai_ft.train(make_cfg(fake), run_dir, console=console(), ask_cancel=lambda j: False)
+    with pytest.raises(WebtuneError, match=r"model.n_epochs is 4 but job ftjob-\d+ was created with 2"):
+        openai_ft.train(make_cfg(fake, n_epochs=4), run_dir, console=console())
+    assert fake.job_creations == 1
 
 
 def test_failed_or_other_data_job_of_the_run_is_not_adopted(fake, run_dir):

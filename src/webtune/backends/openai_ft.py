@@ -29,6 +29,7 @@ from . import chat_format
 JOB_FILE = "openai_job.json"
 MODEL_FILE = "openai_model.json"
 TERMINAL = ("succeeded", "failed", "cancelled")
+DATA_METADATA_KEY = "webtune_data"  # the training file's sha256 (32 hex), so adoption can check the data
 RUN_METADATA_KEY = "webtune_run"   # tags the job, so a crash between create and write is recoverable
 CLOSURE_NOTE = ("OpenAI stops accepting new self-serve fine-tuning jobs on 2027-01-06 (earlier for some "
                 "organizations); use a local model (model=tiny or an hf model) or an OpenAI-compatible "
@@ -171,6 +172,7 @@ def train(cfg, run_dir: Path, console: Optional[Console] = None,
             raise WebtuneError(f"{job_path}: not a job record (no job_id); restore it, or remove it to "
                                f"start a new job") from None
         _check_same_data(record, job_path, train_path, val_path)
+        _check_same_job_config(record, job_path, m)
         console.print(f"[bold]openai[/]: resuming job {record['job_id']} from {escape(str(job_path))} (no new job is created)")
         client = _client_for(m)
     else:
@@ -223,6 +225,39 @@ def _check_same_data(record: dict, job_path: Path, train_path: Path, val_path: P
                                f"or remove {job_path} to start a new job")
 
 
+def _check_same_job_config(record: dict, job_path: Path, m) -> None:
+    """Resuming a job made for another base model or other hyperparameters would record a model
+    this run's config did not ask for."""
+    wanted = {"model.name_or_path": (record.get("base_model"), m.name_or_path),
+              **{f"model.{k}": (record.get("hyperparameters", {}).get(k, v), v)
+                 for k, v in _hyperparameters(m).items()}}
+    for key, (was, now) in wanted.items():
+        if str(was) != str(now):
+            raise WebtuneError(f"{key} is {now!r} but job {record['job_id']} was created with {was!r}; set it "
+                               f"back, or remove {job_path} to start a new job (it bills again)")
+
+
+def _matches(job, m, train_sha: str) -> str | None:
+    """Why `job` is not one this run's config and data would create (None: it is)."""
+    if job.model != m.name_or_path:
+        return f"base model {job.model}"
+    hyper = getattr(getattr(getattr(job, "method", None), "supervised", None), "hyperparameters", None) \
+        or getattr(job, "hyperparameters", None)
+    for k, want in _hyperparameters(m).items():
+        got = getattr(hyper, k, None) if hyper is not None else None
+        if str(want) != "auto" and (got is None or str(got) != str(want)):
+            try:
+                if float(got) == float(want):
+                    continue
+            except (TypeError, ValueError):
+                pass
+            return f"{k}={got!r}, not {want!r}"
+    data = (job.metadata or {}).get(DATA_METADATA_KEY)
+    if data is not None and data != train_sha[:32]:
+        return "other training data"
+    return None
+
+
 def _show_estimate(console: Console, reports: list, m) -> chat_format.CostEstimate:
     train_report = reports[0]
     for report in reports:
@@ -248,7 +283,9 @@ def _start_job(client, cfg, run_dir: Path, train_path: Path, val_path: Optional[
     metadata = {str(k): str(v) for k, v in _as_dict(m.metadata).items()}
     if len(metadata) < 16:
         metadata.setdefault(RUN_METADATA_KEY, run_dir.resolve().name)
-    job = _find_live_job(client, metadata.get(RUN_METADATA_KEY), m.name_or_path, train_path, m.api_key_env)
+    if len(metadata) < 16:
+        metadata.setdefault(DATA_METADATA_KEY, _sha256(train_path)[:32])
+    job = _find_live_job(client, metadata.get(RUN_METADATA_KEY), m, train_path, console)
     if job is not None:
         console.print(f"[bold]openai[/]: found job {job.id} already created for this run; watching it")
     else:
@@ -276,26 +313,31 @@ def _start_job(client, cfg, run_dir: Path, train_path: Path, val_path: Optional[
         "job_id": job.id, "base_model": m.name_or_path, "training_file": job.training_file,
         "validation_file": job.validation_file, "created_at": job.created_at,
         "training_sha256": _sha256(train_path), "validation_sha256": _sha256(val_path) if val_path else None,
-        "base_url": m.base_url,
+        "base_url": m.base_url, "hyperparameters": _hyperparameters(m),
     }
 
 
-def _find_live_job(client, run_tag: Optional[str], base_model: str, train_path: Path, api_key_env: str):
-    """This run's newest job if it was created from the same training file and has not failed."""
+def _find_live_job(client, run_tag: Optional[str], m, train_path: Path, console: Console):
+    """This run's newest job, if it has not failed and was made for the same base model,
+    hyperparameters and training data (its data tag, else its training file's size)."""
     if not run_tag:
         return None
     import openai
     try:
         for job in client.fine_tuning.jobs.list(metadata={RUN_METADATA_KEY: run_tag}, limit=10):
-            if (job.metadata or {}).get(RUN_METADATA_KEY) != run_tag or job.model != base_model \
-                    or job.status in ("failed", "cancelled"):
+            if (job.metadata or {}).get(RUN_METADATA_KEY) != run_tag or job.status in ("failed", "cancelled"):
                 return None
-            same_size = client.files.retrieve(job.training_file).bytes == train_path.stat().st_size
-            return job if same_size else None
+            why = _matches(job, m, _sha256(train_path))
+            if why is None and client.files.retrieve(job.training_file).bytes != train_path.stat().st_size:
+                why = "a training file of another size"
+            if why is not None:
+                console.print(f"[bold]openai[/]: job {job.id} of this run is not adopted ({why}); creating a new one")
+                return None
+            return job
     except openai.NotFoundError:
         return None  # providers without the list endpoint
     except openai.OpenAIError as exc:
-        raise _api_error(exc, "looking for this run's job", api_key_env) from None
+        raise _api_error(exc, "looking for this run's job", m.api_key_env) from None
     return None
 
 
