@@ -64,3 +64,26 @@ def test_the_default_config_resolves_to_the_converted_folder(folder):
     cfg = compose([])
     assert cfg.model.name == "smollm2-135m-lora" and cfg.model.method == "lora"
     assert cfg.model.name_or_path == str(folder)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)    # a conversion: ~45 s on 2 idle cores, minutes on a busy machine
+def test_a_first_use_converts_once_even_with_two_processes_at_the_same_time(tmp_path):
+    """An empty model cache: two processes resolve the default at once; the lock makes one convert
+    (temp folder + rename) while the other waits and then finds the whole folder."""
+    import os
+    import subprocess
+    import sys
+    code = "from webtune import base_model; print(base_model.resolve(base_model.DEFAULT))"
+    env = {**os.environ, "WEBTUNE_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    folder = tmp_path / "cache/models" / PINNED.sha256
+    assert {o[0].strip() for o in outs} == {str(folder)}
+    stderr = "".join(o[1] for o in outs)
+    assert stderr.count("converting SmolLM2-135M-Instruct.Q4_1.gguf") == 1
+    assert "fetching it now (`webtune fetch-base`)" in stderr                   # a first run says so
+    assert sorted(p.name for p in (tmp_path / "cache/models").iterdir()) == [".lock", PINNED.sha256]  # no temp left
+    assert base_model.provenance(folder)["sha256"] == PINNED.sha256
