@@ -153,3 +153,41 @@ def test_sources_list_shows_age_and_size_through_the_cli(tmp_path):
     assert r.returncode == 0, r.stderr[-1500:]
     out = r.stdout + r.stderr
     assert "example" in out and "KB" in out and "complete" in out
+
+
+# ---------------------------------------------------------------- Bright Data: one collection in all
+def resume_source_stage(run_dir: Path) -> None:
+    """`webtune resume`'s first step, in this process: the run's own config, its manifest."""
+    from webtune.commands import load_run_config
+    source_stage(load_run_config(run_dir), run_dir)
+
+
+def test_a_sweep_a_preview_and_a_resume_trigger_one_collection(tmp_path, monkeypatch):
+    from tests.fakes.brightdata_server import FakeBrightData
+    runs = tmp_path / "runs"
+    with FakeBrightData() as fake:
+        fake.fail("trigger", status=429, body={"error": "You have too many running jobs for this dataset."})
+        env = {"WEBTUNE_TEST_BD_TOKEN": fake.token}
+        monkeypatch.setenv("WEBTUNE_TEST_BD_TOKEN", fake.token)
+        over = [f"runs_dir={runs}", *TINY_MODEL, "prepare.workers=1", "source=brightdata_amazon",
+                "mix.general.enabled=false", f"source.brightdata.base_url={fake.base_url}",
+                "source.brightdata.api_key_env=WEBTUNE_TEST_BD_TOKEN", "source.brightdata.poll_interval=0.01",
+                "source.brightdata.mode=async", "source.brightdata.rate_limit_wait=0.01",
+                "source.brightdata.retry_backoff=0.01"]
+        refused = webtune("preview", "n=1", *over, env=env)
+        assert refused.returncode != 0 and "--allow-trigger" in refused.stderr.strip().splitlines()[-1]
+        assert fake.triggers == []                                      # preview never bills by itself
+        sweep = webtune("prepare", "-m", "model.train.learning_rate=1e-3,3e-4,1e-4", *over, env=env)
+        assert sweep.returncode == 0, sweep.stderr[-3000:]
+        shown = webtune("preview", "n=1", *over, env=env)
+        assert shown.returncode == 0 and "amazon:" in shown.stderr, shown.stderr[-2000:]
+        point = next((runs / "sweeps").glob("*/0_*"))
+        for raw in (point / "data/raw/amazon").glob("*.jsonl.gz"):
+            raw.unlink()                                    # damaged: the resume re-links it, no trigger
+        resume_source_stage(point)
+        assert list((point / "data/raw/amazon").glob("*.jsonl.gz"))
+        assert len(fake.triggers) == 1                                  # the 429 was waited out, then once
+        assert sum(1 for r in fake.requests if r["endpoint"] == "trigger") == 2
+        snapshots = {json.loads((p / "data/raw/sources.json").read_text())["domain"]["snapshot"]
+                     for p in (runs / "sweeps").glob("*/*_*") if (p / "data/raw/sources.json").exists()}
+        assert len(snapshots) == 1
