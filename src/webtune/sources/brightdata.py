@@ -92,7 +92,9 @@ def collect(cfg, source_name: str, raw_dir: Path, dataset_id: str, load_inputs: 
                      "custom_output_fields": fields,
                      "triggered_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             if sync:
-                got = scraper.scrape(inputs)
+                with console.status(f"{source_name}: sync scrape of {len(inputs)} inputs (Bright Data answers "
+                                    "within a minute, else continues it as a snapshot)"):
+                    got = scraper.scrape(inputs)
                 if isinstance(got, bytes):                  # the records came inline
                     path, snapshot_id, lines = save_inline(got, raw_dir, "sync_")
                     write_json_atomic(raw_dir / STATE_FILE, {"snapshot_id": snapshot_id, **state})
