@@ -100,6 +100,10 @@ def run_ledger(ctx: StageContext) -> dict:
                          read={k: n for side in found.values() for k, n in (side.get("counts") or {}).items()})
     for name, c in counts["sources"].items():
         ctx.log(f"  ledger {name}: {c['in']} in = {c['kept']} kept + {c['rejected']} rejected")
+    files = counts.get("files", {})
+    if files:
+        ctx.log(f"  ledger matches what the sources read: {len(files)} file(s), "
+                f"{sum(f['read'] for f in files.values()):,} records counted in the raw bytes")
     return counts
 
 
