@@ -126,7 +126,7 @@ class Filters:
             return "too_short", f"{n_chars} chars < min_chars {c.min_chars}"
         if c.max_chars and n_chars > c.max_chars:
             return "too_long", f"{n_chars} chars > max_chars {c.max_chars}"
-        prose = without_code(text) if (c.max_dup_line_share < 1.0 or c.max_dup_para_share < 1.0) else text
+        prose = without_code(text, spans=False) if (c.max_dup_line_share < 1.0 or c.max_dup_para_share < 1.0) else text
         if c.max_dup_line_share < 1.0 and "\n" in prose:
             share = dup_share(prose.split("\n"))
             if share > c.max_dup_line_share:
