@@ -56,7 +56,8 @@ def session(rcfg):
         else:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             store = int(rcfg.object_store_mb or 0) * 1024 * 1024
-            ray.init(num_cpus=int(rcfg.num_cpus or 0) or None, object_store_memory=store or None,
+            # address="local": always a new Ray of our own, never one that happens to run on this machine
+            ray.init(address="local", num_cpus=int(rcfg.num_cpus or 0) or None, object_store_memory=store or None,
                      include_dashboard=False, _node_ip_address=str(rcfg.host), log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = rcfg.address or f"a local Ray on {rcfg.host}"
