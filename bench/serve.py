@@ -1,10 +1,18 @@
-"""Serving benchmark: the tiny model on CPU behind `webtune serve`, 1 and 32 concurrent streaming
-chat clients; time to first token, tokens/s, errors. The peer is `transformers serve` (same model,
-same requests, same machine, in the same run), reported as a ratio.
+"""Serving benchmark, CPU: 1 / 8 / 32 concurrent streaming chat clients against four servers on
+the same model in one run, taking turns round after round:
 
-    python bench/serve.py [--max-tokens 64] [--clients 1 32] [--no-peer] [--write]
+- `webtune serve` (continuous batching, this tree),
+- today's `webtune serve` before batching (a git worktree of the previous commit, `--old-src`),
+- `transformers serve --continuous-batching`, and `transformers serve` without it.
 
---write puts the table into bench/RESULTS.md under "## Serving (issue 10)".
+Models: the test fixture (tests/fixtures/tiny_model) and the default's real base,
+SmolLM2-135M-Instruct (`webtune fetch-base`). Time to first token (p50/p95, queueing included),
+tokens/s per stream and in total, errors; the load average before and after each cell.
+
+    git worktree add /tmp/old <commit before batching>
+    python bench/serve.py --old-src /tmp/old/src [--models tiny smollm2] [--clients 1 8 32] [--write]
+
+--write puts the table into bench/RESULTS.md under "## Serving (issue 20)".
 """
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -26,12 +35,12 @@ from rich.console import Console
 from rich.table import Table
 
 from webtune.deploy import registry as reg
-from webtune.deploy.generate import make_tiny_chat_model
 
-SECTION = "## Serving (issue 10)"
+SECTION = "## Serving (issue 20)"
+REPO = Path(__file__).resolve().parents[1]
 MESSAGES = [{"role": "system", "content": "You write product copy."},
             {"role": "user", "content": "Describe a stainless steel water bottle in two sentences."}]
-console = Console()
+console = Console(width=240)
 
 
 def free_port() -> int:
@@ -40,9 +49,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd: list[str], port: int, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
+def start(cmd: list[str], port: int, log: Path, env: dict | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    deadline = time.time() + 300
     while time.time() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited: {' '.join(cmd)}; see {log}")
@@ -51,7 +60,7 @@ def start(cmd: list[str], port: int, log: Path) -> subprocess.Popen:
                 return proc
         except httpx.HTTPError:
             pass
-        time.sleep(0.3)
+        time.sleep(0.5)
     proc.kill()
     raise SystemExit(f"server did not come up: {' '.join(cmd)}; see {log}")
 
@@ -111,101 +120,148 @@ async def load(url: str, model: str, clients: int, max_tokens: int) -> dict:
             "wall": wall}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--clients", type=int, nargs="+", default=[1, 32])
-    ap.add_argument("--slots", type=int, nargs="+", default=[2, 4], help="webtune serve --max-concurrency")
-    ap.add_argument("--threads", type=int, default=0, help="webtune serve --threads (0: cores // slots)")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--no-peer", action="store_true")
-    ap.add_argument("--write", action="store_true")
-    a = ap.parse_args()
+def model_dirs(names: list[str]) -> dict[str, Path]:
+    out = {}
+    for name in names:
+        if name == "tiny":
+            out[name] = REPO / "tests" / "fixtures" / "tiny_model"
+        elif name == "smollm2":
+            from webtune.base_model import DEFAULT, fetch
+            out[name] = fetch(DEFAULT)
+        else:
+            out[name] = Path(name)
+    return out
 
-    work = Path(tempfile.mkdtemp(prefix="webtune-bench-serve-"))
-    run = work / "run"
-    make_tiny_chat_model(run / "model")
-    (run / "metrics.json").write_text(json.dumps({"eval": {"passed": True, "flags": []}}))
-    reg.register(work / "registry", "tiny", run)
-    reg.promote(work / "registry", "tiny", 1)
-    model_dir = work / "registry" / "tiny" / "v1" / "model"
 
-    servers = [(f"webtune serve, {n} slots", "tiny", lambda p, n=n: [
-        sys.executable, "-m", "webtune.deploy.serve", str(work / "registry"), "tiny", "--port", str(p),
-        "--max-concurrency", str(n), "--queue-size", "256", "--threads", str(a.threads)]) for n in a.slots]
-    if not a.no_peer:
-        tf = Path(sys.executable).with_name("transformers")
-        # the same one intra-op thread per request that webtune serve uses on this machine
-        servers.append(("transformers serve", str(model_dir), lambda p: ["env", "OMP_NUM_THREADS=1",
-            str(tf), "serve", str(model_dir), "--port", str(p), "--device", "cpu"]))
+def servers(model: str, model_dir: Path, work: Path, old_src: Path | None, old_slots: int) -> list[tuple]:
+    """(label, model id clients send, command, extra env) for each server of one model."""
+    py, tf = sys.executable, str(Path(sys.executable).with_name("transformers"))
+    out = [("webtune serve (batched)", model_dir.name,
+            lambda p: [py, "-m", "webtune", "serve", str(model_dir), "--port", str(p), "--max-concurrency", "32",
+                       "--queue-size", "256"], {})]
+    if old_src is not None:  # today's server reads a registry
+        run = work / model / "run"
+        run.mkdir(parents=True)
+        shutil.copytree(model_dir, run / "model")
+        reg.register(work / model / "registry", "m", run)
+        reg.promote(work / model / "registry", "m", 1, force=True)
+        out.append((f"webtune serve before ({old_slots} slots)", "m",
+                    lambda p: [py, "-m", "webtune.deploy.serve", str(work / model / "registry"), "m", "--port", str(p),
+                               "--max-concurrency", str(old_slots), "--queue-size", "256"],
+                    {"PYTHONPATH": str(old_src)}))
+    out.append(("transformers serve --continuous-batching", str(model_dir),
+                lambda p: [tf, "serve", str(model_dir), "--port", str(p), "--device", "cpu", "--continuous-batching"],
+                {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 2))}))  # what webtune serve uses
+    # one intra-op thread per request thread: OpenMP teams per thread oversubscribe 2 cores badly
+    out.append(("transformers serve", str(model_dir),
+                lambda p: [tf, "serve", str(model_dir), "--port", str(p), "--device", "cpu"], {"OMP_NUM_THREADS": "1"}))
+    return out
 
-    # All servers up at once (idle ones cost nothing); they take turns, round after round, and each
-    # cell keeps its best round, so load from other jobs on the machine falls on all of them alike.
+
+def run_model(model: str, model_dir: Path, a, work: Path) -> list[dict]:
+    """All servers of one model up at once (idle ones cost nothing); they take turns, round after
+    round, and each cell keeps its best round, so load from other jobs falls on all alike."""
+    entries = servers(model, model_dir, work, a.old_src, a.old_slots)
     procs, ports = [], {}
+    best: dict = {}
     try:
-        for label, model, cmd in servers:
+        for label, _, cmd, env in entries:
             ports[label] = free_port()
-            procs.append(start(cmd(ports[label]), ports[label],
-                               work / f"{label.replace(' ', '_').replace(',', '')}.log"))
-        best: dict = {}
+            with console.status(f"{model}: starting {label}"):
+                procs.append(start(cmd(ports[label]), ports[label], work / f"{model}-{len(procs)}.log", env))
         for rnd in range(a.rounds):
             for c in a.clients:
-                for label, model, _ in servers:
-                    with console.status(f"round {rnd + 1}/{a.rounds}: {label}, {c} streaming client(s)..."):
-                        r = asyncio.run(load(f"http://127.0.0.1:{ports[label]}", model, c, a.max_tokens))
+                for label, model_id, _, _ in entries:
+                    with console.status(f"{model} round {rnd + 1}/{a.rounds}: {label}, {c} client(s)"):
+                        before = os.getloadavg()[0]
+                        r = asyncio.run(load(f"http://127.0.0.1:{ports[label]}", model_id, c, a.max_tokens))
+                        r["load"] = (before, os.getloadavg()[0])
                     errors = best.get((label, c), {}).get("errors", 0) + r["errors"]
                     if (label, c) not in best or r["total_tps"] > best[(label, c)]["total_tps"]:
-                        best[(label, c)] = {"server": label, **r}
+                        best[(label, c)] = {"model": model, "server": label, **r}
                     best[(label, c)]["errors"] = errors  # errors count over all rounds
     finally:
         for proc in procs:
             proc.terminate()
-            proc.wait(timeout=30)
-    rows = [best[(label, c)] for label, _, _ in servers for c in a.clients]
+            proc.wait(timeout=60)
+    return [best[(label, c)] for label, _, _, _ in entries for c in a.clients]
 
-    table = Table(title=f"tiny Llama (hidden 64, 2 layers) on CPU, {a.max_tokens} new tokens per stream")
-    for col in ("server", "clients", "ok", "errors", "TTFT p50 s", "TTFT p95 s", "tok/s per stream",
-                "tok/s total", "vs peer (total)"):
-        table.add_column(col, justify="right" if col != "server" else "left")
-    peer = {r["clients"]: r for r in rows if r["server"] == "transformers serve"}
+
+COLUMNS = ("model", "server", "clients", "ok", "errors", "TTFT p50 s", "TTFT p95 s", "tok/s per stream",
+           "tok/s total", "vs before", "vs peer CB", "load avg")
+
+
+def cells(r: dict, rows: list[dict]) -> list[str]:
+    def ratio(server: str) -> str:
+        other = next((x for x in rows if x["model"] == r["model"] and x["clients"] == r["clients"]
+                      and x["server"].startswith(server)), None)
+        if not r["server"].startswith("webtune serve (batched)") or not other or not other["total_tps"]:
+            return ""
+        return f"{r['total_tps'] / other['total_tps']:.2f}x"
+    errors = str(r["errors"]) + (f" ({', '.join(r['error_kinds'])})" if r["errors"] else "")
+    return [r["model"], r["server"], str(r["clients"]), str(r["ok"]), errors, f"{r['ttft_p50']:.3f}",
+            f"{r['ttft_p95']:.3f}", f"{r['stream_tps']:.1f}", f"{r['total_tps']:.1f}", ratio("webtune serve before"),
+            ratio("transformers serve --continuous"), f"{r['load'][0]:.1f}-{r['load'][1]:.1f}"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="+", default=["tiny", "smollm2"], help="tiny, smollm2 or a model folder")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--old-src", type=Path, help="src/ of a worktree of the commit before batching")
+    ap.add_argument("--old-slots", type=int, default=2, help="its --max-concurrency (2 was its best here)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--write", action="store_true")
+    a = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="webtune-bench-serve-"))
+    started = time.time()
+    rows = []
+    for model, model_dir in model_dirs(a.models).items():
+        rows += run_model(model, model_dir, a, work)
+        for r in rows:  # so far, in case a later model does not finish
+            print("| " + " | ".join(cells(r, rows)) + " |", flush=True)
+    table = Table(title=f"CPU, {a.max_tokens} new tokens per streaming chat request, greedy")
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col in ("model", "server") else "right")
     lines = []
     for r in rows:
-        ratio = (f"{r['total_tps'] / peer[r['clients']]['total_tps']:.2f}x"
-                 if r["server"].startswith("webtune") and r["clients"] in peer and peer[r["clients"]]["total_tps"]
-                 else "")
-        cells = [r["server"], str(r["clients"]), str(r["ok"]), str(r["errors"]) + (
-                 f" ({', '.join(r['error_kinds'])})" if r["errors"] else ""), f"{r['ttft_p50']:.3f}",
-                 f"{r['ttft_p95']:.3f}", f"{r['stream_tps']:.1f}", f"{r['total_tps']:.1f}", ratio]
-        table.add_row(*cells)
-        lines.append("| " + " | ".join(cells) + " |")
+        table.add_row(*cells(r, rows))
+        lines.append("| " + " | ".join(cells(r, rows)) + " |")
     console.print(table)
-
     if a.write:
-        cpu = f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}"
-        body = "\n".join([
-            SECTION, "",
-            f"`python bench/serve.py{' --write'}` — {time.strftime('%Y-%m-%d')}, {cpu}; tiny Llama (hidden 64, "
-            f"2 layers, vocab 320) built by `make_tiny_chat_model`, {a.max_tokens} new tokens per streaming "
-            f"chat request, greedy; `webtune serve --max-concurrency N` (N slots, cores // N torch threads each); "
-            f"peer: `transformers serve` (OMP_NUM_THREADS=1) on the same model in the same run. TTFT "
-            f"includes time spent queued; 1 client = 8 requests in a row. The servers take turns for "
-            f"{a.rounds} rounds and each cell shows its best round (errors: all rounds), because other jobs "
-            f"share the machine (load average at the end: {os.getloadavg()[0]:.1f}).", "",
-            "| server | clients | ok | errors | TTFT p50 s | TTFT p95 s | tok/s per stream | tok/s total | vs peer (total) |",
-            "|---|---|---|---|---|---|---|---|---|", *lines, ""])
-        path = Path(__file__).with_name("RESULTS.md")
-        text = path.read_text() if path.exists() else "# Benchmark results\n"
-        if SECTION in text:
-            start_i = text.index(SECTION)
-            nxt = text.find("\n## ", start_i + len(SECTION))
-            old = text[start_i:nxt if nxt != -1 else len(text)]
-            notes = old[old.index("\n### ") + 1:].rstrip("\n") + "\n" if "\n### " in old else ""
-            body += ("\n" + notes if notes else "")  # hand-written ### notes under the table stay
-            text = text[:start_i] + body + ("\n" + text[nxt + 1:] if nxt != -1 else "")
-        else:
-            text = text.rstrip("\n") + "\n\n" + body
-        path.write_text(text)
-        console.print(f"wrote {path}")
+        write(a, lines, time.time() - started)
+
+
+def write(a, lines: list[str], seconds: float) -> None:
+    cpu = f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}"
+    body = "\n".join([
+        SECTION, "",
+        f"`python bench/serve.py --old-src ... --write` — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{cpu}, one run of {seconds / 60:.0f} min; models: {', '.join(a.models)} (tiny = tests/fixtures/tiny_model, "
+        f"smollm2 = SmolLM2-135M-Instruct from `webtune fetch-base`); {a.max_tokens} new tokens per streaming chat "
+        f"request, greedy. `webtune serve (batched)`: this tree, `--max-concurrency 32`; `before`: the commit "
+        f"before batching (a git worktree), `--max-concurrency {a.old_slots}`; the peers: `transformers serve` "
+        f"with and without `--continuous-batching` (OMP_NUM_THREADS = half the cores with it, as `webtune serve` "
+        f"uses for its one decode thread; 1 without, one per request thread). TTFT includes time queued; 1 "
+        f"client = 8 requests in a row. The servers take turns for {a.rounds} rounds and each cell shows its best "
+        f"round (errors: all rounds). The machine is shared by seven agents: the load average (1 min, before-"
+        f"after the cell) is in the last column; compare servers within a model and client count, not across runs.",
+        "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS), *lines, ""])
+    path = Path(__file__).with_name("RESULTS.md")
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    if SECTION in text:
+        start_i = text.index(SECTION)
+        nxt = text.find("\n## ", start_i + len(SECTION))
+        old = text[start_i:nxt if nxt != -1 else len(text)]
+        notes = old[old.index("\n### ") + 1:].rstrip("\n") + "\n" if "\n### " in old else ""
+        body += ("\n" + notes if notes else "")  # hand-written ### notes under the table stay
+        text = text[:start_i] + body + ("\n" + text[nxt + 1:] if nxt != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + body
+    path.write_text(text)
+    console.print(f"wrote {path}")
 
 
 if __name__ == "__main__":

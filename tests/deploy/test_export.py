@@ -21,17 +21,17 @@ HELD_OUT = [{"messages": [{"role": "user", "content": "Describe a steel water bo
                           {"role": "assistant", "content": "Money back for a return."}]}]
 
 
-def make_run(root, init_lora_weights=False):
-    """A run directory whose model/ is a LoRA adapter on the fixture (random B unless init=True)."""
+def make_run(root, init_lora_weights=False, base=BASE):
+    """A run directory whose model/ is a LoRA adapter on `base` (random B unless init=True)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(BASE),
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
                            LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"],
                                       init_lora_weights=init_lora_weights))
     model.save_pretrained(root / "model")
-    AutoTokenizer.from_pretrained(BASE).save_pretrained(root / "model")
+    AutoTokenizer.from_pretrained(base).save_pretrained(root / "model")
     (root / "data").mkdir()
     (root / "data" / "test.jsonl").write_text("".join(json.dumps(x) + "\n" for x in HELD_OUT))
     (root / "metrics.json").write_text(json.dumps({"eval": {"passed": True, "flags": []}}))
@@ -136,6 +136,7 @@ def test_an_adapter_that_changes_nothing_is_refused(tmp_path):
     ("gguf", "q4_k_m", "needs llama.cpp's llama-quantize on PATH"),
     ("gguf", "q3", "--quant q3 is unknown"),
     ("merged", "q8_0", "apply to --format gguf"),
+    ("gguf", "q8_0x", "--quant q8_0x is unknown"),
     ("onnx", None, "--format onnx is unknown"),
 ])
 def test_refusals_are_one_line(run, fmt, quant, needle, monkeypatch):
@@ -143,3 +144,19 @@ def test_refusals_are_one_line(run, fmt, quant, needle, monkeypatch):
     with pytest.raises(WebtuneError, match=needle) as err:
         export_command(Namespace(target=str(run), format=fmt, quant=quant, ollama=False, out=None, registry=None))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_the_default_base_exports_and_reads_back(tmp_path):
+    """The default's real model (SmolLM2-135M-Instruct, ChatML with a default system prompt)."""
+    from webtune.base_model import DEFAULT, fetch
+
+    run = make_run(tmp_path / "run", base=fetch(DEFAULT))
+    for fmt, quant in (("merged", None), ("gguf", "f16"), ("gguf", "q8_0")):
+        export_command(Namespace(target=str(run), format=fmt, quant=quant, ollama=fmt == "gguf", out=None,
+                                 registry=None))
+    checks = json.loads((run / "exports" / "gguf-q8_0" / "export.json").read_text())["checks"]
+    assert checks["tokenizer.ggml.pre"] == "smollm" and checks["loss_rel_diff"] < 0.02
+    modelfile = (run / "exports" / "gguf-f16" / "Modelfile").read_text()
+    assert "<|im_start|>{{ .Role }}" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM' in modelfile

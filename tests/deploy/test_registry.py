@@ -207,9 +207,14 @@ def test_random_kills_during_promotes_and_rollbacks(registry3):
             "    except reg.WebtuneError:\n"
             "        pass\n")
     rng = random.Random(0)
+    history = registry3 / "shop" / "history.jsonl"
     for _ in range(8):
+        before = history.read_text().count("\n")
         child = run_in_child(loop)
-        time.sleep(0.4 + rng.random() * 0.3)
+        deadline = time.time() + 60  # the child is under way (its start-up is slow on a loaded machine)
+        while history.read_text().count("\n") <= before and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.random() * 0.3)
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
         check_consistent(registry3, "shop")

@@ -15,6 +15,7 @@ and greedy and sampled requests could not share a batch. Here each sequence keep
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -100,7 +101,11 @@ class BatchEngine:
     sequences finish, then stops the thread."""
 
     def __init__(self, lm: LocalModel, max_batch: int = 32, threads: int = 0):
-        self.lm, self.max_batch, self.threads = lm, max_batch, threads
+        # torch threads of the decode thread; 0: half the cores. An OpenMP team that shares its cores
+        # with other processes waits on descheduled members at every op: on the 2-core bench machine
+        # under load, 2 threads were 4-7x slower per request than 1 (bench/RESULTS.md, issue 20).
+        self.lm, self.max_batch = lm, max_batch
+        self.threads = threads or max(1, (os.cpu_count() or 1) // 2)
         self.pending: queue.SimpleQueue[Sequence] = queue.SimpleQueue()
         self.rows: list[Sequence] = []
         self.cache: Any = None
@@ -145,8 +150,7 @@ class BatchEngine:
     def _loop(self) -> None:
         import torch
 
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        torch.set_num_threads(self.threads)
         with torch.inference_mode():
             while True:
                 with self.idle:

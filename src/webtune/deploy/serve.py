@@ -52,7 +52,7 @@ class ServeConfig:
     max_tokens: int = 512               # default for a request without max_tokens, and the most allowed
     max_concurrency: int = 32           # sequences decoding together (one batch)
     queue_size: int = 64                # requests waiting beyond those; more get 429
-    threads: int = 0                    # torch threads of the decode thread (0: torch's default)
+    threads: int = 0                    # torch threads of the decode thread (0: half the cores)
     log_prompts: bool = False           # put prompt text in the request log
     free_before_load: Optional[bool] = None  # release the old model before loading a new one (None: on GPU)
 
@@ -155,7 +155,11 @@ class ModelHolder:
             await self._retire(old)
             old = None
             _free_memory()
-        self.served = await loop.run_in_executor(self.loader, self.load, label, model_dir)
+        try:
+            self.served = await loop.run_in_executor(self.loader, self.load, label, model_dir)
+        except Exception:
+            self.served = old  # keep answering with the old version (None if it was freed first)
+            raise
         if old is not None:
             asyncio.get_running_loop().create_task(self._retire(old))
 
