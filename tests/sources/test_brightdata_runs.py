@@ -232,6 +232,7 @@ def test_ctrl_c_leave_running_then_resume_is_one_collection(fake, tmp_path):
     assert len(ledger(run_dir, "amazon")) == 12 and (run_dir / "model").is_dir()
 
 
+@pytest.mark.slow          # the resume trains the point (4 steps on the toy model): ~2 min on a loaded machine
 def test_a_sweep_a_preview_and_a_resume_trigger_one_collection(fake, tmp_path):
     fake.make_records = long_records
     log_path = tmp_path / "cli.log"
