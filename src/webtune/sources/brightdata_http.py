@@ -171,10 +171,10 @@ def _session(token: str, retry: Retry) -> requests.Session:
     return session
 
 
-def token(cfg) -> str:
+def token(cfg, setting: str = "source.brightdata.api_key_env") -> str:
     value = os.environ.get(cfg.api_key_env, "").strip()
     if not value:
-        raise WebtuneError(f"the environment variable {cfg.api_key_env} (source.brightdata.api_key_env) is "
+        raise WebtuneError(f"the environment variable {cfg.api_key_env} ({setting}) is "
                            "not set: export your Bright Data API token in it")
     return value
 

@@ -284,7 +284,7 @@ def datasets_command(ns) -> int:
                             "api_key_env": getattr(ns, "api_key_env", None) or "BRIGHTDATA_API_TOKEN",
                             "timeout": 60.0, "retry_backoff": 2.0, "rate_limit_wait": 2.0})
     console = Console()
-    client = Client(cfg, token(cfg), Console(stderr=True))
+    client = Client(cfg, token(cfg, "--api-key-env"), Console(stderr=True))
     try:
         resp = client.request("GET", "/datasets/list", "dataset list")
     except requests.RequestException as err:
