@@ -119,7 +119,8 @@ def test_docs_qa_asks_from_the_heading_trail_and_answers_with_the_whole_section(
     gerund = {**section, "section_title": "Parsing arguments", "section_path": section["section_path"][:1] + ["Parsing arguments"], "level": 2}
     assert tasks["docs_answer"].render(gerund)[1]["content"] == "In `argparse`, how do I go about parsing arguments?"
     with pytest.raises(Invalid, match="needs 'lead'"):  # no real lead paragraph: no summary task
-        tasks["docs_summary"].check(section)
+        tasks["docs_summary"].render(section)
+    assert tasks["docs_summary"].fields == ["title"]  # the filters read the lead once, in `text`
     lead = {**section, "lead": "The `argparse` module makes it easy to write command-line interfaces.", "outline": ["Example", "Reference"]}
     q, a = (m["content"] for m in tasks["docs_summary"].render(lead)[1:])
     assert a == lead["lead"] and q.endswith("Its sections are: Example; Reference.")
