@@ -20,9 +20,10 @@ Input order is (input index, then the record id's `<source>:<where>` part as tex
 the keeper of a duplicate group or data/examples.jsonl, which is byte-identical for any number of
 workers. For files that is file by file (sorted paths), then line, row or item.
 
-Here the maps run on `prepare.workers` local processes. On a cluster each step is a plain function
-of files: run `map_shard` as N Ray tasks (or datatrove executor tasks), `reduce_signatures` on one
-node (its input is ~140 bytes a record), then `finish_shard` as N tasks and `assemble`.
+`prepare.executor=local` runs the maps on `prepare.workers` local processes (`run_local`);
+`prepare.executor=ray` runs the same functions on Ray Data (executors/ray_data.py), its groupby
+handing the colliding groups to the same `dedupe.keepers`. Either way `order_ledger` leaves the
+ledger events in input order, so data/examples.jsonl and ledger.jsonl are the same bytes.
 """
 from __future__ import annotations
 
