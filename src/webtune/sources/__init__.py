@@ -20,8 +20,9 @@ from omegaconf import OmegaConf
 from ..errors import WebtuneError
 from ..records import Record, Rejection
 
-KINDS = ("files", "brightdata", "urls", "hf")
-MODULES = {"files": "files", "brightdata": "brightdata", "urls": "urls", "hf": "general"}
+KINDS = ("files", "brightdata", "brightdata_dataset", "urls", "hf")
+MODULES = {"files": "files", "brightdata": "brightdata", "brightdata_dataset": "brightdata_market", "urls": "urls",
+           "hf": "general"}
 
 
 class PaidRequestRefused(WebtuneError):
@@ -36,7 +37,7 @@ def module(cfg):
 
 def section(cfg):
     """The kind's own settings: cfg.files, cfg.brightdata, cfg.urls or cfg.hf."""
-    return cfg[cfg.kind]
+    return cfg.brightdata if cfg.kind == "brightdata_dataset" else cfg[cfg.kind]
 
 
 def identity(cfg) -> dict:
@@ -65,9 +66,13 @@ def acquire(cfg, raw_dir: Path, console=None, allow_paid: bool = True) -> list[P
     if kind == "brightdata":
         from . import brightdata
         return [brightdata.acquire(cfg.brightdata, cfg.name, raw_dir, console=console, allow_paid=allow_paid)]
+    if kind == "brightdata_dataset":
+        from . import brightdata_market
+        return [brightdata_market.acquire(cfg.brightdata, cfg.name, raw_dir, console=console, allow_paid=allow_paid)]
     if kind == "urls":
         from . import urls
-        return urls.acquire(cfg.urls, cfg.name, raw_dir, console=console)
+        return urls.acquire(cfg.urls, cfg.name, raw_dir, console=console, brightdata=cfg.brightdata,
+                            allow_paid=allow_paid)
     if kind == "hf":
         from . import general
         return general.acquire(cfg.hf, raw_dir, console=console)
@@ -89,7 +94,7 @@ def iter_records(cfg, paths: list[Path], shard: int = 0, n_shards: int = 1) -> I
     if kind == "files":
         from . import files
         yield from files.iter_records(cfg.files, cfg.name, paths, shard, n_shards, pages=getattr(cfg, "pages", None))
-    elif kind == "brightdata":
+    elif kind in ("brightdata", "brightdata_dataset"):
         from . import brightdata
         for i, path in enumerate(paths):
             snapshot_id = path.name.split(".")[0]

@@ -27,7 +27,8 @@ def entry(unit: str, n: int | None, first: int = 1) -> dict:
 
 
 def count(cfg, paths: list[Path]) -> dict[str, dict]:
-    counter = {"files": _files, "brightdata": _brightdata, "urls": _urls, "hf": _hf}[cfg.kind]
+    counter = {"files": _files, "brightdata": _brightdata, "brightdata_dataset": _brightdata, "urls": _urls,
+               "hf": _hf}[cfg.kind]
     return counter(cfg, paths)
 
 
