@@ -76,12 +76,19 @@ def _secrets(cfg) -> Iterator[tuple[str, str]]:
     src = cfg.source
     bright = src.kind in ("brightdata", "brightdata_dataset") or (src.kind == "urls"
                                                                    and src.urls.fetch == "brightdata_crawl")
-    if bright and not src.brightdata.snapshot_id:
+    if bright and not _cached(cfg):   # a known snapshot id still needs the token to download it
         yield f"source {src.name!r} ({src.kind})", src.brightdata.api_key_env
     if cfg.model.kind == "openai":
         yield f"model {cfg.model.name!r} (openai)", cfg.model.api_key_env
     if cfg.eval.judge.enabled:
         yield "eval.judge", cfg.eval.judge.api_key_env
+
+
+def _cached(cfg) -> bool:
+    """The source's snapshot is in runs/.cache/source: the run sends Bright Data no request."""
+    from . import sources
+    from .sources import cache
+    return cache.is_cached(sources.as_requested(cfg.source, cfg.template, cfg.prepare), cfg.runs_dir)
 
 
 def model_path(cfg) -> Iterator[str]:
@@ -108,4 +115,12 @@ def _model_ref(what: str, value: str) -> Iterator[str]:
         yield f"{what} {value!r} is neither a folder nor a hub id (org/name)"
 
 
-CHECKS: list[Callable] = [templates, source_files, env_vars, model_path]
+def tokens_per_step(cfg) -> Iterator[str]:
+    """Processes x rows x accumulation x max_seq_len is exactly model.train.batch_tokens (else the
+    nearest exact settings are named), so no launch silently trains more tokens per step than configured."""
+    from .distributed import check_tokens_per_step
+    check_tokens_per_step(cfg)
+    return iter(())
+
+
+CHECKS: list[Callable] = [templates, source_files, env_vars, model_path, tokens_per_step]

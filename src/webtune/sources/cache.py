@@ -52,6 +52,11 @@ def key_of(src) -> tuple[str, dict]:
     return sha256_text(json.dumps(ident, sort_keys=True, default=str))[:32], ident
 
 
+def is_cached(src, runs_dir) -> bool:
+    """Whether a complete entry for this source config exists (read-only: nothing is repaired)."""
+    return _read_meta(cache_root(runs_dir) / key_of(src)[0]) is not None
+
+
 def acquire_cached(src, runs_dir, allow_paid: bool = True, console=None) -> Snapshot:
     """The snapshot for this source config: reused when cached, else acquired once under the lock."""
     key, ident = key_of(src)
