@@ -88,7 +88,11 @@ def _cached(cfg) -> bool:
     """The source's snapshot is in runs/.cache/source: the run sends Bright Data no request."""
     from . import sources
     from .sources import cache
-    return cache.is_cached(sources.as_requested(cfg.source, cfg.template, cfg.prepare), cfg.runs_dir)
+    try:
+        src = sources.as_requested(cfg.source, cfg.template, cfg.prepare)
+    except Exception:  # noqa: BLE001 - a broken template is reported by the templates check
+        return False
+    return cache.is_cached(src, cfg.runs_dir)
 
 
 def model_path(cfg) -> Iterator[str]:
