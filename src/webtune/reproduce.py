@@ -10,6 +10,7 @@ only read: its files' hashes are taken before and after, and a change is reporte
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 from rich.table import Table
@@ -59,12 +60,18 @@ def _prepare_copy(original: Path, cfg) -> Path:
 
 
 def _run(cfg, new: Path, data_only: bool) -> None:
+    """The stages after the source, cache off. `runs_dir` (read by stages only for caches of their
+    own, never in a key) points at an empty scratch folder, so no stage finds anything to reuse."""
+    from omegaconf import OmegaConf
+
     from .runner import Runner
     from .stages import build_stages
     stages = build_stages()
     wanted = {s.name for s in stages if s.name != "source" and (not data_only or s.name in DATA_STAGES)}
     wanted.discard("register")
-    Runner(cfg, new, stages, console, log, use_cache=False).run(only=wanted)
+    with tempfile.TemporaryDirectory(prefix="webtune-reproduce-") as scratch:
+        fresh = OmegaConf.merge(cfg, {"runs_dir": scratch})
+        Runner(fresh, new, stages, console, log, use_cache=False).run(only=wanted)
 
 
 def file_hashes(root: Path) -> dict[str, str]:
