@@ -28,7 +28,7 @@ def lm(run_dir):
 
 
 def chat(*args, stdin: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "webtune.deploy.chat", *args], input=stdin, text=True,
+    return subprocess.run([sys.executable, "-m", "webtune", "chat", *args], input=stdin, text=True,
                           capture_output=True, timeout=120, env={**os.environ, **(env or {})})
 
 

@@ -193,32 +193,3 @@ def chat_repl(target: str, registry: str | Path = "runs/registry", system: Optio
                 history += [user, {"role": "assistant", "content": "".join(reply)}]
         except WebtuneError as e:
             stderr.write(f"error: {e}\n")
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    """`python -m webtune.deploy.chat TARGET [...]` (the CLI's `webtune chat` wraps chat_repl())."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="webtune chat", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("target", help="NAME[@vN], a run directory, a model directory, or openai:MODEL_ID")
-    ap.add_argument("--registry", default="runs/registry")
-    ap.add_argument("--system")
-    ap.add_argument("--temperature", type=float, default=0.7)
-    ap.add_argument("--top-p", type=float, default=1.0)
-    ap.add_argument("--max-tokens", type=int, default=256)
-    ap.add_argument("--seed", type=int)
-    ap.add_argument("--base-url", help="an OpenAI-compatible endpoint, e.g. `webtune serve`'s")
-    ap.add_argument("--api-key-env", help="env var holding the OpenAI key (default OPENAI_API_KEY)")
-    a = ap.parse_args(argv)
-    try:
-        chat_repl(a.target, a.registry, a.system, a.temperature, a.top_p, a.max_tokens, a.seed, a.base_url,
-                  a.api_key_env)
-    except WebtuneError as e:
-        raise SystemExit(f"error: {e}")
-    except KeyboardInterrupt:
-        pass
-
-
-if __name__ == "__main__":
-    main()
