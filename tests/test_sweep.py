@@ -6,7 +6,8 @@ from tests.conftest import SMALL, webtune
 
 def test_learning_rate_sweep_reuses_prepared_data(tmp_path):
     runs = tmp_path / "runs"
-    r = webtune("run", "-m", "model.train.learning_rate=1e-3,3e-4", f"runs_dir={runs}", *SMALL)
+    fixed = [a for a in SMALL if not a.startswith("model.train.learning_rate=")]  # the swept key
+    r = webtune("run", "-m", "model.train.learning_rate=1e-3,3e-4", f"runs_dir={runs}", *fixed)
     assert r.returncode == 0, r.stderr[-3000:]
     sweeps = list((runs / "sweeps").iterdir())
     assert len(sweeps) == 1
