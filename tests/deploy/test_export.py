@@ -147,6 +147,7 @@ def test_refusals_are_one_line(run, fmt, quant, needle, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # three exports of a 135M model, each measured twice, on CPU
 def test_the_default_base_exports_and_reads_back(tmp_path):
     """The default's real model (SmolLM2-135M-Instruct, ChatML with a default system prompt)."""
     from webtune.base_model import DEFAULT, fetch
