@@ -44,7 +44,7 @@ from ..ledger import LedgerWriter
 from ..records import Rejection
 from .clean import Cleaner
 from .dedupe import Signer, collisions, keepers, pool_started
-from .filters import Filters, mask_pii
+from .filters import Filters, mask_pii, prose_view
 from .words import analyse
 from .render import load_tasks
 from .validate import Invalid, check_chat
@@ -234,7 +234,8 @@ def map_shard(cfg, run_dir: Path, work: Path, inputs: list[PrepareInput], shard:
                     if masked:
                         ledger.repaired(rid, src, "pii_masked", ", ".join(masked), step="filter")
                         text = mask_pii(text)
-                verdict = filters.check_record(fields, text)
+                judged = prose_view(fields, text)   # a page's prose: its markup and code are no "symbols"
+                verdict = filters.check_record(fields, judged)
                 timer.lap("filter")
                 if verdict is not None:
                     ledger.rejected(rid, src, verdict[0], verdict[1], step="filter")
@@ -267,7 +268,7 @@ def map_shard(cfg, run_dir: Path, work: Path, inputs: list[PrepareInput], shard:
                 dedupe_text = text if same_text else text_of(fields, dedupe_fields)
                 if len(dedupe_text) > MAX_SIGN_CHARS:
                     dedupe_text = dedupe_text[:MAX_SIGN_CHARS]
-                pending.append((c, rid, src, key, header, lines, text, dedupe_text))
+                pending.append((c, rid, src, key, header, lines, judged, dedupe_text))
                 timer.lap("write")
                 if len(pending) >= BATCH:
                     flush(ledger, cand, cand_ids)
