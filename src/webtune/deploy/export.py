@@ -433,8 +433,6 @@ def _check_options(fmt: str, quant: Optional[str], ollama: bool) -> Optional[str
     if fmt not in ("merged", "gguf"):
         raise WebtuneError(f"--format {fmt} is unknown; use merged or gguf")
     if fmt == "merged":
-        if quant == "f16" and not ollama:  # the CLI parser's default for --quant (a gguf option)
-            return None
         if quant or ollama:
             raise WebtuneError("--quant and --ollama apply to --format gguf; a merged folder keeps the model's dtype")
         return None
