@@ -147,14 +147,20 @@ def use_config_dir(config_dir: Path | None) -> None:
     """Put the user's folder (`--config-dir`, else `./conf` when it exists) ahead of the shipped conf/,
     so its files override shipped ones of the same name and add new ones (hydra_plugins/webtune_searchpath)."""
     from hydra_plugins.webtune_searchpath import ENV
-    if config_dir is None and Path("conf").is_dir():
-        config_dir = Path("conf")
+    config_dir = user_config_dir(config_dir)
     if config_dir is None:
         os.environ.pop(ENV, None)
         return
     if not config_dir.is_dir():
         raise WebtuneError(f"--config-dir {config_dir}: no such folder")
     os.environ[ENV] = str(config_dir.resolve())
+
+
+def user_config_dir(config_dir: Path | None) -> Path | None:
+    """`--config-dir DIR`, else `./conf` when it exists, else None."""
+    if config_dir is None and Path("conf").is_dir():
+        return Path("conf")
+    return config_dir
 
 
 def split_config_dir(args: list[str]) -> tuple[list[str], Path | None]:
@@ -238,9 +244,7 @@ def config_error_line(exc: Exception, config_dir: Path | None = None) -> str:
 
 
 def _config_file(name: str, config_dir: Path | None) -> str | None:
-    if config_dir is None and Path("conf").is_dir():
-        config_dir = Path("conf")
-    for root in [config_dir, CONF_DIR]:
+    for root in [user_config_dir(config_dir), CONF_DIR]:
         if root and (root / f"{name}.yaml").exists():
             return str(root / f"{name}.yaml")
     return None

@@ -13,16 +13,11 @@ import numpy as np
 import orjson
 
 from ..errors import WebtuneError
+from ..paths import locate
 from ..ledger import LedgerWriter
 from .split import assign
 
 SPLIT_FILES = {"train": "data/train.jsonl", "val": "data/val.jsonl", "test": "data/test.jsonl"}
-
-
-def shipped(path: str) -> Path:
-    """A relative path from the working directory, else from webtune's shipped files (examples/...)."""
-    from ..paths import locate
-    return locate(path)
 
 
 def read_jsonl(path: Path):
@@ -50,7 +45,7 @@ def run(cfg, run_dir: Path, console=None) -> dict:
         splits[assign(ex["group"], m.seed, m.val_fraction, test_fraction)].append(ex)
     general_test = []
     for path in (m.general.test_files if m.general.enabled else []):
-        general_test += [{"messages": r["messages"]} for r in read_jsonl(shipped(path))]
+        general_test += [{"messages": r["messages"]} for r in read_jsonl(locate(path))]
 
     counter = TokenCounter(cfg)
     ledger = LedgerWriter(run_dir, "mix")

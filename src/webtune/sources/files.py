@@ -25,6 +25,7 @@ from typing import Iterator
 import orjson
 
 from ..errors import WebtuneError
+from ..paths import locate
 from ..records import Record, Rejection, record_id
 
 SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv",
@@ -44,7 +45,7 @@ def resolve(cfg) -> list[Path]:
         raise WebtuneError("source.files.paths is empty: list the files, directories or globs to read")
     found: set[Path] = set()
     for spec in cfg.paths:
-        spec = _locate(os.path.expanduser(str(spec)))
+        spec = str(locate(spec))   # the working directory's file, else the shipped one
         if _GLOB_CHARS.search(spec):
             matches = [Path(p) for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
             if not matches:
@@ -99,13 +100,6 @@ def acquire(cfg, raw_dir: Path) -> list[Path]:
     return out
 
 
-def _locate(spec: str) -> str:
-    """A relative path is looked up in the working directory, then in webtune's shipped files (so
-    the shipped examples/ work from anywhere, as the shipped templates/ do)."""
-    from ..paths import locate
-    return str(locate(spec))
-
-
 def _readable_format(path: Path, fmt: str) -> bool:
     return fmt != "auto" or path.suffix.lower() in SUFFIXES
 
@@ -122,7 +116,7 @@ def format_of(path: Path, fmt: str = "auto") -> str:
 
 def _base(cfg, paths: list[Path]) -> Path:
     if cfg.root:
-        return Path(_locate(cfg.root)).resolve()
+        return locate(cfg.root).resolve()
     if not paths:
         return Path.cwd()
     return Path(os.path.commonpath([str(Path(p).resolve().parent) for p in paths]))
