@@ -230,7 +230,7 @@ def measure(name: str, paths: list[Path], console: Console) -> dict:
 def _chat(cfg):
     """The shipped model's chat tokenizer, to count each example as mix will (None if unavailable)."""
     try:
-        from webtune.mix.tokenize import ChatTokenizer
+        from webtune.chat.tokenize import ChatTokenizer
         return ChatTokenizer.for_model(cfg.model)
     except Exception as e:  # no model files here: the token columns stay empty
         print(f"no tokenizer for {cfg.model.name}: {type(e).__name__}: {e}")

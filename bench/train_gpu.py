@@ -31,9 +31,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from webtune.backends.collate import PackedCollator  # noqa: E402
-from webtune.backends.hf import checkpointing_arguments  # noqa: E402
-from webtune.backends.packed_data import PackedRows  # noqa: E402
+from webtune.train.collate import PackedCollator  # noqa: E402
+from webtune.train.hf import checkpointing_arguments  # noqa: E402
+from webtune.train.packed_data import PackedRows  # noqa: E402
 from webtune.mix.mix import pack_split  # noqa: E402
 
 PEAK_FLOPS = 989e12

@@ -122,7 +122,7 @@ def _model_ref(what: str, value: str) -> Iterator[str]:
 def tokens_per_step(cfg) -> Iterator[str]:
     """Processes x rows x accumulation x max_seq_len is exactly model.train.batch_tokens (else the
     nearest exact settings are named), so no launch silently trains more tokens per step than configured."""
-    from .distributed import check_tokens_per_step, is_distributed
+    from .train.distributed import check_tokens_per_step, is_distributed
     if not is_distributed():   # under accelerate, rank 0 checks and every rank ends with its one line
         check_tokens_per_step(cfg)
     return iter(())

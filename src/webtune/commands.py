@@ -23,7 +23,7 @@ DATA_STAGES = {"source", "prepare", "mix", "ledger"}
 def cmd_run(args: list[str], only: set[str] | None = None) -> int:
     cfg = validate_overrides(args)
     refuse_problems(cfg)
-    from . import distributed
+    from .train import distributed
     if distributed.is_distributed():  # accelerate launch / torchrun: one run directory for every process
         if "-m" in args or "--multirun" in args:
             raise WebtuneError("a sweep (-m) cannot run under accelerate launch: launch each run on its own")
@@ -115,7 +115,7 @@ def execute(cfg, run_dir: Path, fresh: bool, only: set[str] | None = None) -> di
     from .runner import Runner
     from .stages import build_stages
     from .rundir import atomic_write_text
-    from . import distributed
+    from .train import distributed
     main = not distributed.is_distributed() or distributed.state().is_main_process
     if fresh and main:
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

@@ -36,7 +36,7 @@ def preview(args: list[str], allow_trigger: bool = False) -> int:
     cleaner = Cleaner(plain(cfg.prepare).clean)
     chat = None
     if cfg.model.kind == "hf":
-        from .mix.tokenize import ChatTokenizer, load_tokenizer
+        from .chat.tokenize import ChatTokenizer, load_tokenizer
         chat = ChatTokenizer(load_tokenizer(cfg.model), cfg.model.name_or_path)
     shown = 0
     src = sources.as_requested(cfg.source, cfg.template, cfg.prepare)  # the same key a run computes

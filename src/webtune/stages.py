@@ -109,9 +109,9 @@ def run_ledger(ctx: StageContext) -> dict:
 
 def run_train(ctx: StageContext) -> dict:
     if ctx.cfg.model.kind == "openai":
-        from .backends import openai_ft
+        from .train import openai_ft
         return openai_ft.train(ctx.cfg, ctx.run_dir, console=ctx.console)
-    from .backends import hf
+    from .train import hf
     return hf.train(ctx.cfg, ctx.run_dir, console=ctx.console)
 
 

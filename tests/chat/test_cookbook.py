@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from webtune.backends import chat_format
-from webtune.backends.chat_format import check_example, check_examples, count_tokens, estimate_cost
+from webtune.chat import cookbook as chat_format
+from webtune.chat.cookbook import check_example, check_examples, count_tokens, estimate_cost
 
 SYSTEM = "You write short, accurate product descriptions for an online shop."
 PRODUCTS = [

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from tests.backends.test_families import CONVERSATION, FAMILIES, tiny_tokenizer
+from tests.train.test_families import CONVERSATION, FAMILIES, tiny_tokenizer
 from webtune.errors import WebtuneError
-from webtune.mix.tokenize import IGNORE, ChatTokenizer
+from webtune.chat.tokenize import IGNORE, ChatTokenizer
 from webtune.paths import SHIPPED
 
 MARKER = re.compile(r"\{%-?\s*(end)?generation\s*-?%\}")

@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 from tests.conftest import webtune
 from webtune.evaluate import metrics
 from webtune.hydra_setup import setup
-from webtune.mix.tokenize import ChatTokenizer
+from webtune.chat.tokenize import ChatTokenizer
 
 pytestmark = pytest.mark.timeout(900)   # the shared fixture is a whole run: minutes on a busy 2-core machine
 

@@ -7,7 +7,7 @@ from tests.conftest import TINY_CONFIG
 from webtune.hydra_setup import compose
 from webtune.ledger import LedgerWriter
 from webtune.mix.mix import TokenCounter, encode_split
-from webtune.mix.tokenize import IGNORE
+from webtune.chat.tokenize import IGNORE
 
 
 def example(i: int, words: int) -> dict:

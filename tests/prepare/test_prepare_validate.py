@@ -65,7 +65,7 @@ GOOD_CHAT = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"
 
 @pytest.mark.parametrize("messages, reason", [
     ([], "chat_format:missing_messages_list"),
-    (["not a dict"], "chat_format:data_type"),
+    (["not a dict"], "chat_format:message_missing_key"),   # the cookbook: `"role" in message` fails
     ([{"role": "user"}], "chat_format:message_missing_key"),
     ([{"role": "user", "content": "u", "extra": 1}], "chat_format:message_unrecognized_key"),
     ([{"role": "robot", "content": "u"}], "chat_format:unrecognized_role"),

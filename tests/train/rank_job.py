@@ -1,4 +1,4 @@
-"""One rank of a multi-process run for tests/backends/test_ranks.py (launched by torchrun on CPU, gloo,
+"""One rank of a multi-process run for tests/train/test_ranks.py (launched by torchrun on CPU, gloo,
 127.0.0.1): the real Runner and `distributed.execute` over three small stages.
 
     rank_job.py RUN_DIR MODE [FAIL_RANK]

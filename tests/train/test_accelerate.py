@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from tests.backends.test_families import REPO, save_tiny_model
+from tests.train.test_families import REPO, save_tiny_model
 from tests.conftest import SMALL, only_run_dir
 from webtune.paths import SHIPPED
 

@@ -16,12 +16,12 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
-from webtune.backends import hf
-from webtune.backends.memory import estimate, model_shape
+from webtune.train import hf
+from webtune.train.memory import estimate, model_shape
 from webtune.errors import WebtuneError
 from webtune.hydra_setup import compose
 from webtune.mix.mix import pack_split
-from webtune.mix.tokenize import IGNORE, ChatTokenizer, load_tokenizer
+from webtune.chat.tokenize import IGNORE, ChatTokenizer, load_tokenizer
 from webtune.paths import SHIPPED
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ import torch
 from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM,
                           MistralConfig, MistralForCausalLM)
 
-from webtune.backends.collate import IGNORE, PackedCollator, block_causal_mask
+from webtune.train.collate import IGNORE, PackedCollator, block_causal_mask
 
 TOL = 1e-5
 VOCAB = 300

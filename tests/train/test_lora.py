@@ -9,12 +9,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from webtune.backends import hf
-from webtune.backends.collate import PackedCollator
-from webtune.backends.packed_data import PackedRows
+from webtune.train import hf
+from webtune.train.collate import PackedCollator
+from webtune.train.packed_data import PackedRows
 from webtune.hydra_setup import compose
 
-from tests.backends.test_families import REPO, conversations, save_tiny_model, write_packed
+from tests.train.test_families import REPO, conversations, save_tiny_model, write_packed
 from tests.conftest import TINY_CONFIG
 from webtune.paths import SHIPPED
 

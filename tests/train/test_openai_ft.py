@@ -16,7 +16,7 @@ from openai import OpenAI
 from rich.console import Console
 
 from tests.fakes.openai_server import FakeOpenAI, SpecValidator, chat_reply, find_spec
-from webtune.backends import openai_ft
+from webtune.train import openai_ft
 from webtune.config import ModelConfig
 from webtune.errors import WebtuneError
 from webtune.paths import SHIPPED
@@ -279,7 +279,7 @@ KILL_SCRIPT = """
 import sys
 from pathlib import Path
 from omegaconf import OmegaConf
-from webtune.backends import openai_ft
+from webtune.train import openai_ft
 from webtune.config import ModelConfig
 cfg = OmegaConf.create({"name": "products",
                         "model": OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(sys.argv[1]))})
@@ -451,7 +451,7 @@ def test_default_data_passes_every_check_and_runner_resume_makes_no_second_job(f
     """`webtune run model=openai_gpt4o_mini` on the embedded default: the exported train/val JSONL
     passes every cookbook check, and a run stopped while polling resumes the same job even though
     the runner clears the train stage's outputs before running it again."""
-    from webtune.backends.chat_format import check_examples
+    from webtune.chat.cookbook import check_examples
     from webtune.hydra_setup import compose
     from webtune.runner import Runner
     from webtune.stages import build_stages

@@ -1,6 +1,6 @@
 """Multi-process training cannot race: two and three CPU processes (gloo on 127.0.0.1), started the
 way a cluster launcher starts them (RANK, WORLD_SIZE, MASTER_ADDR per process, no torchrun agent to
-clean up after them), running the real Runner and `distributed.execute` (tests/backends/rank_job.py)."""
+clean up after them), running the real Runner and `distributed.execute` (tests/train/rank_job.py)."""
 from __future__ import annotations
 
 import json
@@ -32,7 +32,7 @@ def launch(world: int, *args: str) -> list[subprocess.Popen]:
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        procs.append(subprocess.Popen([sys.executable, "-m", "tests.backends.rank_job", *args], cwd=REPO, env=env,
+        procs.append(subprocess.Popen([sys.executable, "-m", "tests.train.rank_job", *args], cwd=REPO, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
 
@@ -63,7 +63,7 @@ def checkpoints(run_dir, marker: str) -> None:
 
 def train_key(run_dir) -> str:
     """The key the runner gives rank_job's train stage (its input written as the data stage writes it)."""
-    from tests.backends.rank_job import ROWS, build
+    from tests.train.rank_job import ROWS, build
     from webtune.runner import stage_key
     cfg, stages = build(run_dir, "resume")
     (run_dir / "data").mkdir(parents=True)

@@ -163,8 +163,11 @@ def count_assistant_tokens(messages: list[dict], encode: Callable[[str], int] = 
 
 
 # ---------------------------------------------------------------- checks
-def check_example(example: Any, line: int = 0) -> list[Problem]:
-    """The cookbook's seven format checks on one parsed example; empty when it is fine."""
+def check_example(example: Any, line: int = 0, keys: Iterable[str] = RECOGNIZED_KEYS,
+                  roles: Iterable[str] = RECOGNIZED_ROLES) -> list[Problem]:
+    """The cookbook's seven format checks on one parsed example; empty when it is fine. `keys` and
+    `roles` narrow what a message may hold (prepare allows no function calls)."""
+    keys, roles = tuple(keys), tuple(roles)
     if not isinstance(example, dict):
         return [Problem(line, "(example)", "data_type",
                         f"an example must be a JSON object, got {type(example).__name__}")]
@@ -185,14 +188,14 @@ def check_example(example: Any, line: int = 0) -> list[Problem]:
         if missing:
             problems.append(Problem(line, f"{where}.{missing[0]}", "message_missing_key",
                                     f"message lacks {' and '.join(repr(k) for k in missing)}"))
-        unknown = [k for k in message if k not in RECOGNIZED_KEYS]
+        unknown = [k for k in message if k not in keys]
         if unknown:
             problems.append(Problem(line, f"{where}.{unknown[0]}", "message_unrecognized_key",
-                                    f"unrecognized key(s) {unknown}; allowed: {list(RECOGNIZED_KEYS)}"))
+                                    f"unrecognized key(s) {unknown}; allowed: {list(keys)}"))
         role = message.get("role")
-        if "role" in message and role not in RECOGNIZED_ROLES:
+        if "role" in message and role not in roles:
             problems.append(Problem(line, f"{where}.role", "unrecognized_role",
-                                    f"role {role!r} is not one of {list(RECOGNIZED_ROLES)}"))
+                                    f"role {role!r} is not one of {list(roles)}"))
         content = message.get("content")
         if "content" in message and ((not content and not message.get("function_call"))
                                      or not isinstance(content, str)):

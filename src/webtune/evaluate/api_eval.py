@@ -18,7 +18,7 @@ CONCURRENCY = 4
 
 def run_api(cfg, run_dir: Path, prompts: list[list[dict]], console=None) -> tuple[dict, dict]:
     """({"base": {}, "tuned": {}}, {"base": [answers], "tuned": [answers]}) for the prompts."""
-    from ..backends.openai_ft import load_model_record, make_client
+    from ..train.openai_ft import load_model_record, make_client
     from .metrics import progress
     m = cfg.model
     record = load_model_record(run_dir / "model")
@@ -43,7 +43,7 @@ def run_api(cfg, run_dir: Path, prompts: list[list[dict]], console=None) -> tupl
 
 def complete(client, model: str, messages: list[dict], max_tokens: int, api_key_env: str) -> str:
     import openai
-    from ..backends.openai_ft import _api_error
+    from ..train.openai_ft import _api_error
     try:
         resp = client.chat.completions.create(model=model, messages=messages, temperature=0, seed=0,
                                               max_tokens=max_tokens)

@@ -110,7 +110,7 @@ def run_local(cfg, run_dir: Path, domain, general, prompts, console=None):
     its base once and `webtune eval RUN eval.judge.enabled=true` only calls the judge."""
     import torch
     from ..base_model import source_of
-    from ..mix.tokenize import ChatTokenizer
+    from ..chat.tokenize import ChatTokenizer
     e = cfg.eval
     torch.manual_seed(0)
     chat = ChatTokenizer.for_model(cfg.model)
@@ -165,7 +165,7 @@ def check_same_format(results: dict) -> None:
 def check_saved_tokenizer(chat, model_dir: Path) -> None:
     """The tuned model's saved tokenizer must be the one the config gives (the one it was trained with)."""
     from transformers import AutoTokenizer
-    from ..mix.tokenize import ChatTokenizer
+    from ..chat.tokenize import ChatTokenizer
     if not (model_dir / "tokenizer_config.json").exists():
         return
     saved = ChatTokenizer(AutoTokenizer.from_pretrained(model_dir), str(model_dir))
@@ -224,7 +224,7 @@ def load_for_eval(path: str, model_cfg):
     import torch
     from transformers import AutoModelForCausalLM
     from .. import base_model
-    from ..backends.hf import model_source, resolve_dtype
+    from ..train.hf import model_source, resolve_dtype
     dtype = resolve_dtype(model_cfg.dtype)
     try:
         if Path(path, "adapter_config.json").exists() and not Path(path, "config.json").exists():
@@ -262,7 +262,7 @@ def heldout_loss(model, chat, conversations: list[list[dict]], batch_size: int, 
     """Mean cross-entropy (nats/token) over assistant tokens, and its perplexity. Examples longer than
     `limit` are left out and counted, as the default over-length policy leaves them out of training."""
     import torch
-    from ..mix.tokenize import IGNORE
+    from ..chat.tokenize import IGNORE
     encoded = [chat.encode(c) for c in conversations]
     scored_examples = [x for x in encoded if limit is None or len(x[0]) <= limit]
     task = bar.add_task(what, total=len(scored_examples)) if bar else None

@@ -87,7 +87,7 @@ class TokenCounter:
         self.tokenizer = None
         self.method = "approximate: characters / 4"
         if cfg.model.kind == "hf":
-            from .tokenize import ChatTokenizer, load_tokenizer
+            from ..chat.tokenize import ChatTokenizer, load_tokenizer
             self.tokenizer = ChatTokenizer(load_tokenizer(cfg.model), cfg.model.name_or_path)
             self.method = f"exact: tokenizer of {cfg.model.tokenizer or cfg.model.name_or_path}"
 

@@ -4,7 +4,7 @@ One plan over the whole training set (TRL packs each 1,000-row map batch on its 
 leaves ~0.3% more padding). Examples longer than a row are first cut, dropped or split by the
 `mix.packing.overflow` policy (`apply_overflow`), whose fates the caller writes to the ledger.
 Attention isolation between the examples of a row is the collator's job
-(`webtune.backends.collate.PackedCollator`).
+(`webtune.train.collate.PackedCollator`).
 """
 from __future__ import annotations
 

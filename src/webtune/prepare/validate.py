@@ -24,6 +24,7 @@ from pathlib import Path
 import fastjsonschema
 import jsonschema
 
+from ..chat.cookbook import check_example
 from ..errors import WebtuneError
 
 NULL_STRINGS = {"", "n/a", "na", "none", "null", "-", "--", "unknown", "not available"}
@@ -164,20 +165,7 @@ def check_chat(messages) -> None:
     """Raise Invalid(chat_format:<cookbook class>) if the example would fail OpenAI's format checks."""
     if _chat_ok(messages):
         return
-    if not isinstance(messages, list) or not messages:
-        raise Invalid("chat_format:missing_messages_list", "the example has no messages")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise Invalid("chat_format:data_type", f"message {i} is not an object")
-        if "role" not in m or "content" not in m:
-            raise Invalid("chat_format:message_missing_key", f"message {i} lacks role or content")
-        extra = set(m) - set(MESSAGE_KEYS)
-        if extra:
-            raise Invalid("chat_format:message_unrecognized_key", f"message {i} has keys {sorted(extra)}")
-        if m["role"] not in ROLES:
-            raise Invalid("chat_format:unrecognized_role", f"message {i} has role {m['role']!r}")
-        if not isinstance(m["content"], str) or not m["content"]:
-            raise Invalid("chat_format:missing_content", f"message {i} ({m['role']}) renders empty")
-    if not any(m["role"] == "assistant" for m in messages):
-        raise Invalid("chat_format:example_missing_assistant_message", "no assistant message")
+    problems = check_example({"messages": messages}, keys=MESSAGE_KEYS, roles=ROLES)
+    if problems:
+        raise Invalid(f"chat_format:{problems[0].kind}", f"{problems[0].field}: {problems[0].message}")
     raise Invalid("chat_format:schema", "the example does not match the chat schema")

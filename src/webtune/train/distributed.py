@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import WebtuneError
+from ..errors import WebtuneError
 
 _choice: dict = {}  # what rank 0 decided for this process's training (the resume checkpoint)
 
@@ -51,7 +51,7 @@ def broadcast(value):
 def run_dir_overrides(cfg) -> list[str]:
     """Hydra overrides giving every process rank 0's new run directory; the other ranks write no
     .hydra/ and no run.log of their own into it."""
-    from .rundir import new_run_dir
+    from ..rundir import new_run_dir
     main = state().is_main_process
     path = broadcast(str(new_run_dir(cfg.runs_dir, cfg.name)) if main else None)
     extra = [] if main else ["hydra.output_subdir=null", "hydra.job_logging.root.handlers=[]"]
@@ -107,7 +107,7 @@ def resume_choice(folder: Path) -> str | None:
     it cleared stale checkpoints), else the newest finished one in `folder`."""
     if "resume" in _choice:
         return _choice["resume"]
-    from .backends.hf import last_checkpoint
+    from .hf import last_checkpoint
     return last_checkpoint(folder)
 
 

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from .. import base_model
-from .. import distributed
+from . import distributed
 from ..console import log
 from ..errors import WebtuneError, check_local_path
 from . import memory
@@ -179,7 +179,7 @@ def training_arguments(cfg, run_dir: Path, per_device: int, total_steps: int, dt
 def train(cfg, run_dir: Path, console=None) -> dict:
     import torch
     from transformers import Trainer
-    from ..mix.tokenize import load_tokenizer
+    from ..chat.tokenize import load_tokenizer
     from .collate import PackedCollator
     from .packed_data import PackedRows
 

@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ..errors import WebtuneError
-from . import chat_format
+from ..chat import cookbook
 
 JOB_FILE = "openai_job.json"
 MODEL_FILE = "openai_model.json"
@@ -136,13 +136,13 @@ def _as_dict(value) -> dict:
 
 # ---------------------------------------------------------------- validate
 def validate_files(train_path: Path, val_path: Optional[Path], base_model: str,
-                   max_tokens_per_example: Optional[int] = None) -> list[chat_format.Report]:
+                   max_tokens_per_example: Optional[int] = None) -> list[cookbook.Report]:
     """Run the cookbook checks; raise one line naming the file, line and field on any error."""
     limit = max_tokens_per_example or _by_prefix(MAX_TOKENS_PER_EXAMPLE, base_model,
-                                                 chat_format.DEFAULT_MAX_TOKENS_PER_EXAMPLE)
-    reports = [chat_format.check_examples(train_path, max_tokens_per_example=limit)]
+                                                 cookbook.DEFAULT_MAX_TOKENS_PER_EXAMPLE)
+    reports = [cookbook.check_examples(train_path, max_tokens_per_example=limit)]
     if val_path is not None:
-        reports.append(chat_format.check_examples(val_path, max_tokens_per_example=limit, min_examples=1))
+        reports.append(cookbook.check_examples(val_path, max_tokens_per_example=limit, min_examples=1))
     for report in reports:
         if not report.ok:
             raise WebtuneError(f"{report.first_error()}; nothing was uploaded, fix the data and rerun")
@@ -258,7 +258,7 @@ def _matches(job, m, train_sha: str) -> str | None:
     return None
 
 
-def _show_estimate(console: Console, reports: list, m) -> chat_format.CostEstimate:
+def _show_estimate(console: Console, reports: list, m) -> cookbook.CostEstimate:
     train_report = reports[0]
     for report in reports:
         for warning in report.warnings[:5]:
@@ -266,7 +266,7 @@ def _show_estimate(console: Console, reports: list, m) -> chat_format.CostEstima
         if len(report.warnings) > 5:
             console.print(f"[yellow]warning[/] {escape(str(report.path))}: {len(report.warnings) - 5} more warnings")
     price = _option(m, "price_per_1k_tokens", None) or _by_prefix(TRAINING_PRICE_PER_1K, m.name_or_path)
-    estimate = chat_format.estimate_cost(train_report, m.n_epochs, price)
+    estimate = cookbook.estimate_cost(train_report, m.n_epochs, price)
     console.print(f"[bold]openai[/]: {train_report.n_examples} training examples, {escape(str(estimate))}")
     return estimate
 
