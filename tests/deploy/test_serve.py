@@ -19,7 +19,7 @@ from referencing.jsonschema import DRAFT202012
 
 from webtune.deploy import registry as reg
 from webtune.deploy.generate import GenerationSettings, generate, load_model, make_tiny_chat_model
-from webtune.deploy.serve import ServeConfig, create_app
+from webtune.deploy.serve import ServeConfig, api_key_of, create_app
 from webtune.errors import WebtuneError
 from tests.fakes.asgi import running
 
@@ -119,13 +119,30 @@ MSGS = [{"role": "system", "content": "You write product copy."},
         {"role": "user", "content": "Describe a steel water bottle."}]
 
 
+def long_stream(client, max_tokens: int, started: threading.Event) -> list:
+    """A greedy streamed chat completion read to its end; `started` is set at its first chunk."""
+    chunks = []
+    for chunk in client.chat.completions.create(model="shop", messages=MSGS, max_tokens=max_tokens,
+                                                temperature=0, stream=True):
+        chunks.append(chunk)
+        started.set()
+    return chunks
+
+
 # ---------------------------------------------------------------- tests
 def test_models_and_health(client, base_url, schema):
     assert [m.id for m in client.models.list()] == ["shop"]
     body = httpx.get(base_url + "/v1/models").json()
     schema("ListModelsResponse", body)
     assert client.models.retrieve("shop").owned_by == "webtune"
-    assert httpx.get(base_url + "/health").json()["version"] == "v1"
+    card = httpx.get(base_url + "/v1/models/shop").json()
+    schema("Model", card)
+    assert card == body["data"][0] and card["id"] == "shop"
+    r = httpx.get(base_url + "/v1/models/gpt-4o")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    schema("ErrorResponse", r.json())
+    health = httpx.get(base_url + "/health").json()
+    assert (health["status"], health["model"], health["version"]) == ("ok", "shop", "v1")
 
 
 def test_chat_completion_uses_the_saved_template(client, local, schema):
@@ -154,6 +171,9 @@ def test_chat_stream(client, base_url, local, schema):
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert chunks[-2]["choices"][0]["finish_reason"] == "length"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 12
+    assert [i for i, c in enumerate(chunks) if "usage" in c] == [len(chunks) - 1]  # only the last has usage
+    assert [i for i, c in enumerate(chunks) if c["choices"] and "role" in c["choices"][0]["delta"]] == [0]
+    assert len({(c["id"], c["created"], c["system_fingerprint"]) for c in chunks}) == 1
     # and the SDK reads the same stream
     sdk = client.chat.completions.create(model="shop", messages=MSGS, max_tokens=12, temperature=0, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in sdk if c.choices) == text
@@ -229,7 +249,10 @@ def test_completions_plain_and_stream(client, base_url, local, schema):
     assert "".join(e["choices"][0]["text"] for e in events[:-1]) == expected
 
 
-@pytest.mark.parametrize("body, status, param, needle", [
+CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
+
+
+BAD_CHAT = [  # (body, status, the error's param, in its message)
     ({"model": "shop"}, 400, "messages", "Field required"),
     ({"model": "shop", "messages": []}, 400, "messages", "at least 1"),
     ({"model": "shop", "messages": MSGS, "foo": 1}, 400, "foo", "Unrecognized request argument supplied: foo"),
@@ -237,6 +260,9 @@ def test_completions_plain_and_stream(client, base_url, local, schema):
     ({"model": "shop", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages.0.role", "'user'"),
     ({"model": "shop", "messages": MSGS, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", "at most 4"),
     ({"model": "shop", "messages": MSGS, "presence_penalty": 1}, 400, "presence_penalty", "not supported"),
+    ({"model": "shop", "messages": MSGS, "frequency_penalty": -1}, 400, "frequency_penalty", "not supported"),
+    ({"model": "shop", "messages": MSGS, "logit_bias": {"5": 1}}, 400, "logit_bias", "not supported"),
+    ({"model": "shop", "messages": MSGS, "logprobs": True}, 400, "logprobs", "use /v1/completions"),
     ({"model": "shop", "messages": MSGS, "stream": "maybe"}, 400, "stream", "valid boolean"),
     ({"model": "shop", "messages": [{"role": "user", "content": 5}]}, 400, "messages.0.content", "valid"),
     ({"model": "gpt-4o", "messages": MSGS}, 404, "model", "does not exist"),
@@ -244,13 +270,29 @@ def test_completions_plain_and_stream(client, base_url, local, schema):
     ({"model": "shop", "messages": MSGS, "max_tokens": 500}, 400, "messages", "maximum context length is 512"),
     ({"model": "shop", "messages": [{"role": "user", "content": "x" * 2000}]}, 400, "messages",
      "maximum context length is 512"),
-])
-def test_bad_chat_requests_get_openai_errors(base_url, schema, body, status, param, needle):
-    r = httpx.post(base_url + "/v1/chat/completions", json=body)
+]
+BAD_COMPLETIONS = [
+    ({"model": "shop", "prompt": "x", "suffix": "y"}, 400, "suffix", "not supported"),
+    ({"model": "shop", "prompt": "x", "best_of": 2}, 400, "best_of", "less than or equal to 1"),
+    ({"model": "shop", "prompt": "x", "logprobs": 1, "stream": True}, 400, "logprobs", "not supported"),
+    ({"model": "shop", "prompt": []}, 400, "prompt", "prompt is empty"),
+    ({"model": "shop", "prompt": [[1, 2], []]}, 400, "prompt", "prompt 1 is empty"),
+    ({"model": "shop", "prompt": "x", "presence_penalty": 0.5}, 400, "presence_penalty", "not supported"),
+    ({"model": "gpt-4o", "prompt": "x"}, 404, "model", "does not exist"),
+    ({"model": "shop", "prompt": "x", "max_tokens": 513}, 400, "max_tokens", "more than this server allows"),
+    ({"model": "shop", "prompt": ["x", "y" * 2000]}, 400, "prompt", "maximum context length is 512"),
+]
+
+
+@pytest.mark.parametrize("path, body, status, param, needle",
+                         [(CHAT, *case) for case in BAD_CHAT] + [(COMPLETIONS, *case) for case in BAD_COMPLETIONS])
+def test_bad_requests_get_openai_errors(base_url, schema, path, body, status, param, needle):
+    r = httpx.post(base_url + path, json=body)
     assert r.status_code == status, r.text
     schema("ErrorResponse", r.json())
     err = r.json()["error"]
     assert err["param"] == param and needle in err["message"]
+    assert httpx.get(base_url + "/health").json()["admitted"] == 0  # a refused request holds no place
 
 
 def test_bad_shapes_elsewhere(base_url, client, schema):
@@ -275,6 +317,10 @@ def test_bearer_key(registry_path, monkeypatch, schema):
         r = httpx.get(url + "/v1/models")
         assert r.status_code == 401
         schema("ErrorResponse", r.json())
+        assert r.json()["error"]["code"] == "invalid_api_key"
+        r = httpx.post(url + "/v1/completions", json={"model": "shop", "prompt": "x"},
+                       headers={"Authorization": "s3cret"})  # the key without `Bearer `
+        assert r.status_code == 401
         good = openai.OpenAI(base_url=url + "/v1", api_key="s3cret", max_retries=0)
         assert good.chat.completions.create(model="shop", messages=MSGS, max_tokens=2).choices
         assert httpx.get(url + "/health").status_code == 200  # health needs no key
@@ -326,14 +372,6 @@ def test_promote_and_rollback_while_streaming(registry_path, local, base_url, cl
 
     started = threading.Event()
 
-    def long_stream():
-        chunks = []
-        for chunk in client.chat.completions.create(model="shop", messages=MSGS, max_tokens=450,
-                                                    temperature=0, stream=True):
-            chunks.append(chunk)
-            started.set()
-        return chunks
-
     def ask():
         r = client.chat.completions.create(model="shop", messages=MSGS, max_tokens=6, temperature=0)
         return r.system_fingerprint, r.choices[0].message.content
@@ -343,7 +381,7 @@ def test_promote_and_rollback_while_streaming(registry_path, local, base_url, cl
                                (1, lambda: reg.rollback(registry_path, "shop"))):
             with cf.ThreadPoolExecutor(3) as ex:
                 started.clear()
-                stream = ex.submit(long_stream)
+                stream = ex.submit(long_stream, client, 450, started)
                 assert started.wait(60)  # the stream is under way
                 side = [ex.submit(ask) for _ in range(2)]
                 change()
@@ -367,6 +405,12 @@ def test_startup_errors(tmp_path, registry_path):
     reg.register(empty, "shop", run)
     with pytest.raises(WebtuneError, match="no promoted version"):
         app(empty, "shop")
+    with pytest.raises(WebtuneError, match="no model 'other'"):
+        app(empty, "other")
+    with pytest.raises(WebtuneError, match="has no version v7"):
+        app(empty, "shop@v7")
+    with pytest.raises(WebtuneError, match="neither a directory nor NAME"):
+        app(empty, "not a name/")
 
 
 def test_the_saved_chat_template_is_the_one_applied(tmp_path, registry_path, schema):
@@ -436,17 +480,8 @@ def test_a_swap_holds_two_models_only_when_allowed(tmp_path, registry_path, loca
     with running(app(registry, "shop", free_before_load=free_before_load)) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
         started = threading.Event()
-
-        def long_stream():
-            chunks = []
-            for chunk in client.chat.completions.create(model="shop", messages=MSGS, max_tokens=300,
-                                                        temperature=0, stream=True):
-                chunks.append(chunk)
-                started.set()
-            return chunks
-
         with cf.ThreadPoolExecutor(2) as ex:
-            stream = ex.submit(long_stream)
+            stream = ex.submit(long_stream, client, 300, started)
             assert started.wait(60)
             reg.promote(registry, "shop", 2)
             after = client.chat.completions.create(model="shop", messages=MSGS, max_tokens=6, temperature=0)
@@ -462,9 +497,17 @@ def test_a_swap_holds_two_models_only_when_allowed(tmp_path, registry_path, loca
 def test_a_network_host_needs_a_key_or_no_auth(registry_path, monkeypatch):
     with pytest.raises(WebtuneError, match="--host 0.0.0.0 would serve to the network without an API key"):
         app(registry_path, "shop", host="0.0.0.0")
-    assert app(registry_path, "shop", host="0.0.0.0", no_auth=True)
+    with pytest.raises(WebtuneError, match="--host 10.0.0.7 would serve"):
+        app(registry_path, "shop", host="10.0.0.7")
     monkeypatch.setenv("WEBTUNE_TEST_SERVE_KEY", "s3cret")
-    assert app(registry_path, "shop", host="0.0.0.0", api_key_env="WEBTUNE_TEST_SERVE_KEY")
+    # (the apps run on 127.0.0.1 here: only the checks of the configured host are under test)
+    for config, status in (({"no_auth": True}, 200), ({"api_key_env": "WEBTUNE_TEST_SERVE_KEY"}, 401)):
+        with running(app(registry_path, "shop", host="0.0.0.0", **config)) as url:
+            assert httpx.get(url + "/v1/models").status_code == status
+    for host in ("localhost", "127.0.0.2", "::1"):  # loopback: no key needed
+        assert api_key_of(ServeConfig(host=host)) is None
+    with pytest.raises(WebtuneError, match="--host example.com would serve"):
+        api_key_of(ServeConfig(host="example.com"))
 
 
 @pytest.mark.parametrize("log_prompts", [False, True])
@@ -487,7 +530,9 @@ def test_request_logs_carry_prompt_text_only_when_asked(registry_path, log_promp
             logger.setLevel(old_level)
     request_lines = [line for line in lines if line.startswith("chat ")]
     assert len(request_lines) == 1 and "prompt_tokens=" in request_lines[0] and "completion_tokens=3" in request_lines[0]
+    assert " shop@v1 " in request_lines[0] and " finish=length " in request_lines[0]
     assert ("steel water bottle" in request_lines[0]) is log_prompts
+    assert ("You write product copy" in " ".join(lines)) is log_prompts  # nor in any other line
 
 
 def test_serves_a_run_directory_without_a_registry(tmp_path, registry_path, local):
@@ -517,3 +562,41 @@ def test_concurrent_requests_decode_together_and_match_one_at_a_time(base_url, c
         got = list(ex.map(ask, range(6)))
     assert [g for g, _ in got] == want
     assert [s for _, s in got] == seeded
+
+
+# ---------------------------------------------------------------- the engine behind its interface
+class FailingEngine:
+    """An engine (serve_engine.Engine) whose every sequence sends one piece and then fails, as
+    BatchEngine reports a decode step that raised: the exception in place of the Generation."""
+
+    def __init__(self, lm):
+        self.submitted, self.cancelled, self.closed = 0, 0, False
+
+    def submit(self, prompt_ids, settings, max_new, emit):
+        self.submitted += 1
+        emit("partial", None)
+        emit("", RuntimeError("decode step failed"))
+        return self
+
+    def cancel(self):
+        self.cancelled += 1
+
+    def close(self):
+        self.closed = True
+
+
+def test_an_engine_failure_is_an_openai_error_and_frees_the_slot(registry_path, schema):
+    engines = []
+    make = lambda lm: engines.append(FailingEngine(lm)) or engines[-1]  # noqa: E731
+    with running(create_app("shop", registry_path, ServeConfig(), make_engine=make)) as url:
+        r = httpx.post(url + "/v1/chat/completions", json={"model": "shop", "messages": MSGS, "n": 2})
+        assert r.status_code == 500 and r.json()["error"]["message"] == "internal error: RuntimeError"
+        schema("ErrorResponse", r.json())
+        events = sse_events(url, "/v1/chat/completions", {"model": "shop", "messages": MSGS, "stream": True})
+        assert [e["choices"][0]["delta"] for e in events[:2]] == [{"role": "assistant", "content": ""},
+                                                                  {"content": "partial"}]
+        assert events[2:] == [{"error": {"message": "generation failed: RuntimeError", "type": "server_error",
+                                         "param": None, "code": None}}]  # in-band, and no [DONE]
+        assert httpx.get(url + "/health").json()["admitted"] == 0
+    (engine,) = engines
+    assert (engine.submitted, engine.cancelled, engine.closed) == (3, 3, True)  # every sequence cancelled

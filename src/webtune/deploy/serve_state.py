@@ -1,0 +1,149 @@
+"""The state of one `webtune serve` app (`Server`, kept in `app.state.server`) and one admitted
+request (`Call`): the settings, the model holder, the gate that answers 429 past the queue, the token
+limits that answer 400, and the request log line (counts and timings; prompt text only if asked)."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable, Iterator, Optional
+
+from webtune.deploy.generate import Generation, LocalModel
+from webtune.deploy.openai_api import APIError, SamplingRequest, Usage, check_model
+from webtune.deploy.serve_engine import Event, Job, decode
+from webtune.deploy.serve_model import ModelHolder, Served
+
+log = logging.getLogger("uvicorn.error")  # next to uvicorn's own lines
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key_env: Optional[str] = None   # env var holding the bearer key clients must send
+    no_auth: bool = False               # allow a non-loopback host without a key, on purpose
+    max_tokens: int = 512               # default for a request without max_tokens, and the most allowed
+    max_concurrency: int = 32           # sequences decoding together (one batch)
+    queue_size: int = 64                # requests waiting beyond those; more get 429
+    threads: int = 0                    # torch threads of the decode thread (0: half the cores)
+    log_prompts: bool = False           # put prompt text in the request log
+    free_before_load: Optional[bool] = None  # release the old model before loading a new one (None: on GPU)
+
+    def new_tokens(self, max_context: int, prompt_len: int, wanted: Optional[int], param: str) -> int:
+        """New tokens for one prompt: the request's max_tokens, or the server's default; else a 400."""
+        if wanted is not None and wanted > self.max_tokens:
+            raise APIError(400, f"max_tokens is {wanted}, more than this server allows ({self.max_tokens}, "
+                                f"`webtune serve --max-tokens`); ask for fewer", param="max_tokens")
+        room = max_context - prompt_len
+        if room <= 0 or (wanted is not None and wanted > room):
+            raise APIError(400, f"This model's maximum context length is {max_context} tokens; the prompt "
+                                f"has {prompt_len} tokens and max_tokens is {wanted if wanted is not None else 'unset'}"
+                                f"; shorten the prompt or lower max_tokens", param=param,
+                           code="context_length_exceeded")
+        return min(self.max_tokens, room) if wanted is None else wanted
+
+
+class Gate:
+    """At most `limit` requests admitted (running or queued); beyond that, 429."""
+
+    def __init__(self, limit: int):
+        self.limit, self.admitted = limit, 0
+
+    def admit(self) -> None:
+        if self.admitted >= self.limit:
+            raise APIError(429, "Too many requests: all generation slots and the queue are full; retry "
+                                "shortly", type="requests", code="rate_limit_exceeded")
+        self.admitted += 1
+
+    def leave(self) -> None:
+        self.admitted -= 1
+
+
+@dataclass(eq=False)
+class Server:
+    """What the handlers share: the served name, the settings, the model, the gate, the key."""
+    name: str
+    config: ServeConfig
+    holder: ModelHolder
+    gate: Gate
+    api_key: Optional[str] = None
+
+    async def open_call(self, route: str, body: SamplingRequest,
+                        prompts_of: Callable[[LocalModel], list[list[int]]]) -> "Call":
+        """Admit one request: its model named right, a lease on the model, its prompts within limits,
+        a place in the gate. The caller ends it with `Call.end()`."""
+        check_model(body.model, self.name)
+        served = await self.holder.acquire()
+        try:
+            return Call(self, served, route, body, prompts_of(served.lm))
+        except BaseException:
+            self.holder.release(served)
+            raise
+
+
+class Call:
+    """One admitted request: its lease on the model, its place in the gate, its sequences (one per
+    prompt and choice), and its log line. `events()` streams (choice, text piece, Generation|None);
+    the Generation comes once per choice, last."""
+
+    def __init__(self, server: Server, served: Served, route: str, body: SamplingRequest,
+                 prompts: list[list[int]]):
+        self.server, self.served, self.route, self.body, self.prompts = server, served, route, body, prompts
+        self.id = uuid.uuid4().hex[:24]
+        self.started = time.perf_counter()
+        param = "messages" if route == "chat" else "prompt"
+        self.max_new = [server.config.new_tokens(served.lm.max_context, len(ids), body.wanted_tokens, param)
+                        for ids in prompts]
+        self.generations: dict[int, Generation] = {}
+        server.gate.admit()
+
+    @property
+    def fingerprint(self) -> str:
+        return self.served.fingerprint(self.server.name)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(len(ids) for ids in self.prompts)
+
+    def prompt_of(self, index: int) -> list[int]:
+        """The prompt ids of choice `index` (choices are numbered prompt by prompt, n each)."""
+        return self.prompts[index // self.body.n]
+
+    def jobs(self) -> Iterator[Job]:
+        for p, ids in enumerate(self.prompts):
+            for i in range(self.body.n):
+                yield p * self.body.n + i, ids, self.body.settings(self.max_new[p], i), self.max_new[p]
+
+    async def events(self) -> AsyncIterator[Event]:
+        async for index, piece, gen in decode(self.served.engine, self.jobs()):
+            if gen is not None:
+                self.generations[index] = gen
+            yield index, piece, gen
+
+    async def results(self) -> list[Generation]:
+        async for _ in self.events():
+            pass
+        return [self.generations[i] for i in sorted(self.generations)]
+
+    def usage(self) -> Usage:
+        completion = sum(g.completion_tokens for g in self.generations.values())
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=completion,
+                     total_tokens=self.prompt_tokens + completion)
+
+    def end(self) -> None:
+        """Give back the place in the gate and the lease on the model; log the request."""
+        line = self.log_line()
+        self.server.gate.leave()
+        self.server.holder.release(self.served)
+        log.info(line)
+
+    def log_line(self) -> str:
+        finish = ",".join(sorted({g.finish_reason for g in self.generations.values()})) or "none"
+        line = (f"{self.route} {self.id} {self.fingerprint} prompt_tokens={self.prompt_tokens} "
+                f"completion_tokens={self.usage().completion_tokens} finish={finish} "
+                f"{time.perf_counter() - self.started:.3f}s")
+        if self.server.config.log_prompts:
+            line += " prompt=" + json.dumps([self.served.lm.tokenizer.decode(ids) for ids in self.prompts])
+        return line
