@@ -154,11 +154,11 @@ def test_the_default_base_exports_and_reads_back(tmp_path):
 
     run = make_run(tmp_path / "run", base=fetch(DEFAULT))
     for fmt, quant in (("merged", None), ("gguf", "f16"), ("gguf", "q8_0")):
-        export_command(Namespace(target=str(run), format=fmt, quant=quant, ollama=False, out=None, registry=None))
+        export_command(Namespace(target=str(run), format=fmt, quant=quant, ollama=fmt == "gguf", out=None,
+                                 registry=None))
     checks = json.loads((run / "exports" / "gguf-q8_0" / "export.json").read_text())["checks"]
     assert checks["tokenizer.ggml.pre"] == "smollm" and checks["loss_rel_diff"] < 0.02
-    # Unfinished: SmolLM2's ChatML with its default system prompt does not yet render through the
-    # Modelfile check, so --ollama refuses it in one line instead of writing a Modelfile that differs.
-    with pytest.raises(WebtuneError, match="--ollama: the chat template is not one of the layouts"):
-        export_command(Namespace(target=str(run), format="gguf", quant="f16", ollama=True, out=str(tmp_path / "ollama"),
-                                 registry=None))
+    # ChatML with SmolLM2's default system prompt when none is given (test_export_modelfile.py renders it in Go)
+    modelfile = (run / "exports" / "gguf-f16" / "Modelfile").read_text()
+    assert 'PARAMETER stop "<|im_end|>"' in modelfile and "(index .Messages 0).Role" in modelfile
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in modelfile

@@ -33,6 +33,7 @@ from typing import Any, Optional
 from webtune.console import console
 from webtune.deploy import registry as reg
 from webtune.deploy.generate import GenerationSettings, LocalModel, generate, load_model
+from webtune.deploy.modelfile import modelfile
 from webtune.errors import WebtuneError
 
 CONVERTER_QUANTS = {"f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0"}
@@ -301,6 +302,14 @@ def gguf_metadata(path: Path) -> dict[str, Any]:
     return out
 
 
+def gguf_adds_bos(path: Path) -> bool:
+    """Whether llama.cpp puts BOS in front of a prompt read from this GGUF (its add_bos_token)."""
+    import gguf
+
+    field = gguf.GGUFReader(path).fields.get("tokenizer.ggml.add_bos_token")
+    return field is not None and bool(field.parts[field.data[0]][0])
+
+
 def load_gguf(path: Path, tokenizer: Any) -> LocalModel:
     """Read a GGUF back with transformers' GGUF loader (it dequantizes to float)."""
     from transformers import AutoModelForCausalLM
@@ -331,79 +340,6 @@ def verify_gguf(path: Path, quant: str, lm: LocalModel, trained: Reference, base
     return {"reader": "transformers from_pretrained(folder, gguf_file=...)", "held_out": len(trained.texts),
             "greedy_tokens_identical": greedy, "loss": got.loss, "trained_loss": trained.loss,
             "loss_rel_diff": rel, "max_logit_diff_vs_base": vs_base, **meta}
-
-
-# ---------------------------------------------------------------- Ollama
-@dataclass
-class Layout:
-    """A chat layout Ollama can express: its Go TEMPLATE, the same rendering in Python, its stops."""
-    name: str
-    template: str
-    turn: str                       # one message, with {role} and {content}
-    open_assistant: str
-    stops: list[str]
-
-    def render(self, messages: list[dict]) -> str:
-        return "".join(self.turn.format(**m) for m in messages) + self.open_assistant
-
-
-LAYOUTS = [
-    Layout("llama3",
-           "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>"
-           "{{- end }}<|start_header_id|>assistant<|end_header_id|>\n\n",
-           "<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>",
-           "<|start_header_id|>assistant<|end_header_id|>\n\n", ["<|eot_id|>"]),
-    Layout("chatml",
-           "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n",
-           "<|im_start|>{role}\n{content}<|im_end|>\n", "<|im_start|>assistant\n", ["<|im_end|>"]),
-]
-PROBE = [{"role": "system", "content": "You write product copy."},
-         {"role": "user", "content": "Describe a bottle."},
-         {"role": "assistant", "content": "A steel bottle."},
-         {"role": "user", "content": "Shorter."}]
-
-
-def modelfile(lm: LocalModel, gguf_name: str) -> str:
-    """A Modelfile whose TEMPLATE renders what the run's chat template renders (checked on a probe
-    conversation, with and without a system message), and whose stops are the template's."""
-    tok = lm.tokenizer
-
-    def jinja(messages: list[dict]) -> str:
-        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        bos = tok.bos_token or ""
-        return text[len(bos):] if bos and text.startswith(bos) else text  # llama.cpp adds BOS itself
-
-    for layout in LAYOUTS:
-        if jinja(PROBE) != layout.render(PROBE):
-            continue
-        system = _default_system(jinja, layout)
-        if system is None:
-            continue
-        stops = list(dict.fromkeys(layout.stops + [tok.decode([i]) for i in lm.eos_ids]))
-        lines = [f"# written by webtune export from the run's chat template (layout {layout.name})",
-                 f"FROM ./{gguf_name}", f'TEMPLATE """{layout.template}"""']
-        if system:
-            lines.append(f'SYSTEM """{system}"""')
-        lines += [f'PARAMETER stop "{s}"' for s in stops]
-        return "\n".join(lines) + "\n"
-    raise WebtuneError(f"{lm.path}: --ollama: the chat template is not one of the layouts an Ollama TEMPLATE is "
-                       f"written for here ({', '.join(x.name for x in LAYOUTS)}); export without --ollama and "
-                       f"write the Modelfile by hand")
-
-
-def _default_system(jinja, layout: Layout) -> Optional[str]:
-    """'' when the template adds nothing without a system message, the text it adds if it injects a
-    default system prompt (Ollama's SYSTEM), None if it does something else."""
-    users = PROBE[1:]
-    text = jinja(users)
-    if text == layout.render(users):
-        return ""
-    head, _, tail = layout.turn.format(role="system", content="\x00").partition("\x00")
-    if text.startswith(head) and tail in text[len(head):]:
-        system = text[len(head):text.index(tail, len(head))]
-        if text == layout.render([{"role": "system", "content": system}, *users]):
-            return system
-    return None
 
 
 # ---------------------------------------------------------------- the command
@@ -476,7 +412,8 @@ def _build(source: Source, fmt: str, quant: Optional[str], ollama: bool, tmp: Pa
         (tmp / "chat_template.jinja").write_text(lm.tokenizer.chat_template)  # for --chat-template-file
         record["file"] = gguf_file.name
         if ollama:
-            (tmp / "Modelfile").write_text(modelfile(lm, gguf_file.name))
+            text = modelfile(lm.tokenizer, lm.eos_ids, gguf_file.name, gguf_adds_bos(gguf_file), lm.path)
+            (tmp / "Modelfile").write_text(text)
     record["seconds"] = round(time.time() - started, 1)
     return record
 
