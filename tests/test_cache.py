@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 
 from tests.conftest import REPO, SMALL
 from tests.test_resume import stages_done, start, stop_when
-from webtune.rundir import hash_path, new_run_dir, read_json
+from webtune.rundir import new_run_dir
+from webtune.fileio import hash_path, read_json
 from webtune.runner import Runner, Stage, code_version, stage_key
 from webtune.paths import SHIPPED
 

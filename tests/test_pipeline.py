@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import REPO, SMALL, only_run_dir, webtune
 from webtune.paths import SHIPPED
-from webtune.rundir import copy_tree, hash_path
+from webtune.fileio import copy_tree, hash_path
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, SMALL, only_run_dir, webtune
-from webtune.rundir import hash_path, read_json
+from webtune.fileio import hash_path, read_json
 
 MAX_STEPS = 6
 # SMALL, with enough training steps (a checkpoint after each) to be killed in the middle of training.

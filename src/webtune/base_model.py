@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .console import log
 from .errors import WebtuneError
-from .rundir import sha256_file
+from .fileio import sha256_file
 
 PROVENANCE = "webtune_base.json"   # written last inside each converted folder
 

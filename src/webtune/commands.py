@@ -1,7 +1,6 @@
 """The CLI's commands. Each takes its argument list and returns an exit code."""
 from __future__ import annotations
 
-import argparse
 import os
 import logging
 import re
@@ -13,7 +12,7 @@ from omegaconf import OmegaConf
 from .console import console, log
 from .errors import WebtuneError
 from .hydra_setup import CONF_DIR, compose, setup
-from .rundir import read_json
+from .fileio import read_json
 
 
 # ------------------------------------------------------------------ run
@@ -114,7 +113,7 @@ def execute(cfg, run_dir: Path, fresh: bool, only: set[str] | None = None) -> di
     """Run (or continue) the pipeline in run_dir."""
     from .runner import Runner
     from .stages import build_stages
-    from .rundir import atomic_write_text
+    from .fileio import atomic_write_text
     from .train import distributed
     main = not distributed.is_distributed() or distributed.state().is_main_process
     if fresh and main:

@@ -16,6 +16,7 @@ from typing import IO, Iterable, Iterator
 import orjson
 
 from .errors import WebtuneError
+from .fileio import atomic_path
 
 KEPT, REJECTED, REPAIRED = "kept", "rejected", "repaired"
 
@@ -96,11 +97,9 @@ def fold(run_dir: Path, stages: Iterable[str], read: dict[str, dict] | None = No
             ev["repairs"] = repairs[rid]
     lines = group_sections(final)
     out = Path(run_dir) / "ledger.jsonl"
-    tmp = out.with_suffix(".jsonl.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
         for ev in lines.values():
             fh.write(orjson.dumps(ev) + b"\n")
-    tmp.replace(out)
     counts = summarize_iter(lines.values())
     if read:
         counts["files"] = reconcile(lines, read)

@@ -18,7 +18,8 @@ from rich.table import Table
 from .commands import attach_run_log, load_run_config
 from .console import console, log
 from .errors import WebtuneError
-from .rundir import copy_tree, hash_path, new_run_dir, read_json
+from .rundir import new_run_dir
+from .fileio import copy_tree, hash_path, read_json
 from .stages import SOURCES_JSON
 
 DATA_STAGES = ["prepare", "mix", "ledger"]

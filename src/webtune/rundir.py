@@ -1,20 +1,16 @@
-"""The run directory: its layout, content hashes, atomic writes and the manifest."""
+"""The run directory: its name, its config, the git commit and package versions the manifest records."""
 from __future__ import annotations
 
 import datetime as _dt
 import functools
-import hashlib
-import json
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
+from .fileio import atomic_write_text
+
 MANIFEST = "manifest.json"
-_UMASK = os.umask(0o22)
-os.umask(_UMASK)
 
 
 def new_run_dir(runs_dir: str | Path, name: str, now: _dt.datetime | None = None) -> Path:
@@ -33,89 +29,6 @@ def new_run_dir(runs_dir: str | Path, name: str, now: _dt.datetime | None = None
 
 def slug(text: str, max_len: int = 80) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-")[:max_len] or "run"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def hash_path(path: Path) -> str:
-    """A file's sha256, or for a directory the sha256 of its files' relative names and hashes."""
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a fresh file under a unique temporary name and rename it into place: a killed run never
-    leaves half a file, and a file shared by hard links (the cache, another run) is never written
-    through: the name gets a new inode, the old one keeps its bytes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link src at dst (a copy where links are impossible), replacing what dst was."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.unlink(missing_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def link_tree(src: Path, dst: Path) -> None:
-    """Hard-link a file or a folder's files."""
-    files = [src] if src.is_file() else [p for p in src.rglob("*") if p.is_file()]
-    for f in files:
-        link_or_copy(f, dst if src.is_file() else dst / f.relative_to(src))
-
-
-def copy_tree(src: Path, dst: Path) -> None:
-    """Fresh copies (new inodes, writable) of a file or a folder's files."""
-    files = [src] if src.is_file() else [p for p in src.rglob("*") if p.is_file()]
-    for f in files:
-        target = dst if src.is_file() else dst / f.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(f, target)
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def read_json(path: Path, default=None):
-    path = Path(path)
-    if not path.exists():
-        return default
-    return json.loads(path.read_text())
 
 
 def merge_run_config(run_dir: Path, overrides: list[str]):

@@ -23,8 +23,8 @@ from typing import Callable
 from omegaconf import OmegaConf
 
 from . import __version__
-from .rundir import (MANIFEST, atomic_write_bytes, atomic_write_text, git_commit, hash_path, link_tree,
-                     package_versions, read_json, sha256_text, write_json)
+from .rundir import MANIFEST, git_commit, package_versions
+from .fileio import atomic_write_bytes, atomic_write_text, hash_path, link_tree, read_json, sha256_text, write_json
 
 
 @dataclass

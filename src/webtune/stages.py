@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .runner import Stage, StageContext
-from .rundir import hash_path, hub_revision, read_json, write_json
+from .rundir import hub_revision
+from .fileio import hash_path, read_json, write_json
 
 SOURCES_JSON = "data/raw/sources.json"
 SPLITS = ["data/train.jsonl", "data/val.jsonl", "data/test.jsonl", "data/general_test.jsonl"]

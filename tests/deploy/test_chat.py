@@ -108,4 +108,4 @@ def test_openai_target_through_our_own_endpoint(run_dir, lm, tmp_path):
     assert registered.returncode == 0, registered.stderr
     assert registered.stdout == f"{r1}\n"
     done = chat("openai:gpt-4o-mini", stdin="hi\n", env={"OPENAI_API_KEY": ""})
-    assert done.returncode != 0 and "needs an API key in $OPENAI_API_KEY" in done.stderr
+    assert done.returncode != 0 and "environment variable OPENAI_API_KEY is not set" in done.stderr

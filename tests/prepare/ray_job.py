@@ -17,7 +17,7 @@ from pathlib import Path
 
 from webtune import ledger, prepare
 from webtune.hydra_setup import compose
-from webtune.rundir import write_json
+from webtune.fileio import write_json
 from webtune.sources import files
 from webtune.stages import source_inputs
 

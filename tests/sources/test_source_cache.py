@@ -19,7 +19,8 @@ from tests.conftest import REPO, TINY_MODEL, webtune
 from tests.fakes.web_server import FakeWeb
 from webtune.commands import validate_overrides
 from webtune.errors import WebtuneError
-from webtune.rundir import new_run_dir, read_json
+from webtune.rundir import new_run_dir
+from webtune.fileio import read_json
 from webtune.runner import Runner
 from webtune.sources import cache, iter_records, reading_config
 from webtune.stages import build_stages, raw_inputs

@@ -21,6 +21,7 @@ from typing import Iterator, Optional, TextIO
 from webtune.deploy import registry as reg
 from webtune.deploy.generate import GenerationSettings, TextStream, load_model
 from webtune.errors import WebtuneError
+from webtune.openai_client import make_client
 
 HELP = ("/reset  forget the conversation (keeps the system prompt)\n"
         "/system TEXT  set the system prompt (empty: none)\n"
@@ -46,13 +47,8 @@ class LocalChat:
 
 class OpenAIChat:
     def __init__(self, model_id: str, base_url: Optional[str], api_key_env: Optional[str]):
-        import openai
-
-        api_key_env = api_key_env or "OPENAI_API_KEY"
-        key = os.environ.get(api_key_env)
-        if not key:
-            raise WebtuneError(f"chatting with openai:{model_id} needs an API key in ${api_key_env}; export it")
-        self.client = openai.OpenAI(api_key=key, base_url=base_url or os.environ.get("OPENAI_BASE_URL"))
+        self.client = make_client(api_key_env or "OPENAI_API_KEY", base_url or os.environ.get("OPENAI_BASE_URL"),
+                                  setting=f"chat with openai:{model_id}: --api-key-env")
         self.model_id = model_id
         self.label = f"openai:{model_id}"
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from webtune.errors import WebtuneError
+from webtune.fileio import atomic_path, atomic_write_bytes, link_or_copy, sha256_file
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TARGET_RE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*?)(?:@v?(?P<version>\d+))?$")
@@ -66,19 +66,10 @@ def _locked(mdir: Path) -> Iterator[None]:
 
 
 def _write_json_atomic(path: Path, data: Any, failpoint: Optional[str] = None) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    if failpoint:
-        _failpoint(failpoint)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+        if failpoint:
+            _failpoint(failpoint)
 
 
 def _read_history(mdir: Path) -> list[dict]:
@@ -102,7 +93,7 @@ def _recover(mdir: Path) -> None:
     history = _read_history(mdir)
     good = b"".join(json.dumps(h).encode() + b"\n" for h in history)
     if path.exists() and path.read_bytes() != good:
-        _write_bytes_atomic(path, good)
+        atomic_write_bytes(path, good)
     cur = read_current(mdir.parent, mdir.name)
     last_seq = history[-1]["seq"] if history else 0
     if cur is not None and cur["seq"] > last_seq:
@@ -112,12 +103,6 @@ def _recover(mdir: Path) -> None:
     for tmp in mdir.glob(".tmp-*"):  # versions whose copying process died
         if not _alive(int(tmp.name.split("-")[1])):
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _alive(pid: int) -> bool:
@@ -143,13 +128,6 @@ def _append_history(mdir: Path, entry: dict) -> None:
 
 def _versions(mdir: Path) -> list[int]:
     return sorted(int(p.name[1:]) for p in mdir.glob("v*") if p.is_dir() and p.name[1:].isdigit())
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # another filesystem, or links not allowed
-        shutil.copy2(src, dst)
 
 
 def find_openai_model(model_src: Path) -> Optional[dict]:
@@ -185,7 +163,7 @@ def register(registry: str | Path, name: str, run_dir: str | Path) -> int:
     tmp = mdir / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     if is_hf:
-        shutil.copytree(model_src, tmp / "model", copy_function=_link_or_copy)
+        shutil.copytree(model_src, tmp / "model", copy_function=lambda src, dst: link_or_copy(Path(src), Path(dst)))
     else:
         (tmp / "openai_model.json").write_text(json.dumps(openai_model, indent=2))
     metrics = run / "metrics.json"
@@ -194,7 +172,7 @@ def register(registry: str | Path, name: str, run_dir: str | Path) -> int:
     manifest = run / "manifest.json"
     source = {
         "run_dir": str(run),
-        "config_hash": hashlib.sha256(config.read_bytes()).hexdigest() if config.exists() else None,
+        "config_hash": sha256_file(config) if config.exists() else None,
         "git_commit": json.loads(manifest.read_text()).get("git_commit") if manifest.exists() else None,
         "kind": "hf" if is_hf else "openai",
         "registered_at": _now(),

@@ -18,7 +18,7 @@ CONCURRENCY = 4
 
 def run_api(cfg, run_dir: Path, prompts: list[list[dict]], console=None) -> tuple[dict, dict]:
     """({"base": {}, "tuned": {}}, {"base": [answers], "tuned": [answers]}) for the prompts."""
-    from ..train.openai_ft import load_model_record, make_client
+    from ..openai_client import load_model_record, make_client
     from .metrics import progress
     m = cfg.model
     record = load_model_record(run_dir / "model")
@@ -43,12 +43,12 @@ def run_api(cfg, run_dir: Path, prompts: list[list[dict]], console=None) -> tupl
 
 def complete(client, model: str, messages: list[dict], max_tokens: int, api_key_env: str) -> str:
     import openai
-    from ..train.openai_ft import _api_error
+    from ..openai_client import api_error
     try:
         resp = client.chat.completions.create(model=model, messages=messages, temperature=0, seed=0,
                                               max_tokens=max_tokens)
     except openai.OpenAIError as exc:
-        raise _api_error(exc, f"generating with {model} for evaluation", api_key_env) from None
+        raise api_error(exc, f"generating with {model} for evaluation", api_key_env) from None
     if not resp.choices:
         raise WebtuneError(f"the chat API returned no choices for {model}; check model.base_url")
     return (resp.choices[0].message.content or "").strip()

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlsplit
 
 from ..console import console as default_console
 from ..console import log
+from .. import openai_client
 from ..errors import WebtuneError
 
 SYSTEM = ("You are an impartial judge comparing two answers, A and B, to the same conversation. {rubric} "
@@ -88,17 +87,10 @@ def winner_of(verdict: str | None, order: str) -> str:
 
 
 def make_client(judge_cfg):
-    from openai import OpenAI
-    base_url = option(judge_cfg, "base_url", None)
-    key = os.environ.get(judge_cfg.api_key_env)
-    if not key:
-        host = urlsplit(base_url).hostname if base_url else None
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            raise WebtuneError(f"eval.judge.api_key_env: environment variable {judge_cfg.api_key_env} is not set; "
-                               f"export it with the judge's API key, or switch the judge off with eval.judge.enabled=false")
-        key = "unused"   # a local `webtune serve` needs none, but the SDK wants a value
-    return OpenAI(api_key=key, base_url=base_url or None, max_retries=int(option(judge_cfg, "max_retries", 2)),
-                  timeout=float(option(judge_cfg, "timeout", 60.0)))
+    return openai_client.make_client(
+        judge_cfg.api_key_env, option(judge_cfg, "base_url", None), setting="eval.judge.api_key_env",
+        max_retries=int(option(judge_cfg, "max_retries", 2)), timeout=float(option(judge_cfg, "timeout", 60.0)),
+        keyless_loopback=True, hint=", or switch the judge off with eval.judge.enabled=false")
 
 
 def plan(judge_cfg, prompts: list[list[dict]], references: list[str], base: list[str], tuned: list[str]) -> list[dict]:

@@ -18,7 +18,7 @@ from ..console import console as default_console
 from ..console import log
 from ..errors import WebtuneError
 from ..mix.mix import read_jsonl
-from ..rundir import write_json
+from ..fileio import write_json
 from .textmetrics import check_rates, corpus_scores, rouge_l, run_check, validate_check
 
 
@@ -150,7 +150,7 @@ def run_local(cfg, run_dir: Path, domain, general, prompts, console=None):
 
 def chat_format(chat) -> dict:
     """What makes two models' losses comparable: vocabulary, chat template, end-of-turn token."""
-    from ..rundir import sha256_text
+    from ..fileio import sha256_text
     return {"chat_template_sha256": sha256_text(chat.tok.chat_template or ""), "end_of_turn": chat.tok.eos_token,
             "vocab_size": len(chat.tok)}
 
@@ -199,7 +199,7 @@ def scores_cache_path(cfg, run_dir: Path, model_path: str, prompts) -> Path | No
     """runs/.cache/evaluate-scores/<key>.json, keyed by everything a model's scores depend on: its
     files, the test sets, the prompts, the decoding settings, the device and this code."""
     import torch
-    from ..rundir import hash_path, sha256_text
+    from ..fileio import hash_path, sha256_text
     from ..base_model import source_of
     if not Path(model_path).is_dir() or not Path(source_of(cfg.model)).is_dir():
         return None   # a hub id: its files are not ours to fingerprint

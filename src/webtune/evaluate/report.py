@@ -14,7 +14,7 @@ import orjson
 
 from .. import __version__
 from ..errors import WebtuneError
-from ..rundir import atomic_write_text, read_json, write_json
+from ..fileio import atomic_write_text, read_json, write_json
 from . import svg
 
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("webtune.evaluate", "."),

@@ -14,25 +14,17 @@ import orjson
 
 from ..errors import WebtuneError
 from ..paths import locate
+from ..fileio import atomic_path, iter_jsonl as read_jsonl
 from ..ledger import LedgerWriter
 from .split import assign
 
 SPLIT_FILES = {"train": "data/train.jsonl", "val": "data/val.jsonl", "test": "data/test.jsonl"}
 
 
-def read_jsonl(path: Path):
-    with open(path, "rb") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                yield orjson.loads(line)
-
-
 def write_messages(path: Path, examples) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         for ex in examples:
             fh.write(orjson.dumps({"messages": ex["messages"]}) + b"\n")
-    tmp.replace(path)
 
 
 def run(cfg, run_dir: Path, console=None) -> dict:
@@ -183,9 +175,8 @@ def pack_split(items: list[dict], m, path: Path) -> dict:
     bin_offsets = np.zeros(len(bins) + 1, dtype=np.int64)
     np.cumsum([len(b) for b in bins], out=bin_offsets[1:])
     bin_items = np.concatenate(bins).astype(np.int64) if bins else np.zeros(0, dtype=np.int64)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, input_ids=ids, labels=labels, offsets=offsets, bin_items=bin_items, bin_offsets=bin_offsets)
-    tmp.replace(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:   # a file object: savez adds no ".npz"
+        np.savez(fh, input_ids=ids, labels=labels, offsets=offsets, bin_items=bin_items, bin_offsets=bin_offsets)
     eff = float(efficiency(lengths, bins, m.max_seq_len)) if len(items) else 0.0
     return {"examples": len(items), "rows": len(bins), "tokens": int(offsets[-1]),
             "loss_tokens": int((labels != -100).sum()), "efficiency": round(eff, 5)}

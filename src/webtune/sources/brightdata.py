@@ -28,11 +28,12 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ..errors import WebtuneError
+from ..fileio import write_json
 from ..records import Record, Rejection, record_id
 from . import PaidRequestRefused
 from .brightdata_cost import check, output_fields, scraper_plan
 from .brightdata_download import FORMATS, Downloader, save_inline, snapshot_gone
-from .brightdata_http import SAFE_ID, Client, body_message, read_state, redact, token, write_json_atomic
+from .brightdata_http import SAFE_ID, Client, body_message, read_state, redact, token
 
 STATE_FILE = "snapshot.json"
 MODES = ("auto", "sync", "async")
@@ -97,7 +98,7 @@ def collect(cfg, source_name: str, raw_dir: Path, dataset_id: str, load_inputs: 
                     got = scraper.scrape(inputs)
                 if isinstance(got, bytes):                  # the records came inline
                     path, snapshot_id, lines = save_inline(got, raw_dir, "sync_")
-                    write_json_atomic(raw_dir / STATE_FILE, {"snapshot_id": snapshot_id, **state})
+                    write_json(raw_dir / STATE_FILE, {"snapshot_id": snapshot_id, **state})
                     console.print(f"[bold]{source_name}[/]: sync scrape of {len(inputs)} inputs: {lines} records "
                                   f"in {path}")
                     return path
@@ -107,12 +108,12 @@ def collect(cfg, source_name: str, raw_dir: Path, dataset_id: str, load_inputs: 
             else:
                 snapshot_id = scraper.trigger(inputs)
             state = {"snapshot_id": snapshot_id, **state}
-            write_json_atomic(raw_dir / STATE_FILE, state)           # before polling: resume continues it
+            write_json(raw_dir / STATE_FILE, state)           # before polling: resume continues it
             console.print(f"[bold]{source_name}[/]: Bright Data snapshot {snapshot_id} ({len(inputs)} inputs); "
                           f"saved in {raw_dir / STATE_FILE}")
         elif state is None:
             state = {"snapshot_id": snapshot_id, "dataset_id": dataset_id, "triggered_at": None}
-            write_json_atomic(raw_dir / STATE_FILE, state)
+            write_json(raw_dir / STATE_FILE, state)
         try:
             progress = scraper.wait_ready(snapshot_id, raw_dir)
         except KeyboardInterrupt:
@@ -120,7 +121,7 @@ def collect(cfg, source_name: str, raw_dir: Path, dataset_id: str, load_inputs: 
         state["progress"] = {k: progress[k] for k in
                              ("status", "records", "errors", "error_codes", "collection_duration")
                              if k in progress}
-        write_json_atomic(raw_dir / STATE_FILE, state)
+        write_json(raw_dir / STATE_FILE, state)
         path, lines = scraper.downloader(float(cfg.poll_interval)).download(snapshot_id, fmt, raw_dir)
         console.print(f"[bold]{source_name}[/]: snapshot {snapshot_id}: {lines} records"
                       f" downloaded to {path}" + ("  (the snapshot is empty)" if lines == 0 else ""))
@@ -348,7 +349,7 @@ def _interrupted(scraper: _Scraper, snapshot_id: str, raw_dir: Path, state: dict
     if ask(snapshot_id):
         stopped = scraper.cancel(snapshot_id)
         state["cancelled_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        write_json_atomic(raw_dir / STATE_FILE, state)
+        write_json(raw_dir / STATE_FILE, state)
         raise WebtuneError(f"cancelled Bright Data collection {snapshot_id} at your request"
                            + ("" if stopped else " (Bright Data says it had already finished)")
                            + "; records collected before the cancel may still bill")

@@ -19,6 +19,7 @@ import orjson
 from rich.console import Console
 
 from ..errors import WebtuneError
+from ..fileio import atomic_write_bytes
 from .brightdata import collect
 from .html import Page
 from .urls import INDEX, Fetched, read_urls
@@ -43,9 +44,7 @@ def acquire(urls_cfg, bd_cfg, source_name: str, raw_dir: Path, console: Console 
     pages_dir.mkdir(parents=True, exist_ok=True)
     results = [_page(n, url, record, pages_dir) for n, (url, record) in enumerate(_by_url(snapshot, urls), 1)]
     index = pages_dir / INDEX
-    tmp = index.with_name(index.name + ".tmp")
-    tmp.write_bytes(b"".join(orjson.dumps(asdict(r)) + b"\n" for r in results))
-    tmp.replace(index)
+    atomic_write_bytes(index, b"".join(orjson.dumps(asdict(r)) + b"\n" for r in results))
     return [index] + [pages_dir / r.file for r in results if r.file]
 
 

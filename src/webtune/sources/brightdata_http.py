@@ -201,15 +201,6 @@ def body_message(resp: requests.Response) -> str:
     return (text[:400] + "…" if len(text) > 400 else text) or (resp.reason or "empty body")
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def read_state(path: Path) -> dict | None:
     """A saved snapshot.json, checked, or None when there is none."""
     if not path.exists():

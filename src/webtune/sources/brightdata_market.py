@@ -23,12 +23,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import WebtuneError
+from ..fileio import sha256_file, write_json
 from . import PaidRequestRefused
 from .brightdata import STATE_FILE, known_snapshot, poll_answer, wait_ready
 from .brightdata_cost import check, marketplace_plan
 from .brightdata_download import Downloader
-from .brightdata_http import (SAFE_ID, Client, RequestBudget, body_message, read_state, redact, token,
-                              write_json_atomic)
+from .brightdata_http import SAFE_ID, Client, RequestBudget, body_message, read_state, redact, token
 
 GROUPS = ("and", "or")
 NULL_TESTS = ("is_null", "is_not_null")
@@ -64,12 +64,12 @@ def acquire(cfg, source_name: str, raw_dir: Path, console: Console | None = None
             state = {"snapshot_id": snapshot_id, "dataset_id": cfg.dataset_id, "api": "marketplace",
                      "records_limit": cfg.records_limit,
                      "requested_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            write_json_atomic(raw_dir / STATE_FILE, state)          # before polling: resume continues it
+            write_json(raw_dir / STATE_FILE, state)          # before polling: resume continues it
             console.print(f"[bold]{source_name}[/]: marketplace snapshot {snapshot_id} of dataset {cfg.dataset_id}; "
                           f"saved in {raw_dir / STATE_FILE}")
         elif state is None:
             state = {"snapshot_id": snapshot_id, "dataset_id": cfg.dataset_id, "api": "marketplace"}
-            write_json_atomic(raw_dir / STATE_FILE, state)
+            write_json(raw_dir / STATE_FILE, state)
         try:
             status = market.wait_ready(snapshot_id, raw_dir)
         except KeyboardInterrupt:
@@ -77,7 +77,7 @@ def acquire(cfg, source_name: str, raw_dir: Path, console: Console | None = None
                                f"for these; the job ends within 5 minutes); its id is saved in "
                                f"{raw_dir / STATE_FILE}: `webtune resume RUN_DIR` continues it") from None
         state["status"] = {k: status.get(k) for k in ("status", "dataset_size", "file_size", "cost")}
-        write_json_atomic(raw_dir / STATE_FILE, state)
+        write_json(raw_dir / STATE_FILE, state)
         path, lines = market.downloader().download(snapshot_id, "jsonl", raw_dir)
         _reconcile(cfg, snapshot_id, lines, status, console, source_name)
         console.print(f"[bold]{source_name}[/]: marketplace snapshot {snapshot_id}: {lines} records downloaded to {path}"
@@ -92,7 +92,7 @@ def cache_identity(cfg) -> dict:
     base = {"api": "marketplace", "base_url": cfg.base_url.rstrip("/")}
     if cfg.snapshot_id:
         return {**base, "snapshot_id": cfg.snapshot_id}
-    files = {Path(p).name: _sha256(Path(p)) for p in cfg.filter_files}
+    files = {Path(p).name: _filter_file_sha256(Path(p)) for p in cfg.filter_files}
     return {**base, "dataset_id": cfg.dataset_id, "filter": _plain(cfg.filter), "records_limit": cfg.records_limit,
             "filter_files": files}
 
@@ -269,11 +269,10 @@ def _plain(value):
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
+def _filter_file_sha256(path: Path) -> str:
     if not path.is_file():
         raise WebtuneError(f"source.brightdata.filter_files: {path} does not exist")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 # ---------------------------------------------------------------- webtune sources datasets

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..console import console as _console, log
 from ..errors import WebtuneError
-from ..rundir import link_or_copy, sha256_file, sha256_text, write_json
+from ..fileio import link_or_copy, sha256_file, sha256_text, write_json
 
 CACHE = Path(".cache") / "source"
 COMPLETE = ".complete"

@@ -25,6 +25,7 @@ from typing import Iterator
 import orjson
 
 from ..errors import WebtuneError
+from ..fileio import atomic_path
 from ..paths import locate
 from ..records import Record, Rejection, record_id
 
@@ -79,7 +80,7 @@ def layout(cfg) -> tuple[Path, dict[str, Path], str]:
 
 def cache_identity(cfg) -> dict:
     """What a files snapshot is made of: each file's content, where it lies, where the root is."""
-    from ..rundir import sha256_file
+    from ..fileio import sha256_file
     _, files, root = layout(cfg)
     return {"root": root, "files": {rel: sha256_file(p) for rel, p in files.items()}}
 
@@ -92,10 +93,8 @@ def acquire(cfg, raw_dir: Path) -> list[Path]:
     out = []
     for rel, src in files.items():
         dst = Path(raw_dir) / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)  # a fresh file: never written through a hard link
+        with atomic_path(dst) as tmp:   # a fresh file: never written through a hard link
+            shutil.copyfile(src, tmp)
         out.append(dst)
     return out
 

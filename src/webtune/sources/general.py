@@ -70,7 +70,8 @@ def _plain(value):
 def cache_identity(cfg) -> dict:
     """What the rows depend on: the dataset, its configuration, split and data files, and either the
     local files' content or the hub revision the name resolves to."""
-    from ..rundir import hash_path, hub_revision
+    from ..rundir import hub_revision
+    from ..fileio import hash_path
     path = os.path.expanduser(cfg.path or "")
     local = bool(path) and os.path.exists(path)
     return {"path": cfg.path, "name": cfg.name, "split": cfg.split, "data_files": _plain(cfg.data_files),

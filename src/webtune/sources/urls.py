@@ -28,6 +28,7 @@ from urllib.parse import urljoin, urlsplit
 import orjson
 
 from ..errors import WebtuneError
+from ..fileio import atomic_write_bytes
 from ..records import Record, Rejection, record_id
 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
@@ -275,11 +276,7 @@ class Cache:
 
     def put(self, url: str, body: bytes, meta: dict) -> None:
         for ext, data in (("body", body), ("json", orjson.dumps({"url": url, **meta}))):
-            path = self._path(url, ext)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)  # atomic: a killed run never leaves half an entry
+            atomic_write_bytes(self._path(url, ext), data)  # a killed run never leaves half an entry
 
 
 def acquire(cfg, source_name: str, raw_dir: Path, console=None, brightdata=None, allow_paid: bool = True) -> list[Path]:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from ..errors import WebtuneError
+from ..fileio import atomic_write_text
 
 _choice: dict = {}  # what rank 0 decided for this process's training (the resume checkpoint)
 
@@ -124,10 +125,7 @@ class Ranks:
     def failed(self, error: BaseException) -> None:
         lines = str(error).strip().splitlines() or [""]
         line = lines[0] if isinstance(error, WebtuneError) else f"{type(error).__name__}: {lines[0]}"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".failed-{self.rank}.tmp"
-        tmp.write_text(line)
-        tmp.replace(self.folder / f"failed-{self.rank}.txt")
+        atomic_write_text(self.folder / f"failed-{self.rank}.txt", line)
 
     def first_failure(self) -> tuple[int, str] | None:
         found = sorted(self.folder.glob("failed-*.txt")) if self.folder.is_dir() else []

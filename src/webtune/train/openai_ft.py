@@ -11,9 +11,7 @@ OpenAI stops accepting new self-serve fine-tuning jobs on 2027-01-06 (see docs/o
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -24,10 +22,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ..errors import WebtuneError
+from ..fileio import sha256_file, write_json
+from ..openai_client import MODEL_FILE, api_error, load_model_record, make_client
 from ..chat import cookbook
 
 JOB_FILE = "openai_job.json"
-MODEL_FILE = "openai_model.json"
 TERMINAL = ("succeeded", "failed", "cancelled")
 DATA_METADATA_KEY = "webtune_data"  # the training file's sha256 (32 hex), so adoption can check the data
 RUN_METADATA_KEY = "webtune_run"   # tags the job, so a crash between create and write is recoverable
@@ -64,60 +63,13 @@ def _option(section, key: str, default):
 
 
 # ---------------------------------------------------------------- client
-def make_client(api_key_env: str = "OPENAI_API_KEY", base_url: Optional[str] = None,
-                max_retries: int = 2, timeout: float = 120.0):
-    """An `openai.OpenAI` client; the key comes from the environment only."""
-    try:
-        from openai import OpenAI
-    except ImportError:
-        raise WebtuneError("the OpenAI backend needs the openai package: pip install 'webtune[openai]'") from None
-    key = os.environ.get(api_key_env)
-    if not key:
-        raise WebtuneError(f"model.api_key_env: environment variable {api_key_env} is not set; "
-                           f"export it with your API key (webtune never writes the key to the run directory)")
-    return OpenAI(api_key=key, base_url=base_url or None, max_retries=max_retries, timeout=timeout)
-
-
 def _client_for(model_cfg):
     return make_client(model_cfg.api_key_env, model_cfg.base_url,
                        max_retries=int(_option(model_cfg, "max_retries", 2)),
                        timeout=float(_option(model_cfg, "timeout", 120.0)))
 
 
-def _api_error(exc: Exception, doing: str, api_key_env: str = "OPENAI_API_KEY") -> WebtuneError:
-    """One line for an SDK exception: status, code, message, param."""
-    import openai
-    if isinstance(exc, openai.APIStatusError):
-        body = exc.body if isinstance(exc.body, dict) else {}
-        message = body.get("message") or str(exc)
-        code = body.get("code") or getattr(exc, "code", None)
-        param = body.get("param")
-        hint = f"; check the key in {api_key_env}" if exc.status_code == 401 else ""
-        where = f", param: {param}" if param else ""
-        return WebtuneError(f"OpenAI answered {exc.status_code} while {doing}: {code or exc.__class__.__name__}: "
-                            f"{message}{where}{hint}")
-    if isinstance(exc, openai.APIConnectionError):
-        return WebtuneError(f"could not reach the OpenAI API while {doing} ({exc.__class__.__name__}: {exc}); "
-                            f"check model.base_url and the network")
-    return WebtuneError(f"OpenAI error while {doing}: {exc}")
-
-
 # ---------------------------------------------------------------- small helpers
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _has_examples(path: Path) -> bool:
     return path.is_file() and any(line.strip() for line in open(path, encoding="utf-8"))
 
@@ -181,7 +133,7 @@ def train(cfg, run_dir: Path, console: Optional[Console] = None,
         estimate = _show_estimate(console, reports, m)
         client = _client_for(m)
         record = _start_job(client, cfg, run_dir, train_path, val, console)
-        _write_json_atomic(job_path, record)
+        write_json(job_path, record)
 
     job_id = record["job_id"]
     job, curve = _watch(client, job_id, float(m.poll_interval), console, ask_cancel, run_dir, m.api_key_env)
@@ -201,7 +153,7 @@ def train(cfg, run_dir: Path, console: Optional[Console] = None,
         "result_files": list(job.result_files or []),
         "base_url": m.base_url, "api_key_env": m.api_key_env,   # the env var's name, never its value
     }
-    _write_json_atomic(run_dir / "model" / MODEL_FILE, model_record)
+    write_json(run_dir / "model" / MODEL_FILE, model_record)
     console.print(f"[bold green]openai[/]: job {job_id} succeeded: {job.fine_tuned_model}")
     train_points = [p for p in curve if "loss" in p]
     metrics = {
@@ -220,7 +172,7 @@ def _check_same_data(record: dict, job_path: Path, train_path: Path, val_path: P
     """Resuming a job made from other data would record the wrong model for this run."""
     for key, path in (("training_sha256", train_path), ("validation_sha256", val_path)):
         want = record.get(key)
-        if want and (not path.exists() or _sha256(path) != want):
+        if want and (not path.exists() or sha256_file(path) != want):
             raise WebtuneError(f"{path} changed since job {record['job_id']} was created from it; restore it, "
                                f"or remove {job_path} to start a new job")
 
@@ -284,7 +236,7 @@ def _start_job(client, cfg, run_dir: Path, train_path: Path, val_path: Optional[
     if len(metadata) < 16:
         metadata.setdefault(RUN_METADATA_KEY, run_dir.resolve().name)
     if len(metadata) < 16:
-        metadata.setdefault(DATA_METADATA_KEY, _sha256(train_path)[:32])
+        metadata.setdefault(DATA_METADATA_KEY, sha256_file(train_path)[:32])
     job = _find_live_job(client, metadata.get(RUN_METADATA_KEY), m, train_path, console)
     if job is not None:
         console.print(f"[bold]openai[/]: found job {job.id} already created for this run; watching it")
@@ -305,14 +257,14 @@ def _start_job(client, cfg, run_dir: Path, train_path: Path, val_path: Optional[
                     f"OpenAI refused to create the fine-tuning job for {m.name_or_path} ({exc.status_code} "
                     f"{body.get('code') or exc.__class__.__name__}: {body.get('message') or exc}); "
                     f"{CLOSURE_NOTE}") from None
-            raise _api_error(exc, "creating the fine-tuning job", m.api_key_env) from None
+            raise api_error(exc, "creating the fine-tuning job", m.api_key_env) from None
         except openai.OpenAIError as exc:
-            raise _api_error(exc, "creating the fine-tuning job", m.api_key_env) from None
+            raise api_error(exc, "creating the fine-tuning job", m.api_key_env) from None
         console.print(f"[bold]openai[/]: created job {job.id} ({m.name_or_path})")
     return {
         "job_id": job.id, "base_model": m.name_or_path, "training_file": job.training_file,
         "validation_file": job.validation_file, "created_at": job.created_at,
-        "training_sha256": _sha256(train_path), "validation_sha256": _sha256(val_path) if val_path else None,
+        "training_sha256": sha256_file(train_path), "validation_sha256": sha256_file(val_path) if val_path else None,
         "base_url": m.base_url, "hyperparameters": _hyperparameters(m),
     }
 
@@ -327,7 +279,7 @@ def _find_live_job(client, run_tag: Optional[str], m, train_path: Path, console:
         for job in client.fine_tuning.jobs.list(metadata={RUN_METADATA_KEY: run_tag}, limit=10):
             if (job.metadata or {}).get(RUN_METADATA_KEY) != run_tag or job.status in ("failed", "cancelled"):
                 return None
-            why = _matches(job, m, _sha256(train_path))
+            why = _matches(job, m, sha256_file(train_path))
             if why is None and client.files.retrieve(job.training_file).bytes != train_path.stat().st_size:
                 why = "a training file of another size"
             if why is not None:
@@ -337,7 +289,7 @@ def _find_live_job(client, run_tag: Optional[str], m, train_path: Path, console:
     except openai.NotFoundError:
         return None  # providers without the list endpoint
     except openai.OpenAIError as exc:
-        raise _api_error(exc, "looking for this run's job", m.api_key_env) from None
+        raise api_error(exc, "looking for this run's job", m.api_key_env) from None
     return None
 
 
@@ -347,7 +299,7 @@ def _upload(client, path: Path, console: Console, api_key_env: str) -> str:
         with open(path, "rb") as fh:
             uploaded = client.files.create(file=(path.name, fh), purpose="fine-tune")
     except openai.OpenAIError as exc:
-        raise _api_error(exc, f"uploading {path}", api_key_env) from None
+        raise api_error(exc, f"uploading {path}", api_key_env) from None
     console.print(f"[bold]openai[/]: uploaded {path.name} as {uploaded.id} ({uploaded.bytes:,} bytes)")
     return uploaded.id
 
@@ -369,7 +321,7 @@ def _watch(client, job_id: str, poll_interval: float, console: Console,
                     job = client.fine_tuning.jobs.retrieve(job_id)
                     events = _new_events(client, job_id, seen)
                 except openai.OpenAIError as exc:
-                    raise _api_error(exc, f"watching job {job_id}", api_key_env) from None
+                    raise api_error(exc, f"watching job {job_id}", api_key_env) from None
                 total = None
                 for event in events:
                     data = event.data if isinstance(event.data, dict) else {}
@@ -434,7 +386,7 @@ def _on_interrupt(client, job_id: str, console: Console, ask_cancel, run_dir: Pa
         try:
             client.fine_tuning.jobs.cancel(job_id)
         except openai.OpenAIError as exc:
-            raise _api_error(exc, f"cancelling job {job_id}", api_key_env) from None
+            raise api_error(exc, f"cancelling job {job_id}", api_key_env) from None
         raise WebtuneError(f"cancelled OpenAI fine-tuning job {job_id} at your request")
     raise WebtuneError(f"stopped watching OpenAI job {job_id}; it keeps running on OpenAI's side. "
                        f"`webtune resume {run_dir}` watches it again")
@@ -448,30 +400,13 @@ def _checkpoints(client, job_id: str, api_key_env: str) -> list[dict]:
     except openai.NotFoundError:
         return []   # OpenAI-compatible providers may not have checkpoints
     except openai.OpenAIError as exc:
-        raise _api_error(exc, f"listing checkpoints of {job_id}", api_key_env) from None
+        raise api_error(exc, f"listing checkpoints of {job_id}", api_key_env) from None
     return [{"id": c.id, "step_number": c.step_number, "model": c.fine_tuned_model_checkpoint,
              "metrics": c.metrics.model_dump(exclude_none=True) if c.metrics else {}}
             for c in sorted(items, key=lambda c: c.step_number)]
 
 
 # ---------------------------------------------------------------- chat with the tuned model
-def load_model_record(model_json: Path) -> dict:
-    """RUN/model/openai_model.json, a model directory holding it, or a registry version's record."""
-    path = Path(model_json)
-    if path.is_dir():
-        path = path / MODEL_FILE
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise WebtuneError(f"{path}: no OpenAI model record; train the run first") from None
-    except json.JSONDecodeError as exc:
-        raise WebtuneError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    model = record.get("fine_tuned_model") or record.get("model")   # the registry stores it as "model"
-    if not model:
-        raise WebtuneError(f"{path}: field fine_tuned_model is missing; the job may not have succeeded")
-    return {**record, "fine_tuned_model": model}
-
-
 def _chat_request(model_json: Path, messages: list[dict], gen: dict, client=None):
     record = load_model_record(model_json)
     api_key_env = gen.pop("api_key_env", None) or record.get("api_key_env") or "OPENAI_API_KEY"
@@ -493,7 +428,7 @@ def chat(model_json: Path, messages: list[dict], *, client=None, **gen) -> str:
     try:
         response = client.chat.completions.create(**request)
     except openai.OpenAIError as exc:
-        raise _api_error(exc, f"chatting with {request['model']}") from None
+        raise api_error(exc, f"chatting with {request['model']}") from None
     return response.choices[0].message.content or ""
 
 
@@ -507,4 +442,4 @@ def chat_stream(model_json: Path, messages: list[dict], *, client=None, **gen) -
                 if choice.delta and choice.delta.content:
                     yield choice.delta.content
     except openai.OpenAIError as exc:
-        raise _api_error(exc, f"chatting with {request['model']}") from None
+        raise api_error(exc, f"chatting with {request['model']}") from None
