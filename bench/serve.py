@@ -38,8 +38,17 @@ from webtune.deploy import registry as reg
 
 SECTION = "## Serving (issue 20)"
 REPO = Path(__file__).resolve().parents[1]
-MESSAGES = [{"role": "system", "content": "You write product copy."},
-            {"role": "user", "content": "Describe a stainless steel water bottle in two sentences."}]
+SYSTEM = {"role": "system", "content": "You write product copy."}
+ASKS = ["Describe a stainless steel water bottle in two sentences.",
+        "Write a short product description for wireless noise cancelling headphones with a long battery life.",
+        "Give three selling points of a cast iron pan.",
+        "Describe a waterproof hiking backpack for a weekend trip, mentioning its pockets, straps and capacity.",
+        "What makes a good office chair?",
+        "Write a tagline for an electric kettle.",
+        "Describe a pair of trail running shoes for muddy paths in one paragraph.",
+        "Explain in two sentences why a wool blanket keeps you warm."]
+# request i of every cell sends ASKS[i % 8]: the same prompts, in the same order, to every server
+MESSAGES = [[SYSTEM, {"role": "user", "content": ask}] for ask in ASKS]
 console = Console(width=240)
 
 
@@ -65,8 +74,8 @@ def start(cmd: list[str], port: int, log: Path, env: dict | None = None) -> subp
     raise SystemExit(f"server did not come up: {' '.join(cmd)}; see {log}")
 
 
-async def one_stream(client: httpx.AsyncClient, url: str, model: str, max_tokens: int) -> dict:
-    body = {"model": model, "messages": MESSAGES, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+async def one_stream(client: httpx.AsyncClient, url: str, model: str, max_tokens: int, i: int = 0) -> dict:
+    body = {"model": model, "messages": MESSAGES[i % len(MESSAGES)], "max_tokens": max_tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
     first = None
@@ -103,9 +112,10 @@ async def load(url: str, model: str, clients: int, max_tokens: int) -> dict:
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         await one_stream(client, url, model, 4)  # warm-up
         results, wall = [], 0.0
-        for _ in range(max(1, 8 // clients)):  # a few rounds where one round is few requests
+        for k in range(max(1, 8 // clients)):  # a few rounds where one round is few requests
             t0 = time.perf_counter()
-            results += await asyncio.gather(*[one_stream(client, url, model, max_tokens) for _ in range(clients)])
+            results += await asyncio.gather(*[one_stream(client, url, model, max_tokens, k * clients + i)
+                                              for i in range(clients)])
             wall += time.perf_counter() - t0
     ok = [r for r in results if "error" not in r]
     errors = [r["error"] for r in results if "error" in r]
@@ -133,12 +143,13 @@ def model_dirs(names: list[str]) -> dict[str, Path]:
     return out
 
 
-def servers(model: str, model_dir: Path, work: Path, old_src: Path | None, old_slots: int) -> list[tuple]:
+def servers(model: str, model_dir: Path, work: Path, a) -> list[tuple]:
     """(label, model id clients send, command, extra env) for each server of one model."""
     py, tf = sys.executable, str(Path(sys.executable).with_name("transformers"))
+    old_src, old_slots = a.old_src, a.old_slots
     out = [("webtune serve (batched)", model_dir.name,
             lambda p: [py, "-m", "webtune", "serve", str(model_dir), "--port", str(p), "--max-concurrency", "32",
-                       "--queue-size", "256"], {})]
+                       "--queue-size", "256"], {"PYTHONPATH": str(a.new_src)} if a.new_src else {})]
     if old_src is not None:  # today's server reads a registry
         run = work / model / "run"
         run.mkdir(parents=True)
@@ -155,13 +166,13 @@ def servers(model: str, model_dir: Path, work: Path, old_src: Path | None, old_s
     # one intra-op thread per request thread: OpenMP teams per thread oversubscribe 2 cores badly
     out.append(("transformers serve", str(model_dir),
                 lambda p: [tf, "serve", str(model_dir), "--port", str(p), "--device", "cpu"], {"OMP_NUM_THREADS": "1"}))
-    return out
+    return [e for e in out if not a.servers or any(e[0].startswith(w) for w in a.servers)]
 
 
 def run_model(model: str, model_dir: Path, a, work: Path) -> list[dict]:
     """All servers of one model up at once (idle ones cost nothing); they take turns, round after
     round, and each cell keeps its best round, so load from other jobs falls on all alike."""
-    entries = servers(model, model_dir, work, a.old_src, a.old_slots)
+    entries = servers(model, model_dir, work, a)
     procs, ports = [], {}
     best: dict = {}
     try:
@@ -211,6 +222,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--old-src", type=Path, help="src/ of a worktree of the commit before batching")
     ap.add_argument("--old-slots", type=int, default=2, help="its --max-concurrency (2 was its best here)")
+    ap.add_argument("--new-src", type=Path, help="src/ of a worktree of the commit to measure (default: this tree)")
+    ap.add_argument("--servers", nargs="+", help="only the servers whose label starts with one of these")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--write", action="store_true")
     a = ap.parse_args()
