@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from webtune import models
 from webtune.train import hf
 from webtune.train.collate import PackedCollator
 from webtune.train.packed_data import PackedRows
@@ -122,7 +123,7 @@ def test_float16_on_cpu_is_one_clear_line(base_dir):
     if torch.cuda.is_available():
         pytest.skip("a CPU-only check")
     with pytest.raises(WebtuneError, match="float16 trains only on a GPU"):
-        hf.resolve_dtype("float16")
+        models.resolve_dtype("float16")
     assert os.environ.get("WORLD_SIZE", "1") == "1"
 
 

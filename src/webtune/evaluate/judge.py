@@ -13,8 +13,7 @@ import math
 import re
 from concurrent.futures import ThreadPoolExecutor
 
-from ..console import console as default_console
-from ..console import log
+from ..console import log, progress
 from .. import openai_client
 from ..errors import WebtuneError
 
@@ -132,7 +131,6 @@ def ask(client, judge_cfg, job: dict) -> dict:
 def judge_pairs(judge_cfg, prompts: list[list[dict]], references: list[str], base: list[str], tuned: list[str],
                 client=None, console=None) -> dict:
     """Judge base vs tuned on each prompt in both orders; the win rate of tuned with a 95% CI."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     n = min(len(prompts), len(references), len(base), len(tuned), int(judge_cfg.max_pairs))
     jobs = plan(judge_cfg, prompts[:n], references[:n], base[:n], tuned[:n])
     if not jobs:
@@ -144,9 +142,7 @@ def judge_pairs(judge_cfg, prompts: list[list[dict]], references: list[str], bas
         f"(at ${judge_cfg.price_per_1k_tokens}/1k tokens)")
     client = client or make_client(judge_cfg)
     answers = []
-    with Progress(TextColumn("  judge"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console or default_console, transient=True,
-                  disable=not (console or default_console).is_terminal) as bar:
+    with progress(console=console, transient=True) as bar:
         task = bar.add_task("judge", total=len(jobs))
         with ThreadPoolExecutor(max_workers=max(1, int(option(judge_cfg, "concurrency", 4)))) as pool:
             for answer in pool.map(lambda j: ask(client, judge_cfg, j), jobs):

@@ -224,7 +224,7 @@ def load_for_eval(path: str, model_cfg):
     import torch
     from transformers import AutoModelForCausalLM
     from .. import base_model
-    from ..train.hf import model_source, resolve_dtype
+    from ..models import model_source, resolve_dtype
     dtype = resolve_dtype(model_cfg.dtype)
     try:
         if Path(path, "adapter_config.json").exists() and not Path(path, "config.json").exists():

@@ -25,8 +25,9 @@ import orjson
 import requests
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from ..console import progress
 from ..errors import WebtuneError
 from ..fileio import write_json
 from ..records import Record, Rejection, record_id
@@ -316,7 +317,7 @@ def wait_ready(console: Console, snapshot_id: str, get: Callable[[], dict | None
     columns = (SpinnerColumn(), TextColumn("snapshot {task.fields[id]}"),
                TextColumn("[cyan]{task.fields[status]}"), TimeElapsedColumn(),
                TextColumn("records: {task.fields[records]}"))
-    with Progress(*columns, console=console) as bar:
+    with progress(*columns, console=console) as bar:
         task = bar.add_task("poll", id=snapshot_id, status="…", records="-", total=None)
         unanswered = 0
         while True:

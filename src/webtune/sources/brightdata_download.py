@@ -23,9 +23,10 @@ import ijson
 import orjson
 import requests
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from ..console import progress
 from ..errors import WebtuneError
 from .brightdata_http import Client, body_message
 
@@ -70,7 +71,7 @@ class Downloader:
         lines = 0
         columns = (TextColumn("download {task.description}"), BarColumn(), DownloadColumn(),
                    TransferSpeedColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=self.console) as bar:
+        with progress(*columns, console=self.console) as bar:
             for piece, extra in pieces:
                 if piece.exists():          # a finished part of an interrupted download
                     lines += count_lines(piece)
@@ -292,7 +293,7 @@ def _is_status_object(chunk: bytes) -> bool:
     return isinstance(obj, dict) and "status" in obj and set(obj) <= NOT_READY_KEYS
 
 
-def _counting(chunks: Iterable[bytes], bar: Progress, task) -> Iterator[bytes]:
+def _counting(chunks: Iterable[bytes], bar, task) -> Iterator[bytes]:
     for chunk in chunks:
         bar.advance(task, len(chunk))
         yield chunk

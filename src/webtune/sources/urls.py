@@ -27,6 +27,7 @@ from urllib.parse import urljoin, urlsplit
 
 import orjson
 
+from ..console import progress
 from ..errors import WebtuneError
 from ..fileio import atomic_write_bytes
 from ..records import Record, Rejection, record_id
@@ -285,8 +286,7 @@ def acquire(cfg, source_name: str, raw_dir: Path, console=None, brightdata=None,
     if cfg.get("fetch", "direct") == "brightdata_crawl":
         from .brightdata_crawl import acquire as crawl
         return crawl(cfg, brightdata, source_name, raw_dir, console=console, allow_paid=allow_paid)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     urls = read_urls(cfg)
     pages_dir = Path(raw_dir) / "pages"
@@ -296,9 +296,8 @@ def acquire(cfg, source_name: str, raw_dir: Path, console=None, brightdata=None,
     for n, url in enumerate(urls, 1):
         by_host.setdefault(_origin(url), []).append((n, url))
     results: dict[int, Fetched] = {}
-    progress = Progress(TextColumn(f"[bold]{source_name}[/] fetching"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[refused]} refused"), TimeElapsedColumn(),
-                        console=console or Console(stderr=True))
+    columns = (TextColumn(f"[bold]{source_name}[/] fetching"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[refused]} refused"), TimeElapsedColumn())
     lock = threading.Lock()
 
     def crawl(items: list[tuple[int, str]]) -> None:
@@ -309,19 +308,17 @@ def acquire(cfg, source_name: str, raw_dir: Path, console=None, brightdata=None,
                 with lock:
                     results[n] = res
                     refused = sum(1 for x in results.values() if x.reason)
-                    progress.update(task, advance=1, refused=refused)
+                    bar.update(task, advance=1, refused=refused)
         finally:
             fetcher.close()
 
-    with progress:
-        task = progress.add_task("fetch", total=len(urls), refused=0)
+    with progress(*columns, console=console) as bar:
+        task = bar.add_task("fetch", total=len(urls), refused=0)
         with ThreadPoolExecutor(max_workers=max(1, cfg.concurrency)) as pool:
             for f in [pool.submit(crawl, items) for items in by_host.values()]:
                 f.result()
     index = pages_dir / INDEX
-    with open(index, "wb") as fh:
-        for n in sorted(results):
-            fh.write(orjson.dumps(asdict(results[n])) + b"\n")
+    atomic_write_bytes(index, b"".join(orjson.dumps(asdict(results[n])) + b"\n" for n in sorted(results)))
     return [index] + [pages_dir / results[n].file for n in sorted(results) if results[n].file]
 
 

@@ -9,7 +9,6 @@ sharded again here), and only the main process writes files.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 from pathlib import Path
@@ -17,33 +16,9 @@ from pathlib import Path
 from .. import base_model
 from . import distributed
 from ..console import log
-from ..errors import WebtuneError, check_local_path
+from ..errors import WebtuneError
+from ..models import model_source, resolve_attn, resolve_dtype
 from . import memory
-
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
-
-
-def resolve_dtype(name: str):
-    import torch
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    if name not in DTYPES:
-        raise WebtuneError(f"model.dtype={name!r}: use auto, float32, bfloat16 or float16")
-    dtype = getattr(torch, DTYPES[name])
-    if dtype == torch.float16 and not torch.cuda.is_available():
-        raise WebtuneError("model.dtype=float16 trains only on a GPU; use bfloat16 or float32 on CPU")
-    return dtype
-
-
-def resolve_attn(name: str) -> str:
-    """`auto`: flash-attention 2 when it is installed and a GPU is present, else PyTorch SDPA."""
-    if name != "auto":
-        return name
-    import torch
-    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
-
 
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
@@ -56,14 +31,6 @@ def world_size() -> int:
 def say(message: str) -> None:
     if rank() == 0:  # one plan on the console, not one per process
         log(message)
-
-
-def model_source(name_or_path: str) -> str:
-    """A local directory as an absolute path, so an adapter's `base_model_name_or_path` still
-    points at its base from any working directory; a hub id unchanged."""
-    check_local_path(name_or_path, "model")
-    p = Path(name_or_path).expanduser()
-    return str(p.resolve()) if p.is_dir() else name_or_path
 
 
 def lora_config(model_cfg):

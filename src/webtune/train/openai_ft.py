@@ -10,17 +10,16 @@ OpenAI stops accepting new self-serve fine-tuning jobs on 2027-01-06 (see docs/o
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from rich.console import Console
-from rich.errors import LiveError
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from ..console import progress
 from ..errors import WebtuneError
 from ..fileio import sha256_file, write_json
 from ..openai_client import MODEL_FILE, api_error, load_model_record, make_client
@@ -314,8 +313,8 @@ def _watch(client, job_id: str, poll_interval: float, console: Console,
     columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[loss]}"), TimeElapsedColumn())
     try:
-        with _progress(columns, console) as progress:
-            task = progress.add_task(f"{job_id} starting", total=None, loss="")
+        with progress(*columns, console=console) as bar:
+            task = bar.add_task(f"{job_id} starting", total=None, loss="")
             while True:
                 try:
                     job = client.fine_tuning.jobs.retrieve(job_id)
@@ -334,11 +333,11 @@ def _watch(client, job_id: str, poll_interval: float, console: Console,
                         total = data.get("total_steps") or total
                     else:
                         style = {"warn": "yellow", "error": "red"}.get(event.level, "dim")
-                        progress.console.print(f"[{style}]{job_id}[/] {escape(event.message)}", highlight=False)
+                        bar.console.print(f"[{style}]{job_id}[/] {escape(event.message)}", highlight=False)
                 last = curve[max(curve)] if curve else None
-                progress.update(task, description=f"{job_id} {job.status}",
+                bar.update(task, description=f"{job_id} {job.status}",
                                 completed=last["step"] if last else 0,
-                                total=total or progress.tasks[0].total,
+                                total=total or bar.tasks[0].total,
                                 loss=f"loss {last['loss']:.4f}" if last and "loss" in last else "")
                 if job.status in TERMINAL:
                     return job, [curve[k] for k in sorted(curve)]
@@ -346,20 +345,6 @@ def _watch(client, job_id: str, poll_interval: float, console: Console,
     except KeyboardInterrupt:
         _on_interrupt(client, job_id, console, ask_cancel, run_dir, api_key_env)
         raise  # not reached: _on_interrupt always raises
-
-
-@contextlib.contextmanager
-def _progress(columns, console: Console):
-    """A live progress display, or a silent one when the caller already shows a live display."""
-    progress = Progress(*columns, console=console)
-    try:
-        progress.start()
-    except LiveError:
-        progress = Progress(*columns, console=console, disable=True)
-    try:
-        yield progress
-    finally:
-        progress.stop()
 
 
 def _new_events(client, job_id: str, seen: set[str]) -> list:
