@@ -4,6 +4,12 @@ side by side with datatrove, rensa and datasketch in the same run.
 
   python bench/prepare.py                         # 100k, 300k, 1M + peers on 200k (long: ~20 min)
   python bench/prepare.py --sizes 20000 --peer-size 20000 --no-datatrove    # a quick look
+  python bench/prepare.py --compare /tmp/old/src --sizes 50000 --rounds 9    # an older commit vs this tree
+
+--compare SRC runs the webtune cell alone, for the `src` of another checkout (a git worktree of an
+older commit: `git worktree add /tmp/old <commit>`) and for this tree, in interleaved rounds (the
+order alternates each round, so a change in the machine's load hits both), and prints medians with
+their spread, the load average before and after, and whether both wrote the same bytes.
 
 Each cell runs in its own process; peak RSS is the summed RSS of that process and its children,
 sampled every 50 ms from outside. webtune runs the whole prepare stage: parse (sources/files.py),
@@ -203,13 +209,20 @@ def quality(run_dir: Path, labels_path: Path, peers: Path) -> dict:
 
 
 # ---------------------------------------------------------------- cells
-def webtune_cell(data: Path, labels: Path, workers: int, work: Path, peers: Path) -> dict:
+def webtune_cell(data: Path, labels: Path | None, workers: int, work: Path, peers: Path, src: Path | None = None,
+                 keep: bool = False) -> dict:
+    """One webtune prepare in a child process; `src`: import webtune from there (another checkout).
+    With `keep`, the run directory stays (the caller hashes and removes it)."""
     run_dir = work / f"webtune_{data.stem}"
+    env = {"PYTHONPATH": str(src)} if src else None
     wall, peak, out, cpu = run_measured([sys.executable, str(Path(__file__)), "--child", str(data), str(run_dir),
-                                    str(workers)], cwd=REPO)
+                                    str(workers)], cwd=REPO, env=env)
     stats = json.loads(next(line[6:] for line in out.splitlines() if line.startswith("STATS ")))
-    q = quality(run_dir, labels, peers)
     n = sum(c["in"] for c in stats["sources"].values())
+    if keep:
+        return {"run_dir": run_dir, "records": n, "seconds": stats["prepare_s"], "process_s": wall,
+                "cpu_s": cpu, "peak_rss": peak, "stats": stats}
+    q = quality(run_dir, labels, peers)
     shutil.rmtree(run_dir, ignore_errors=True)
     return {"system": f"webtune prepare ({workers} workers)", "records": n, "seconds": stats["prepare_s"],
             "process_s": wall, "fold_s": stats["fold_s"], "rate": n / stats["prepare_s"], "peak_rss": peak,
@@ -241,6 +254,56 @@ def minhash_cell(lib: str, data: Path, labels: Path, peers: Path, python: str, w
             "clean_removed": None, "raw": r}
 
 
+# ---------------------------------------------------------------- old commit vs this tree
+def output_hash(run_dir: Path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for rel in ("data/examples.jsonl", "ledger/prepare/events.jsonl", "ledger.jsonl"):
+        h.update((run_dir / rel).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def compare(old_src: Path, data: Path, workers: int, rounds: int, work: Path, console) -> dict:
+    """`rounds` interleaved rounds of old (webtune from old_src) and new (this tree)."""
+    cells = {"old": old_src, "new": REPO / "src"}
+    rows: dict[str, list[dict]] = {"old": [], "new": []}
+    hashes: dict[str, set] = {"old": set(), "new": set()}
+    load = {"before": load_average()}
+    for r in range(rounds):
+        for name in (("old", "new") if r % 2 == 0 else ("new", "old")):
+            row = webtune_cell(data, None, workers, work, Path("."), src=cells[name], keep=True)
+            hashes[name].add(output_hash(row.pop("run_dir")))
+            shutil.rmtree(work / f"webtune_{data.stem}", ignore_errors=True)
+            rows[name].append(row)
+            console.print(f"round {r + 1} {name}: {row['seconds']:.2f} s, CPU {row['cpu_s']:.2f} s, "
+                          f"load {load_average()}")
+    load["after"] = load_average()
+    return {"rows": rows, "hashes": {k: sorted(v) for k, v in hashes.items()}, "load": load,
+            "old_src": str(old_src), "data": str(data), "workers": workers, "rounds": rounds}
+
+
+def compare_table(result: dict):
+    from statistics import median
+
+    from rich.table import Table
+
+    t = Table(title=f"old ({result['old_src']}) vs new (this tree), {result['rounds']} interleaved rounds, "
+                    f"{result['workers']} workers, load {result['load']['before']} -> {result['load']['after']}")
+    for col in ("measure", "old median", "old min-max", "new median", "new min-max", "new / old"):
+        t.add_column(col, justify="left" if col == "measure" else "right")
+    for key, label in (("seconds", "prepare stage s (wall)"), ("cpu_s", "CPU s (cell's processes)"),
+                       ("process_s", "cell process s (wall)")):
+        old = [r[key] for r in result["rows"]["old"]]
+        new = [r[key] for r in result["rows"]["new"]]
+        t.add_row(label, f"{median(old):.2f}", f"{min(old):.2f}-{max(old):.2f}", f"{median(new):.2f}",
+                  f"{min(new):.2f}-{max(new):.2f}", f"{median(new) / median(old):.3f}")
+    return t
+
+
 def table(rows: list[dict], title: str):
     from rich.table import Table
 
@@ -270,6 +333,8 @@ def main():
     ap.add_argument("--no-datatrove", action="store_true")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--out", type=Path, default=HERE / "data" / "prepare" / "results.json")
+    ap.add_argument("--compare", type=Path, metavar="SRC", help="another checkout's src/ (an old commit's worktree)")
+    ap.add_argument("--rounds", type=int, default=9, help="--compare: interleaved rounds")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -279,6 +344,14 @@ def main():
     console = Console(width=200)
     work = a.data / "work"
     work.mkdir(parents=True, exist_ok=True)
+    if a.compare:
+        data, _ = ensure_data(a.data, int(a.sizes.split(",")[0]))
+        result = compare(a.compare.resolve(), data, a.workers, a.rounds, work, console)
+        a.out.write_text(json.dumps(result, indent=1, default=str))
+        console.print(compare_table(result))
+        same = len(result["hashes"]["old"]) == 1 and result["hashes"]["old"] == result["hashes"]["new"]
+        console.print(f"outputs (examples.jsonl, events.jsonl, ledger.jsonl) identical across every cell: {same}")
+        return None
     results = {"scaling": [], "peers": []}
     sizes = [int(s) for s in a.sizes.split(",") if s]
     for n in sorted(set(sizes + ([a.peer_size] if not a.no_peers else [])), reverse=True):

@@ -92,30 +92,32 @@ class Words:
         gram, size, own = mix(gram[same]), size[same], owner[:m][same]
         if not len(gram):
             return share
-        # one sort of packed keys (text | gram hash | size) instead of a two-key lexsort: equal keys are
-        # one n-gram's occurrences in one text, and the runs come out grouped by text
-        if texts <= 1 << 16:
-            key = ((own.astype(np.uint64) << np.uint64(48)) | ((gram >> np.uint64(24)) << np.uint64(8))
-                   | np.minimum(size, 255).astype(np.uint64))
-            key.sort()
-            new = np.concatenate(([True], key[1:] != key[:-1]))
-            starts = np.flatnonzero(new)
-            run = np.diff(np.append(starts, len(key)))
-            first = key[starts]
-            run_own = (first >> np.uint64(48)).astype(np.int64)
-            run_size = (first & np.uint64(255)).astype(np.int64)
-        else:
-            order = np.lexsort((gram, own))
-            gram, size, own = gram[order], size[order], own[order]
-            new = np.concatenate(([True], (gram[1:] != gram[:-1]) | (own[1:] != own[:-1])))
-            starts = np.flatnonzero(new)
-            run = np.diff(np.append(starts, len(gram)))
-            run_own, run_size = own[starts], size[starts]
+        run, run_own, run_size = _runs(gram, size, own, texts)
         cover = np.where(run >= 2, run * run_size, 0).astype(np.float64)
         group = np.flatnonzero(np.concatenate(([True], run_own[1:] != run_own[:-1])))
         best = np.zeros(texts)
         best[run_own[group]] = np.maximum.reduceat(cover, group)
         return np.divide(best, total, out=share, where=total > 0)
+
+
+def _runs(gram: np.ndarray, size: np.ndarray, own: np.ndarray, texts: int):
+    """The n-gram occurrences grouped: per run of one n-gram in one text, (count, text, char size);
+    runs come out grouped by text."""
+    if texts > 1 << 16:
+        order = np.lexsort((gram, own))
+        gram, size, own = gram[order], size[order], own[order]
+        new = np.concatenate(([True], (gram[1:] != gram[:-1]) | (own[1:] != own[:-1])))
+        starts = np.flatnonzero(new)
+        return np.diff(np.append(starts, len(gram))), own[starts], size[starts]
+    # one sort of packed keys (text | gram hash | size) instead of a two-key lexsort: equal keys are
+    # one n-gram's occurrences in one text
+    key = ((own.astype(np.uint64) << np.uint64(48)) | ((gram >> np.uint64(24)) << np.uint64(8))
+           | np.minimum(size, 255).astype(np.uint64))
+    key.sort()
+    starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    first = key[starts]
+    return (np.diff(np.append(starts, len(key))), (first >> np.uint64(48)).astype(np.int64),
+            (first & np.uint64(255)).astype(np.int64))
 
 
 def analyse(texts: list[str]) -> Words:

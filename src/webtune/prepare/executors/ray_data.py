@@ -1,14 +1,14 @@
 """prepare.executor=ray: the prepare stage's map / reduce / map on Ray Data.
 
   map     `ray.data.from_items` of shard descriptions -> `map_batches` on an actor pool: each actor
-          builds its cleaner, filters, signer and templates once (`pipeline.setup`) and runs
-          `pipeline.map_shard` for every shard it is given; it emits the shard's signatures as rows
+          builds its cleaner, filters, signer and templates once (`mapper.setup`) and runs
+          `mapper.map_shard` for every shard it is given; it emits the shard's signatures as rows
           (band: -1 for the exact hash, else the LSH band; h: the hash; shard, row).
   reduce  a Ray Data `groupby` over the hashes (rows bucketed by the hash's top bits, so a group is
           a few hundred rows compared in numpy, not one Python call per hash); each group hands back
           only the rows whose (band, hash) collides, and the driver decides them with the same pure
           `dedupe.keepers` as the local executor, on global input positions (never arrival order).
-  write   one Ray task per shard runs `pipeline.finish_shard`; the driver assembles the parts.
+  write   one Ray task per shard runs `reduce.finish_shard`; the driver assembles the parts.
 
 Shards exchange files under RUN/tmp/prepare, so every node must see the run directory at the same
 path (a shared file system) when the cluster has several nodes. The stats record which Ray node,
@@ -25,8 +25,11 @@ import numpy as np
 import orjson
 
 from ...errors import WebtuneError
-from .. import pipeline
 from ..dedupe import grouped
+from ..mapper import map_shard, setup
+from ..reduce import finish_shard, keeper_ids, reduce_signatures
+from ..shardfiles import load_signatures
+from . import Outcome
 
 INSTALL = "prepare.executor=ray needs Ray Data: pip install 'webtune[ray]' (or pip install 'ray[data]==2.60.0')"
 BUCKET_BITS = 10  # the groupby's groups: 1024 buckets of hashes
@@ -79,21 +82,21 @@ class ShardMapper:
 
     def __init__(self, cfg, run_dir: str, work: str, inputs, n_shards: int):
         self.cfg, self.run_dir, self.work, self.inputs, self.n = cfg, Path(run_dir), Path(work), inputs, n_shards
-        self.ready = pipeline.setup(cfg, inputs)
+        self.ready = setup(cfg, inputs)
         d = cfg.prepare.dedupe
         self.exact, self.near = bool(d.exact or d.near), bool(d.near)
 
     def __call__(self, batch: dict) -> dict:
         rows = []
         for shard in batch["shard"].tolist():
-            stats = pipeline.map_shard(self.cfg, self.run_dir, self.work, self.inputs, shard, self.n, ready=self.ready)
+            stats = map_shard(self.cfg, self.run_dir, self.work, self.inputs, shard, self.n, ready=self.ready)
             stats["ran_on"] = where_am_i()
             (self.work / f"mapped-{shard}.json").write_bytes(orjson.dumps(stats))
             rows.append(self.signature_rows(shard))
         return {k: np.concatenate([r[k] for r in rows]) for k in ("bucket", "band", "h", "shard", "row")}
 
     def signature_rows(self, shard: int) -> dict:
-        sig = np.load(self.work / f"sig-{shard}.npz")
+        sig = load_signatures(self.work, shard)
         live = np.flatnonzero(~sig["empty"])
         columns = ([(-1, sig["exact"][live])] if self.exact else []) + \
             ([(b, sig["bands"][live, b]) for b in range(sig["bands"].shape[1])] if self.near else [])
@@ -120,7 +123,7 @@ def colliding(group: dict) -> dict:
 def write_shard(batch: dict, run_dir: str, work: str, plan, names) -> dict:
     """A Ray task: `finish_shard` for each shard in the batch, with where it ran."""
     shards = batch["shard"].tolist()
-    out = [pipeline.finish_shard(Path(run_dir), Path(work), s, plan, names) | {"ran_on": where_am_i()} for s in shards]
+    out = [finish_shard(Path(run_dir), Path(work), s, plan, names) | {"ran_on": where_am_i()} for s in shards]
     return {"shard": np.array(shards), "stats": np.array([orjson.dumps(o).decode() for o in out])}
 
 
@@ -146,7 +149,7 @@ def _shards(ray, n: int):
     return ray.data.from_items([{"shard": s} for s in range(n)], override_num_blocks=n)
 
 
-def run_ray(cfg, run_dir: Path, work: Path, inputs, console=None) -> pipeline.Outcome:
+def run_ray(cfg, run_dir: Path, work: Path, inputs, console=None) -> Outcome:
     rcfg = cfg.prepare.ray
     ray = import_ray()
     with session(rcfg) as startup:
@@ -165,7 +168,7 @@ def run_ray(cfg, run_dir: Path, work: Path, inputs, console=None) -> pipeline.Ou
             raise _user_error(e) from None
 
 
-def _run(ray, cfg, run_dir, work, inputs, n, workers, each, seconds) -> pipeline.Outcome:
+def _run(ray, cfg, run_dir, work, inputs, n, workers, each, seconds) -> Outcome:
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
     t0 = time.perf_counter()
     sigs = _shards(ray, n).map_batches(
@@ -174,8 +177,8 @@ def _run(ray, cfg, run_dir, work, inputs, n, workers, each, seconds) -> pipeline
     seconds["map"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     hits = _numpy(sigs.groupby("bucket", num_partitions=workers).map_groups(colliding, batch_format="numpy"), ("band", "h", "shard", "row"))
-    plan = pipeline.reduce_signatures(cfg, work, n, gather=gather_from(hits))
-    names = pipeline._keeper_ids(work, plan)
+    plan = reduce_signatures(cfg, work, n, gather=gather_from(hits))
+    names = keeper_ids(work, plan)
     seconds["reduce"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     wrote = _numpy(_shards(ray, n).map_batches(write_shard, batch_size=1, compute=TaskPoolStrategy(size=workers),
@@ -188,7 +191,7 @@ def _run(ray, cfg, run_dir, work, inputs, n, workers, each, seconds) -> pipeline
            "write": {s: finals[s].pop("ran_on") for s in range(n)},
            "colliding_rows": int(len(hits["h"]))}
     ran["nodes"] = sorted({r["node"] for step in ("map", "write") for r in ran[step].values()})
-    return pipeline.Outcome(n, workers, mapped, plan, [finals[s] for s in range(n)], seconds, {"ray": ran})
+    return Outcome(n, workers, mapped, plan, [finals[s] for s in range(n)], seconds, {"ray": ran})
 
 
 def _user_error(e: BaseException) -> BaseException:

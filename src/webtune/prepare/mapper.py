@@ -1,0 +1,100 @@
+"""The prepare stage's first map: one shard of every input through the steps (steps.py), its
+candidates and signatures written for the reduce (shardfiles.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..ledger import LedgerWriter
+from .clean import Cleaner
+from .dedupe import Signer
+from .filters import Filters
+from .render import load_tasks
+from .steps import (Clean, Filter, FilterWords, InputPlan, Parse, Render, Serialize, Shard, Sign, Timer,
+                    Validate, Write, batched)
+
+
+@dataclass
+class PrepareInput:
+    side: str            # "domain" | "general"
+    source: object       # SourceConfig (DictConfig)
+    template: object     # TemplateConfig (DictConfig): its tasks
+    paths: list[Path]    # from sources.acquire
+
+
+def plain(node):
+    """A config node as nested SimpleNamespaces: OmegaConf attribute access costs microseconds, and
+    the per-record code reads thresholds millions of times."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node, resolve=True)
+    if isinstance(node, dict):
+        return SimpleNamespace(**{k: plain(v) for k, v in node.items()})
+    return node
+
+
+@dataclass
+class Setup:
+    """What a map worker builds once (on Ray, once per actor) and reuses for every shard it maps."""
+
+    p: object                # cfg.prepare as plain namespaces
+    cleaner: Cleaner
+    filters: Filters
+    signer: Signer
+    tasks: list              # per input: its template's tasks
+
+
+def setup(cfg, inputs: list[PrepareInput]) -> Setup:
+    p = plain(cfg.prepare)
+    return Setup(p, Cleaner(p.clean), Filters(p.filters), Signer(p.dedupe), [load_tasks(i.template) for i in inputs])
+
+
+def map_shard(cfg, run_dir: Path, work: Path, inputs: list[PrepareInput], shard: int, n_shards: int,
+              progress=None, ready: Setup | None = None) -> dict:
+    """Everything per record up to dedupe, for one shard of every input. Returns counts and timings."""
+    from .. import sources
+
+    ready = ready or setup(cfg, inputs)
+    p, timer, counts = ready.p, Timer(), {}
+    plans = [input_plan(ready, i, inp, counts) for i, inp in enumerate(inputs)]
+    with LedgerWriter(run_dir, "prepare", part=f"{shard}") as ledger:
+        at = Shard(ledger, timer, shard, n_shards)
+        docs = Parse(at, sources.iter_records, progress)(plans)
+        docs = Clean(at, ready.cleaner)(docs)
+        docs = Validate(at)(docs)
+        docs = Filter(at, ready.filters, p.filters.length_field, bool(p.filters.mask_pii))(docs)
+        docs = Render(at, bool(p.validate_output))(docs)
+        docs = Serialize(at)(docs)
+        batches = FilterWords(at, ready.filters)(batched(docs))
+        batches = Sign(at, ready.signer)(batches)
+        write = Write(at, work, ready.signer.bands)
+        for _ in write(batches):
+            pass
+        write.finish(plans)
+    return {"counts": counts, "seconds": dict(timer.seconds)}
+
+
+def input_plan(ready: Setup, index: int, inp: PrepareInput, counts: dict) -> InputPlan:
+    """What the steps read about one input; inputs of one source share its counts."""
+    tasks = ready.tasks[index]
+    length_field = ready.p.filters.length_field
+    needed = list(dict.fromkeys(f for t in tasks for f in t.fields))
+    dedupe_fields = list(ready.p.dedupe.fields or needed)
+    return InputPlan(
+        index=index, side=inp.side, source=inp.source, paths=inp.paths, tasks=tasks, needed=needed,
+        dedupe_fields=dedupe_fields, clean_fields=fields_to_clean(tasks, length_field, dedupe_fields),
+        same_text=bool(length_field) and dedupe_fields == [length_field],  # filters and dedupe read one text
+        group_field=inp.source.get("group_field"),
+        counts=counts.setdefault(inp.source.name, {"in": 0, "rejected": 0}), prefixes={})
+
+
+def fields_to_clean(tasks, length_field, dedupe_fields) -> list[str] | None:
+    """By default clean what the examples, filters and dedupe read; every field if a template's
+    variables cannot be known (it includes another file)."""
+    if any(t.variables is None for t in tasks):
+        return None
+    names = [f for t in tasks for f in sorted(t.variables) + t.fields] + dedupe_fields
+    return list(dict.fromkeys(names + ([length_field] if length_field else [])))
