@@ -130,10 +130,11 @@ def compose(paths: str):
 
 def prepare(cfg, paths: list[Path], tmp: Path) -> tuple[list[dict], dict]:
     """The real prepare stage on these pages: its examples, and each rejected record's reason."""
+    from webtune import sources
     from webtune.prepare.pipeline import PrepareInput, run
 
     run_dir = tmp / "run"
-    run(cfg, run_dir, [PrepareInput("domain", cfg.source, cfg.template, paths)])
+    run(cfg, run_dir, [PrepareInput("domain", cfg.source, cfg.template, paths, sources.iter_records)])
     examples = [orjson.loads(line) for line in open(run_dir / "data/examples.jsonl", "rb")]
     reasons = {}
     for part in sorted((run_dir / "ledger/prepare").glob("*.jsonl")):

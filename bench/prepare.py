@@ -157,7 +157,11 @@ def child(data: Path, run_dir: Path, workers: int, executor: str = "local") -> N
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     t0, c0 = time.perf_counter(), os.times()
-    stats = run(cfg, run_dir, [PrepareInput("domain", source, template, [data])])
+    from dataclasses import fields
+
+    from webtune.sources import iter_records
+    reader = [iter_records] if "read" in {f.name for f in fields(PrepareInput)} else []  # an older commit: none
+    stats = run(cfg, run_dir, [PrepareInput("domain", source, template, [data], *reader)])
     stats["prepare_s"] = time.perf_counter() - t0
     c1 = os.times()  # CPU seconds of this process and its (joined) workers: what the stage cost,
     stats["cpu_s"] = sum(c1[:4]) - sum(c0[:4])  # whatever else the machine was running

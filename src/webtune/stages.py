@@ -63,9 +63,10 @@ def raw_inputs(cfg, run_dir: Path) -> list[tuple[str, object, list[Path]]]:
 
 
 def run_prepare(ctx: StageContext) -> dict:
-    from . import prepare
+    from . import prepare, sources
     templates = {"domain": ctx.cfg.template, "general": ctx.cfg.mix.general.template}
-    inputs = [prepare.PrepareInput(side=side, source=src, template=templates[side], paths=paths)
+    inputs = [prepare.PrepareInput(side=side, source=src, template=templates[side], paths=paths,
+                                   read=sources.iter_records)
               for side, src, paths in raw_inputs(ctx.cfg, ctx.run_dir)]
     return prepare.run(ctx.cfg, ctx.run_dir, inputs, console=ctx.console)
 

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from webtune.config import FilesConfig, PrepareConfig, SourceConfig, TaskConfig, TemplateConfig, TurnConfig
 from webtune.prepare import PrepareInput
+from webtune.sources import iter_records
 
 _rng = random.Random(1234)
 VOCAB = sorted({"".join(_rng.choice("bcdfghjklmnprstvz") + _rng.choice("aeiou") for _ in range(3))
@@ -82,7 +83,7 @@ def general_template():
 
 
 def domain_input(path: Path, folder: Path, name: str = "shop", **kw) -> PrepareInput:
-    return PrepareInput("domain", source(name, path), product_template(folder, **kw), [path])
+    return PrepareInput("domain", source(name, path), product_template(folder, **kw), [path], iter_records)
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -15,7 +15,7 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from webtune import ledger, prepare
+from webtune import ledger, prepare, sources
 from webtune.hydra_setup import compose
 from webtune.fileio import write_json
 from webtune.sources import files
@@ -30,7 +30,7 @@ def one_run(root: Path, overrides: list[str], run: dict) -> None:
                    *([f"prepare.ray.address={run['address']}"] if run.get("address") else [])])
     run_dir = root / run["name"]
     templates = {"domain": cfg.template, "general": cfg.mix.general.template}
-    inputs = [prepare.PrepareInput(side, src, templates[side], files.resolve(src.files))
+    inputs = [prepare.PrepareInput(side, src, templates[side], files.resolve(src.files), sources.iter_records)
               for side, src in source_inputs(cfg)]
     write_json(run_dir / "stats" / "prepare.json", prepare.run(cfg, run_dir, inputs))
     ledger.fold(run_dir, ["prepare"])

@@ -5,6 +5,7 @@ from omegaconf import OmegaConf
 from webtune.errors import WebtuneError
 from webtune.ledger import fold
 from webtune.prepare import PrepareInput, run
+from webtune.sources import iter_records
 
 from .conftest import (domain_input, finals, general_template, prepare_cfg, product, read_jsonl, source,
                        words, write_jsonl)
@@ -88,7 +89,7 @@ def test_dedupe_across_domain_and_general(tmp_path, templates):
     cfg = prepare_cfg()
     cfg.prepare.dedupe.fields = ["description", "messages"]
     inputs = [domain_input(shop, templates),
-              PrepareInput("general", source("general", general), general_template(), [general])]
+              PrepareInput("general", source("general", general), general_template(), [general], iter_records)]
     stats = run(cfg, tmp_path / "run", inputs)
     fate = finals(tmp_path / "run")
     dup = fate["general:train.jsonl#1"]
@@ -112,7 +113,7 @@ def test_one_source_feeds_several_tasks(tmp_path, templates):
                    fields=["rating"])]))
     cfg = prepare_cfg()
     cfg.prepare.dedupe.fields = ["description"]
-    stats = run(cfg, tmp_path / "run", [PrepareInput("domain", source("shop", path), cfg_t, [path])])
+    stats = run(cfg, tmp_path / "run", [PrepareInput("domain", source("shop", path), cfg_t, [path], iter_records)])
     examples = read_jsonl(tmp_path / "run" / "data" / "examples.jsonl")
     assert [e["id"] for e in examples] == ["shop:shop.jsonl#1/describe", "shop:shop.jsonl#1/rating",
                                            "shop:shop.jsonl#2/describe"]
@@ -124,7 +125,7 @@ def test_one_source_feeds_several_tasks(tmp_path, templates):
 
 def test_group_field_sets_the_split_group(tmp_path, templates):
     path = write_jsonl(tmp_path / "d" / "shop.jsonl", [product(1, sku="A"), product(2, sku="A"), product(3)])
-    inp = PrepareInput("domain", source("shop", path, group_field="sku"), _template(templates), [path])
+    inp = PrepareInput("domain", source("shop", path, group_field="sku"), _template(templates), [path], iter_records)
     run(prepare_cfg(), tmp_path / "run", [inp])
     groups = [e["group"] for e in read_jsonl(tmp_path / "run" / "data" / "examples.jsonl")]
     assert groups == ["A", "A", "shop:shop.jsonl#3"]
@@ -181,7 +182,7 @@ def test_round_robin_source_is_merged_in_input_order(tmp_path, templates):
     outs = []
     for workers in (1, 2):
         run_dir = tmp_path / f"run{workers}"
-        run(prepare_cfg(workers=workers), run_dir, [PrepareInput("domain", src, product_template(templates), [path])])
+        run(prepare_cfg(workers=workers), run_dir, [PrepareInput("domain", src, product_template(templates), [path], iter_records)])
         outs.append((run_dir / "data" / "examples.jsonl").read_bytes())
         fate = finals(run_dir)
         assert fate["shop:shop.json#32"]["duplicate_of"] == "shop:shop.json#12"
@@ -200,7 +201,7 @@ def test_shipped_template_loads_and_pii_is_masked(tmp_path):
     assert {p.name for p in template_files(shipped)} == {"user.j2", "assistant.j2", "input.schema.json"}
     path = write_jsonl(tmp_path / "d" / "shop.jsonl", [product(1, description=words(1, 40) + " mail me at a.b@example.com")])
     cfg = prepare_cfg(mask_pii=True)
-    run(cfg, tmp_path / "run", [PrepareInput("domain", source("shop", path), shipped, [path])])
+    run(cfg, tmp_path / "run", [PrepareInput("domain", source("shop", path), shipped, [path], iter_records)])
     example = read_jsonl(tmp_path / "run" / "data" / "examples.jsonl")[0]
     assert example["messages"][-1]["content"].endswith("mail me at [EMAIL]")
     repairs = [e for e in _events(tmp_path / "run") if e["status"] == "repaired"]

@@ -19,7 +19,7 @@ from .conftest import prepare_cfg, product, product_template, read_jsonl, source
 
 def _shard(tmp_path, cfg, items, templates):
     path = write_jsonl(tmp_path / "d" / "shop.jsonl", items)
-    inputs = [PrepareInput("domain", source("shop", path), product_template(templates), [path])]
+    inputs = [PrepareInput("domain", source("shop", path), product_template(templates), [path], iter_records)]
     ready = setup(cfg, inputs)
     counts: dict = {}
     plans = [input_plan(ready, 0, inputs[0], counts)]
@@ -40,7 +40,7 @@ def test_each_step_does_its_job_counts_its_rejections_and_times_itself(tmp_path,
              product(5)]
     cfg = prepare_cfg(min_chars=40)
     ready, plans, counts, ledger, at = _shard(tmp_path, cfg, items, templates)
-    docs = Parse(at, iter_records)(plans)
+    docs = Parse(at)(plans)
     docs = Clean(at, ready.cleaner)(docs)
     docs = Validate(at)(docs)
     docs = Filter(at, ready.filters, "description", False)(docs)
@@ -63,7 +63,7 @@ def test_serialize_lets_go_of_the_record_and_its_bytes_read_back(tmp_path, templ
     cfg = prepare_cfg()
     ready, plans, counts, ledger, at = _shard(tmp_path, cfg, [product(1), product(2)], templates)
     steps = [Clean(at, ready.cleaner), Validate(at), Filter(at, ready.filters, None, False), Render(at, True)]
-    docs = Parse(at, iter_records)(plans)
+    docs = Parse(at)(plans)
     for step in steps:
         docs = step(docs)
     rendered = list(docs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..ledger import LedgerWriter
 from .clean import Cleaner
@@ -16,10 +17,14 @@ from .steps import (Clean, Filter, FilterWords, InputPlan, Parse, Render, Serial
 
 @dataclass
 class PrepareInput:
+    """One input of the stage. `read(source, paths, shard, n_shards)` yields its records and
+    rejections (`sources.iter_records`, handed in by the caller: a stage imports no other stage)."""
+
     side: str            # "domain" | "general"
     source: object       # SourceConfig (DictConfig)
     template: object     # TemplateConfig (DictConfig): its tasks
     paths: list[Path]    # from sources.acquire
+    read: Callable       # sources.iter_records
 
 
 def plain(node):
@@ -55,14 +60,12 @@ def setup(cfg, inputs: list[PrepareInput]) -> Setup:
 def map_shard(cfg, run_dir: Path, work: Path, inputs: list[PrepareInput], shard: int, n_shards: int,
               progress=None, ready: Setup | None = None) -> dict:
     """Everything per record up to dedupe, for one shard of every input. Returns counts and timings."""
-    from .. import sources
-
     ready = ready or setup(cfg, inputs)
     p, timer, counts = ready.p, Timer(), {}
     plans = [input_plan(ready, i, inp, counts) for i, inp in enumerate(inputs)]
     with LedgerWriter(run_dir, "prepare", part=f"{shard}") as ledger:
         at = Shard(ledger, timer, shard, n_shards)
-        docs = Parse(at, sources.iter_records, progress)(plans)
+        docs = Parse(at, progress)(plans)
         docs = Clean(at, ready.cleaner)(docs)
         docs = Validate(at)(docs)
         docs = Filter(at, ready.filters, p.filters.length_field, bool(p.filters.mask_pii))(docs)
@@ -84,7 +87,7 @@ def input_plan(ready: Setup, index: int, inp: PrepareInput, counts: dict) -> Inp
     needed = list(dict.fromkeys(f for t in tasks for f in t.fields))
     dedupe_fields = list(ready.p.dedupe.fields or needed)
     return InputPlan(
-        index=index, side=inp.side, source=inp.source, paths=inp.paths, tasks=tasks, needed=needed,
+        index=index, side=inp.side, source=inp.source, paths=inp.paths, read=inp.read, tasks=tasks, needed=needed,
         dedupe_fields=dedupe_fields, clean_fields=fields_to_clean(tasks, length_field, dedupe_fields),
         same_text=bool(length_field) and dedupe_fields == [length_field],  # filters and dedupe read one text
         group_field=inp.source.get("group_field"),

@@ -48,6 +48,7 @@ class InputPlan:
     side: str                       # "domain" | "general"
     source: object                  # SourceConfig
     paths: list
+    read: Callable                  # (source, paths, shard, n_shards) -> its records and rejections
     tasks: list                     # its template's tasks (render.Task)
     needed: list[str]               # fields some task needs
     dedupe_fields: list[str]        # what dedupe reads (default: `needed`)
@@ -150,15 +151,15 @@ class Parse(Step):
 
     name = "parse"
 
-    def __init__(self, shard: Shard, read: Callable, progress=None):
+    def __init__(self, shard: Shard, progress=None):
         super().__init__(shard)
-        self.read, self.shard, self.progress, self.done = read, shard, progress, 0
+        self.shard, self.progress, self.done = shard, progress, 0
 
     def __call__(self, plans: Iterable[InputPlan]) -> Iterator[Doc]:
         lap = self.timer.lap
         for plan in plans:
             lap("other")
-            for item in self.read(plan.source, plan.paths, self.shard.number, self.shard.count):
+            for item in plan.read(plan.source, plan.paths, self.shard.number, self.shard.count):
                 self.tick(plan)
                 doc = self.doc(item, plan)
                 lap("parse")

@@ -6,8 +6,10 @@ import multiprocessing as mp
 import os
 import queue
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
+from ...console import progress
 from ...errors import WebtuneError
 from ..dedupe import pool_started
 from ..mapper import map_shard
@@ -35,15 +37,11 @@ def run_local(cfg, run_dir: Path, work: Path, inputs: list, console=None) -> Out
 
 def in_processes(fn, shard_args: list[tuple], console=None, with_progress: bool = False) -> list[dict]:
     """fn(*shard_args[s]) for every shard s, one process each (in this process when there is one)."""
-    bar = _progress(console) if with_progress else None
-    try:
+    with _progress(console if with_progress else None) as bar:
         inline = _InlineProgress(bar, bar.add_task("prepare", total=None)) if bar else None
         if len(shard_args) == 1:
             return [fn(*shard_args[0], inline) if with_progress else fn(*shard_args[0])]
         return _Pool(fn, shard_args, with_progress).results(inline)
-    finally:
-        if bar:
-            bar.stop()
 
 
 class _Pool:
@@ -119,14 +117,13 @@ def _start_method() -> str:
 
 
 def _progress(console):
+    """The map's progress line on `console` (none without one)."""
     if console is None:
-        return None
-    from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        return nullcontext()
+    from rich.progress import MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, transient=False)
-    bar.start()
-    return bar
+    return progress(SpinnerColumn(), TextColumn("{task.description}"), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console)
 
 
 class _InlineProgress:
