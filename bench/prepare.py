@@ -326,7 +326,7 @@ def table(rows: list[dict], title: str):
     return t
 
 
-def main():
+def arguments() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100000,300000,1000000")
     ap.add_argument("--peer-size", type=int, default=200000)
@@ -340,7 +340,11 @@ def main():
     ap.add_argument("--compare", type=Path, metavar="SRC", help="another checkout's src/ (an old commit's worktree)")
     ap.add_argument("--rounds", type=int, default=9, help="--compare: interleaved rounds")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def main():
+    a = arguments()
     if a.child:
         return child(Path(a.child[0]), Path(a.child[1]), int(a.child[2]))
 
@@ -349,13 +353,7 @@ def main():
     work = a.data / "work"
     work.mkdir(parents=True, exist_ok=True)
     if a.compare:
-        data, _ = ensure_data(a.data, int(a.sizes.split(",")[0]))
-        result = compare(a.compare.resolve(), data, a.workers, a.rounds, work, console)
-        a.out.write_text(json.dumps(result, indent=1, default=str))
-        console.print(compare_table(result))
-        same = len(result["hashes"]["old"]) == 1 and result["hashes"]["old"] == result["hashes"]["new"]
-        console.print(f"outputs (examples.jsonl, events.jsonl, ledger.jsonl) identical across every cell: {same}")
-        return None
+        return main_compare(a, work, console)
     results = {"scaling": [], "peers": []}
     sizes = [int(s) for s in a.sizes.split(",") if s]
     for n in sorted(set(sizes + ([a.peer_size] if not a.no_peers else [])), reverse=True):
@@ -373,6 +371,29 @@ def main():
             results["peers"].append(cell())
             console.print(table(results["peers"][-1:], "done"))
             save()
+    scaling(a, sizes, work, results, save, console)
+    if not a.no_peers and not a.no_datatrove:
+        data, labels = ensure_data(a.data, a.peer_size)
+        results["peers"].append(datatrove_cell(data, labels, a.peers, a.peers_python, work))
+        save()
+    if results["peers"]:
+        console.print(table(results["peers"], f"Side by side on {a.peer_size:,} records (gen_products.py --seed 0), "
+                                              f"same run"))
+    save()
+    console.print(f"results: {a.out}")
+
+
+def main_compare(a, work: Path, console) -> None:
+    data, _ = ensure_data(a.data, int(a.sizes.split(",")[0]))
+    result = compare(a.compare.resolve(), data, a.workers, a.rounds, work, console)
+    a.out.write_text(json.dumps(result, indent=1, default=str))
+    console.print(compare_table(result))
+    same = len(result["hashes"]["old"]) == 1 and result["hashes"]["old"] == result["hashes"]["new"]
+    console.print(f"outputs (examples.jsonl, events.jsonl, ledger.jsonl) identical across every cell: {same}")
+
+
+def scaling(a, sizes: list[int], work: Path, results: dict, save, console) -> None:
+    """The webtune cell at each size, then the growth table and the bad records' fates at the largest."""
     for n in sizes:
         data, labels = ensure_data(a.data, n)
         row = webtune_cell(data, labels, a.workers, work, a.peers)
@@ -381,24 +402,16 @@ def main():
         console.print(f"{n:,}: {row['rate']:,.0f} records/s, CPU {row['cpu_s']:.1f} s, peak RSS "
                       f"{row['peak_rss'] / 2**20:,.0f} MiB, steps (worker wall s) {row['stats']['worker_seconds']}, "
                       f"phases {row['stats']['seconds']}")
-    if results["scaling"]:
-        console.print(table(results["scaling"], "webtune prepare: growth from 100k to 1M records"))
-        last = results["scaling"][-1]["quality"]
-        console.print("bad:* and error records at the largest size (final fate: count):")
-        for kind, fates in last["bad"].items():
-            console.print(f"  {kind:28} {fates}")
-        console.print(f"exact_dup kept: {last['exact_dup_kept']} of {last['exact_dup_total']}; clean removed as "
-                      f"duplicates: {last['clean_removed_as_dup']} of {last['clean_total']}; every record in the "
-                      f"ledger: {last['accounted']}")
-    if not a.no_peers and not a.no_datatrove:
-        data, labels = ensure_data(a.data, a.peer_size)
-        results["peers"].append(datatrove_cell(data, labels, a.peers, a.peers_python, work))
-        save()
-    if results["peers"]:
-        console.print(table(results["peers"], f"Side by side on {a.peer_size:,} records (gen_products.py --seed 0), "
-                                              f"same run"))
-    a.out.write_text(json.dumps(results, indent=1, default=str))
-    console.print(f"results: {a.out}")
+    if not results["scaling"]:
+        return
+    console.print(table(results["scaling"], "webtune prepare: growth from 100k to 1M records"))
+    last = results["scaling"][-1]["quality"]
+    console.print("bad:* and error records at the largest size (final fate: count):")
+    for kind, fates in last["bad"].items():
+        console.print(f"  {kind:28} {fates}")
+    console.print(f"exact_dup kept: {last['exact_dup_kept']} of {last['exact_dup_total']}; clean removed as "
+                  f"duplicates: {last['clean_removed_as_dup']} of {last['clean_total']}; every record in the "
+                  f"ledger: {last['accounted']}")
 
 
 if __name__ == "__main__":

@@ -87,5 +87,11 @@ def test_chat_checks_name_the_cookbook_class(messages, reason):
 def test_hand_written_checks_agree_with_the_chat_schema(messages):
     import jsonschema
 
-    from webtune.prepare.validate import CHAT_SCHEMA, _chat_ok
-    assert _chat_ok(messages) == jsonschema.Draft202012Validator(CHAT_SCHEMA).is_valid({"messages": messages})
+    from webtune.prepare.validate import CHAT_SCHEMA
+    try:
+        check_chat(messages)
+        passed = True
+    except Invalid as e:
+        passed = False
+        assert e.reason.startswith("chat_format:") and e.detail
+    assert passed == jsonschema.Draft202012Validator(CHAT_SCHEMA).is_valid({"messages": messages})

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import WebtuneError
 
-from .words import Words, analyse, constants as _constants, mix as _mix
+from .words import Words, analyse, constants, mix
 
 
 def lsh_params(num_perm: int, threshold: float) -> tuple[int, int]:
@@ -48,7 +48,7 @@ def shingle_hashes(words: np.ndarray, counts: np.ndarray, k: int) -> tuple[np.nd
     owner = np.repeat(np.arange(len(counts)), counts)
     first = np.concatenate(([0], np.cumsum(counts)[:-1]))
     pos = np.arange(n) - first[owner]                    # word's position inside its text
-    coef = _constants(k, 7)
+    coef = constants(k, 7)
     acc = words * coef[0]
     for t in range(1, k):
         nxt = np.zeros(n, dtype=np.uint64)
@@ -57,7 +57,7 @@ def shingle_hashes(words: np.ndarray, counts: np.ndarray, k: int) -> tuple[np.nd
         same[:n - t] = owner[t:] == owner[:n - t]
         acc = acc + np.where(same, nxt * coef[t], np.uint64(0))
     valid = (pos <= (counts[owner] - k)) | ((counts[owner] < k) & (pos == 0))
-    shingles = _mix(acc[valid])
+    shingles = mix(acc[valid])
     per_text = np.bincount(owner[valid], minlength=len(counts))
     offsets = np.concatenate(([0], np.cumsum(per_text))).astype(np.uint64)
     return shingles, offsets
@@ -82,7 +82,7 @@ class Signer:
         if self.engine not in ("rensa", "datasketch"):
             raise WebtuneError(f"prepare.dedupe.engine must be rensa or datasketch, got {self.engine!r}")
         self.bands, self.rows = lsh_params(self.num_perm, float(cfg.threshold))
-        self.band_coef = _constants(self.rows, 11)
+        self.band_coef = constants(self.rows, 11)
 
     def sign(self, texts: list[str], analysed: Words | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = len(texts)
@@ -92,16 +92,16 @@ class Signer:
         first = np.concatenate(([0], np.cumsum(counts)[:-1]))
         pos = np.arange(len(words)) - np.repeat(first, counts)
         # order-sensitive sum of mixed (word, position) hashes, per text, via one prefix sum
-        weighted = _mix(words ^ _mix(pos.astype(np.uint64)))
+        weighted = mix(words ^ mix(pos.astype(np.uint64)))
         prefix = np.concatenate(([np.uint64(0)], np.cumsum(weighted, dtype=np.uint64)))
         ends = first + counts
-        exact = _mix(prefix[ends] - prefix[first] + counts.astype(np.uint64))
+        exact = mix(prefix[ends] - prefix[first] + counts.astype(np.uint64))
         if not self.near:
             return exact, np.zeros((n, 0), dtype=np.uint64), empty
         shingles, offsets = shingle_hashes(words, counts, self.k)
         sig = self._signatures(shingles, offsets)
         used = sig[:, :self.bands * self.rows].reshape(n, self.bands, self.rows)
-        bands = _mix((used * self.band_coef).sum(axis=2, dtype=np.uint64))
+        bands = mix((used * self.band_coef).sum(axis=2, dtype=np.uint64))
         return exact, bands, empty
 
     def _signatures(self, shingles: np.ndarray, offsets: np.ndarray) -> np.ndarray:
