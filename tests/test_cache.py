@@ -251,7 +251,7 @@ def stage_named(name: str) -> Stage:
 @pytest.fixture
 def composed(tmp_path):
     from tests.conftest import TINY_MODEL
-    from webtune.commands import validate_overrides
+    from webtune.hydra_setup import validate_overrides
     return lambda *over: validate_overrides([f"runs_dir={tmp_path / 'runs'}", *TINY_MODEL, *over])
 
 

@@ -9,7 +9,7 @@ from enum import Enum
 import pytest
 
 from webtune import cli, config
-from webtune.commands import validate_overrides
+from webtune.hydra_setup import validate_overrides
 from webtune.errors import WebtuneError
 
 from tests.conftest import webtune

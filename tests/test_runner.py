@@ -147,7 +147,7 @@ def write_counted_inputs(folder: Path) -> None:
 def counted_run(tmp_path):
     from rich.console import Console
     from tests.conftest import TINY_MODEL
-    from webtune.commands import validate_overrides
+    from webtune.hydra_setup import validate_overrides
     from webtune.rundir import new_run_dir
     from webtune.stages import build_stages
 

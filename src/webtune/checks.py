@@ -87,9 +87,10 @@ def _secrets(cfg) -> Iterator[tuple[str, str]]:
 def _cached(cfg) -> bool:
     """The source's snapshot is in runs/.cache/source: the run sends Bright Data no request."""
     from . import sources
+    from .prepare.fields import fields_read
     from .sources import cache
     try:
-        src = sources.as_requested(cfg.source, cfg.template, cfg.prepare)
+        src = sources.as_requested(cfg.source, fields_read(cfg.template, cfg.prepare))
     except Exception:  # noqa: BLE001 - a broken template is reported by the templates check
         return False
     return cache.is_cached(src, cfg.runs_dir)

@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from .errors import WebtuneError
+from .errors import WebtuneError, one_line, wants_traceback
 
 REGISTRY = "runs/registry"
 # Hydra commands: webtune's own flags are taken out, the rest goes to Hydra as typed.
@@ -163,7 +163,7 @@ def dispatch(argv: list[str]) -> int:
         return getattr(commands, f"cmd_{argv[0]}")(overrides, **flags) or 0
     ns = parser.parse_args(argv)
     if ns.command == "sources":
-        target = ("webtune.sources.brightdata", "datasets_command") if ns.action == "datasets" \
+        target = ("webtune.sources.brightdata_market", "datasets_command") if ns.action == "datasets" \
             else ("webtune.sources.cache", "command")
     elif ns.command in DELEGATED:
         target = DELEGATED[ns.command]
@@ -192,17 +192,6 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(exc, WebtuneError):
             print("       (run with --verbose for the traceback)", file=sys.stderr)
         return 2 if isinstance(exc, WebtuneError) else 1
-
-
-def wants_traceback() -> bool:
-    return os.environ.get("WEBTUNE_VERBOSE") == "1" or os.environ.get("HYDRA_FULL_ERROR") == "1"
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or exc.__class__.__name__
-    if isinstance(exc, WebtuneError):
-        return text
-    return f"{exc.__class__.__name__}: {' '.join(text.split())}"
 
 
 if __name__ == "__main__":

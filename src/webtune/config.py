@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import SimpleNamespace
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 def choices(name: str, *values: str) -> type[StrEnum]:
@@ -354,3 +355,18 @@ def register_configs() -> None:
     cs.store(group="mix", name="schema", node=MixConfig)
     cs.store(group="model", name="schema", node=ModelConfig)
     cs.store(group="eval", name="schema", node=EvalConfig)
+
+
+def plain(node):
+    """A config node as nested SimpleNamespaces: OmegaConf attribute access costs microseconds, and
+    the per-record code reads thresholds millions of times."""
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node, resolve=True)
+    if isinstance(node, dict):
+        return SimpleNamespace(**{k: plain(v) for k, v in node.items()})
+    return node
+
+
+def container(value):
+    """An OmegaConf node as plain lists and dicts (interpolations resolved); anything else unchanged."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value

@@ -1,16 +1,19 @@
-"""Hydra glue: the config directory, our resolvers, and composing a config outside @hydra.main."""
+"""Hydra glue: the config directory (shipped, and the user's ahead of it), our resolvers, composing and
+checking a config outside @hydra.main with one-line errors, and loading a run's saved config."""
 from __future__ import annotations
 
 import functools
+import os
+import re
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from . import base_model
 from .config import register_configs
-from .rundir import new_run_dir, slug
-
+from .errors import WebtuneError
 from .paths import CONF_DIR, locate
+from .rundir import new_run_dir, slug
 
 
 @functools.lru_cache(maxsize=None)
@@ -37,3 +40,124 @@ def compose(overrides: list[str], config_dir: Path | None = None):
     setup()
     with initialize_config_dir(config_dir=str(config_dir or CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides)
+
+
+def use_config_dir(config_dir: Path | None) -> None:
+    """Put the user's folder (`--config-dir`, else `./conf` when it exists) ahead of the shipped conf/,
+    so its files override shipped ones of the same name and add new ones (hydra_plugins/webtune_searchpath)."""
+    from hydra_plugins.webtune_searchpath import ENV
+    config_dir = user_config_dir(config_dir)
+    if config_dir is None:
+        os.environ.pop(ENV, None)
+        return
+    if not config_dir.is_dir():
+        raise WebtuneError(f"--config-dir {config_dir}: no such folder")
+    os.environ[ENV] = str(config_dir.resolve())
+
+
+def user_config_dir(config_dir: Path | None) -> Path | None:
+    """`--config-dir DIR`, else `./conf` when it exists, else None."""
+    if config_dir is None and Path("conf").is_dir():
+        return Path("conf")
+    return config_dir
+
+
+def split_config_dir(args: list[str]) -> tuple[list[str], Path | None]:
+    out, config_dir, skip = [], None, False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if a in ("--config-dir", "-cd"):
+            config_dir, skip = Path(args[i + 1]), True
+        elif a.startswith("--config-dir="):
+            config_dir = Path(a.split("=", 1)[1])
+        else:
+            out.append(a)
+    return out, config_dir
+
+
+def validate_overrides(args: list[str]):
+    """Compose once before Hydra runs, so a config mistake is one line naming file and key."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    overrides, config_dir = split_config_dir(args)
+    overrides = [a for a in overrides if not a.startswith("-")]
+    first = []
+    parser = OverridesParser.create()
+    try:
+        for ov in parser.parse_overrides(overrides):
+            if ov.is_hydra_override():
+                continue
+            if ov.is_sweep_override():
+                first.append(f"{ov.get_key_element()}={first_sweep_value(ov)}")
+            else:
+                first.append(ov.input_line)
+        use_config_dir(config_dir)
+        return compose(first)
+    except WebtuneError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise WebtuneError(config_error_line(exc, config_dir)) from exc
+
+
+def first_sweep_value(ov):
+    """One value of a sweep, to check its key and type: the first choice, or an interval's lower bound
+    (Optuna's `interval(1e-4, 1e-2)` cannot be enumerated)."""
+    from hydra.core.override_parser.types import IntervalSweep
+    sweep = ov.value()
+    if isinstance(sweep, IntervalSweep):
+        return sweep.start
+    return next(iter(ov.sweep_string_iterator()))
+
+
+def config_error_line(exc: Exception, config_dir: Path | None = None) -> str:
+    """Hydra/OmegaConf errors, reduced to one line: where, which key, what is wrong, how to fix."""
+    text = str(exc)
+    for cause in (exc.__cause__, exc.__context__):
+        if cause is not None and str(cause) and str(cause) not in text:
+            text += "\n" + str(cause)
+    where = re.search(r"(?:In|merging) '([\w/.-]+)'", text)
+    key = re.search(r"full_key: ([\w.\[\]]+)", text)
+    value = re.search(r"(Value '.*?' (?:of type '\w+' )?could not be converted to \w+)", text)
+    first = text.strip().splitlines()[0]
+    place = "command line"
+    if where and where.group(1) != "config":
+        place = _config_file(where.group(1), config_dir) or where.group(1)
+    keyname = key.group(1) if key else None
+    choice = re.search(r"Invalid value '(.*?)', expected one of \[(.*?)\]", text)
+    if choice:
+        return (f"config error in {place}: {keyname or first}={choice.group(1)} is not one of "
+                f"{choice.group(2)} (pick one of those)")
+    if "ConfigKeyError" in text or "not in struct" in text or "not in '" in text:
+        what = f"unknown key {keyname or first}"
+        fix = "check its spelling against the schema in src/webtune/config.py"
+    elif value or "ValidationError" in text:
+        what = f"wrong type for {keyname or first}" + (f": {value.group(1)}" if value else "")
+        fix = "give a value of the key's type"
+    elif "Could not find" in text:
+        what = first.split(": ", 1)[-1]
+        fix = "list the available files with `ls conf/<group>/`"
+    else:
+        what, fix = first, "see `webtune --help`"
+    return f"config error in {place}: {what} ({fix})"
+
+
+def _config_file(name: str, config_dir: Path | None) -> str | None:
+    for root in [user_config_dir(config_dir), CONF_DIR]:
+        if root and (root / f"{name}.yaml").exists():
+            return str(root / f"{name}.yaml")
+    return None
+
+
+def load_run_config(run_dir: Path):
+    """RUN/config.yaml verbatim, checked against the schema (never conf/)."""
+    from .config import WebtuneConfig
+    setup()
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise WebtuneError(f"{path} not found: give a run directory made by `webtune run`")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(WebtuneConfig), OmegaConf.load(path))
+    except Exception as exc:  # noqa: BLE001
+        raise WebtuneError(f"{path}: {str(exc).splitlines()[0]}") from exc
+    return cfg

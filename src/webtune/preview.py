@@ -11,7 +11,7 @@ from __future__ import annotations
 from rich.panel import Panel
 from rich.text import Text
 
-from .commands import validate_overrides
+from .hydra_setup import validate_overrides
 from rich.console import Console
 
 console = Console(stderr=True, highlight=False)  # wraps long lines inside panels (the log console does not)
@@ -30,7 +30,8 @@ def preview(args: list[str], allow_trigger: bool = False) -> int:
     from . import sources
     from .sources.cache import acquire_cached
     from .prepare.clean import Cleaner
-    from .prepare.pipeline import plain
+    from .config import plain
+    from .prepare.fields import fields_read
     from .prepare.render import Invalid, load_tasks
     tasks = load_tasks(cfg.template)
     cleaner = Cleaner(plain(cfg.prepare).clean)
@@ -39,7 +40,7 @@ def preview(args: list[str], allow_trigger: bool = False) -> int:
         from .chat.tokenize import ChatTokenizer, load_tokenizer
         chat = ChatTokenizer(load_tokenizer(cfg.model), cfg.model.name_or_path)
     shown = 0
-    src = sources.as_requested(cfg.source, cfg.template, cfg.prepare)  # the same key a run computes
+    src = sources.as_requested(cfg.source, fields_read(cfg.template, cfg.prepare))  # the same key a run computes
     snap = acquire_cached(src, cfg.runs_dir, allow_paid=allow_trigger, console=console)
     for item in sources.iter_records(sources.reading_config(src, snap.root), snap.paths):
         if shown >= n:

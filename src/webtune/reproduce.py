@@ -15,7 +15,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .commands import attach_run_log, load_run_config
+from .hydra_setup import load_run_config
+from .rundir import attach_run_log
 from .console import console, log
 from .errors import WebtuneError
 from .rundir import new_run_dir

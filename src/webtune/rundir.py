@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import logging
 import os
 import re
 import subprocess
@@ -95,3 +96,11 @@ def hub_revision(repo: str, repo_type: str = "model") -> str | None:
         return HfApi().repo_info(repo, repo_type=repo_type, timeout=10).sha
     except Exception:  # noqa: BLE001 - no network, unknown repo
         return None
+
+
+def attach_run_log(run_dir: Path) -> None:
+    handler = logging.FileHandler(Path(run_dir) / "run.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)

@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 from webtune.config import FiltersConfig
 from webtune.errors import WebtuneError
 from webtune.prepare.filters import Filters, mask_pii
-from webtune.prepare.pipeline import plain
+from webtune.config import plain
 
 from .conftest import words
 

@@ -686,19 +686,21 @@ LEDGER = ["error", "error_code", "input"]
     ("transcript_summary", "youtube", ["description", "text", "time_range", "title", "transcript", "windows"]),
 ])
 def test_custom_output_fields_of_each_shipped_template(fake, name, source, fields):
+    from webtune.prepare.fields import fields_read
     from webtune.config import SourceConfig
     src = OmegaConf.merge(OmegaConf.structured(SourceConfig), OmegaConf.load(CONF / f"brightdata_{source}.yaml"))
-    derived = brightdata.with_output_fields(src, template(name)).brightdata.custom_output_fields
+    derived = brightdata.with_output_fields(src, fields_read(template(name))).brightdata.custom_output_fields
     expected = sorted(set(fields) | set(LEDGER) | set(src.brightdata.primary_fields))
     assert list(derived) == expected
     assert brightdata.with_output_fields(src, None).brightdata.custom_output_fields == []   # unknown: all
 
 
 def test_a_template_that_includes_another_file_asks_for_every_field(fake, tmp_path):
+    from webtune.prepare.fields import fields_read
     from webtune.config import SourceConfig, TemplateConfig
     (tmp_path / "part.j2").write_text("{{ secret_field }}")
     (tmp_path / "user.j2").write_text("{% include 'part.j2' %} {{ title }}")
     tpl = OmegaConf.merge(OmegaConf.structured(TemplateConfig), {"name": "t", "tasks": [
         {"name": "t", "user": str(tmp_path / "user.j2"), "assistant": str(tmp_path / "user.j2")}]})
     src = OmegaConf.merge(OmegaConf.structured(SourceConfig), {"kind": "brightdata", "name": "x"})
-    assert brightdata.with_output_fields(src, tpl).brightdata.custom_output_fields == []
+    assert brightdata.with_output_fields(src, fields_read(tpl)).brightdata.custom_output_fields == []

@@ -10,6 +10,7 @@ from webtune.config import SourceConfig
 from webtune.errors import WebtuneError
 from webtune.paths import SHIPPED
 from webtune.records import Record, Rejection
+from webtune import sources
 from webtune.sources import brightdata_crawl, urls
 from webtune.sources.html import extract
 
@@ -38,7 +39,7 @@ def quiet():
 
 
 def crawl(src, raw_dir, **kwargs):
-    return urls.acquire(src.urls, src.name, raw_dir, console=quiet(), brightdata=src.brightdata, **kwargs)
+    return sources.acquire(src, raw_dir, console=quiet(), **kwargs)   # the package picks the Crawl API
 
 
 def records(src, paths):
@@ -100,7 +101,7 @@ def test_sections_come_out_as_for_a_direct_fetch(fake, tmp_path):
 
 
 def test_the_crawl_follows_the_bounds_and_the_paid_flag(fake, tmp_path):
-    from webtune.sources import PaidRequestRefused
+    from webtune.errors import PaidRequestRefused
     src = source(fake, tmp_path, max_cost=0.5)
     with pytest.raises(WebtuneError, match="max_cost=0.5 needs a price"):
         crawl(src, tmp_path / "a")

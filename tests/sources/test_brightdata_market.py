@@ -154,7 +154,7 @@ def test_polls_respect_the_hourly_budget(fake, tmp_path):
 
 
 def test_preview_without_allow_paid_refuses_the_filter(fake, tmp_path):
-    from webtune.sources import PaidRequestRefused
+    from webtune.errors import PaidRequestRefused
     with pytest.raises(PaidRequestRefused, match="--allow-trigger"):
         acquire(make_cfg(fake, max_cost=None), tmp_path, allow_paid=False)
     assert fake.billing_requests() == 0
@@ -163,7 +163,7 @@ def test_preview_without_allow_paid_refuses_the_filter(fake, tmp_path):
 def test_datasets_command_lists_and_searches(fake, capsys):
     fake.add_market("gd_l1vijqt9jfj7olije", "Crunchbase companies information", catalogue(7))
     ns = argparse.Namespace(search="crunch", base_url=fake.base_url, api_key_env=ENV)
-    assert brightdata.datasets_command(ns) == 0
+    assert brightdata_market.datasets_command(ns) == 0
     out = capsys.readouterr().out
     assert "gd_l1vijqt9jfj7olije" in out and "Crunchbase companies information" in out and PRODUCTS not in out
     assert "1 of 2" in out and fake.count("list") == 1

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from tests.conftest import REPO, TINY_MODEL, webtune
 from tests.fakes.web_server import FakeWeb
-from webtune.commands import validate_overrides
+from webtune.hydra_setup import validate_overrides
 from webtune.errors import WebtuneError
 from webtune.rundir import new_run_dir
 from webtune.fileio import read_json
@@ -159,7 +159,7 @@ def test_sources_list_shows_age_and_size_through_the_cli(tmp_path):
 # ---------------------------------------------------------------- Bright Data: one collection in all
 def resume_source_stage(run_dir: Path) -> None:
     """`webtune resume`'s first step, in this process: the run's own config, its manifest."""
-    from webtune.commands import load_run_config
+    from webtune.hydra_setup import load_run_config
     source_stage(load_run_config(run_dir), run_dir)
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..config import plain
 from ..ledger import LedgerWriter
 from .clean import Cleaner
 from .dedupe import Signer
@@ -25,20 +26,6 @@ class PrepareInput:
     template: object     # TemplateConfig (DictConfig): its tasks
     paths: list[Path]    # from sources.acquire
     read: Callable       # sources.iter_records
-
-
-def plain(node):
-    """A config node as nested SimpleNamespaces: OmegaConf attribute access costs microseconds, and
-    the per-record code reads thresholds millions of times."""
-    from types import SimpleNamespace
-
-    from omegaconf import OmegaConf
-
-    if OmegaConf.is_config(node):
-        node = OmegaConf.to_container(node, resolve=True)
-    if isinstance(node, dict):
-        return SimpleNamespace(**{k: plain(v) for k, v in node.items()})
-    return node
 
 
 @dataclass

@@ -36,7 +36,8 @@ from pathlib import Path
 from ..errors import WebtuneError
 from .executors import Outcome
 from .executors.local import run_local
-from .mapper import PrepareInput, plain
+from ..config import plain
+from .mapper import PrepareInput
 from .reduce import assemble, order_ledger
 from .render import load_tasks
 

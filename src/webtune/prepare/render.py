@@ -20,7 +20,7 @@ from ..errors import WebtuneError
 from .validate import InputSchema, Invalid
 from .template_filters import FILTERS, TESTS
 
-from ..paths import SHIPPED, search_dirs
+from ..paths import SHIPPED, locate, search_dirs
 _UNDEFINED = [re.compile(r"^'([^']+)' is undefined"), re.compile(r"has no attribute '([^']+)'"),
               re.compile(r"has no element (\S+)")]
 
@@ -37,10 +37,10 @@ def _finalize(value):
 
 
 def resolve(path: str, what: str) -> Path:
-    p = Path(path)
-    for candidate in (p, SHIPPED / p):
-        if candidate.is_file():
-            return candidate
+    """A template or schema file: from the working directory, else the shipped copy."""
+    found = locate(path)
+    if found.is_file():
+        return found
     raise WebtuneError(f"{what} {path!r} not found (looked in {Path.cwd()} and {SHIPPED}); "
                        f"fix the path in the template config")
 
@@ -131,7 +131,7 @@ def _undefined_name(message: str) -> str:
     return message
 
 
-def _turn_specs(task) -> list[tuple[str, str | None, str | None]]:
+def turn_specs(task) -> list[tuple[str, str | None, str | None]]:
     """(role, file, inline text) for every turn of a task config, system first."""
     specs = []
     if task.get("system"):
@@ -161,7 +161,7 @@ def _variables(env: SandboxedEnvironment, source: str) -> set[str] | None:
 def load_task(task) -> Task:
     turns = []
     variables: set[str] | None = set()
-    for role, file, text in _turn_specs(task):
+    for role, file, text in turn_specs(task):
         if file:
             path = resolve(file, f"template task {task.name!r}: {role} template")
             where, env, source = str(path), _environment(path.parent), path.read_text()
@@ -192,7 +192,7 @@ def template_files(cfg_template) -> list[Path]:
     """Every Jinja and schema file the template reads (its own files and what they include)."""
     out: list[Path] = []
     for task in cfg_template.tasks:
-        for role, file, text in _turn_specs(task):
+        for role, file, text in turn_specs(task):
             if file:
                 path = resolve(file, f"template task {task.name!r}: {role} template")
                 out.append(path)

@@ -25,10 +25,6 @@ MODULES = {"files": "files", "brightdata": "brightdata", "brightdata_dataset": "
            "hf": "general"}
 
 
-class PaidRequestRefused(WebtuneError):
-    """acquire(..., allow_paid=False) would have started a billed request (a Bright Data trigger)."""
-
-
 def module(cfg):
     if cfg.kind not in MODULES:
         raise WebtuneError(f"source {cfg.name!r}: unknown kind {cfg.kind!r}; use one of {', '.join(KINDS)}")
@@ -51,11 +47,11 @@ def identity(cfg) -> dict:
     return {"kind": cfg.kind, **found}
 
 
-def as_requested(cfg, template, prepare):
-    """The source config as it will be acquired: a module's `with_output_fields` adds what the
-    templates and filters read (Bright Data's custom_output_fields), so the cache key holds it."""
+def as_requested(cfg, reads: set[str] | None):
+    """The source config as it will be acquired: a module's `with_output_fields` adds the record
+    fields the run reads (`reads`; Bright Data's custom_output_fields), so the cache key holds it."""
     derive = getattr(module(cfg), "with_output_fields", None)
-    return derive(cfg, template, prepare) if derive is not None else cfg
+    return derive(cfg, reads) if derive is not None else cfg
 
 
 def acquire(cfg, raw_dir: Path, console=None, allow_paid: bool = True) -> list[Path]:
@@ -69,10 +65,13 @@ def acquire(cfg, raw_dir: Path, console=None, allow_paid: bool = True) -> list[P
     if kind == "brightdata_dataset":
         from . import brightdata_market
         return [brightdata_market.acquire(cfg.brightdata, cfg.name, raw_dir, console=console, allow_paid=allow_paid)]
+    if kind == "urls" and cfg.urls.get("fetch", "direct") == "brightdata_crawl":
+        from . import brightdata_crawl
+        return brightdata_crawl.acquire(cfg.urls, cfg.brightdata, cfg.name, raw_dir, console=console,
+                                        allow_paid=allow_paid)
     if kind == "urls":
         from . import urls
-        return urls.acquire(cfg.urls, cfg.name, raw_dir, console=console, brightdata=cfg.brightdata,
-                            allow_paid=allow_paid)
+        return urls.acquire(cfg.urls, cfg.name, raw_dir, console=console)
     if kind == "hf":
         from . import general
         return general.acquire(cfg.hf, raw_dir, console=console)

@@ -28,10 +28,10 @@ from rich.console import Console
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ..console import progress
-from ..errors import WebtuneError
+from ..config import container
+from ..errors import PaidRequestRefused, WebtuneError
 from ..fileio import write_json
 from ..records import Record, Rejection, record_id
-from . import PaidRequestRefused
 from .brightdata_cost import check, output_fields, scraper_plan
 from .brightdata_download import FORMATS, Downloader, save_inline, snapshot_gone
 from .brightdata_http import SAFE_ID, Client, body_message, read_state, redact, token
@@ -170,7 +170,7 @@ def cache_identity(cfg: DictConfig) -> dict:
         return {**base, "snapshot_id": cfg.snapshot_id}
     keys = ("dataset_id", "type", "discover_by", "limit_per_input", "limit_multiple_results",
             "include_errors", "mode")
-    return {**base, **{k: _plain(cfg.get(k)) for k in keys}, "inputs": _load_inputs(cfg),
+    return {**base, **{k: container(cfg.get(k)) for k in keys}, "inputs": _load_inputs(cfg),
             "custom_output_fields": output_fields(cfg)}
 
 
@@ -183,19 +183,15 @@ def cache_covers(wanted: dict, cached: dict) -> bool:
     return have is None or (want is not None and set(want) <= set(have))
 
 
-def with_output_fields(src, template, prepare=None):
-    """The source config with `brightdata.custom_output_fields` derived from the run's templates
+def with_output_fields(src, reads: set[str] | None):
+    """The source config with `brightdata.custom_output_fields` derived from the fields the run reads
     (the same config when there is nothing to derive): call it before keying and acquiring."""
     if src.kind != "brightdata" or src.brightdata.get("custom_output_fields") is not None:
         return src
-    fields = output_fields(src.brightdata, template, prepare, src.get("group_field"))
+    fields = output_fields(src.brightdata, reads, src.get("group_field"))
     return OmegaConf.merge(src, {"brightdata": {"custom_output_fields": fields or []}})
 
 
-def datasets_command(ns) -> int:
-    """`webtune sources datasets [--search WORD]`: what the marketplace's /datasets/list offers."""
-    from .brightdata_market import datasets_command as run
-    return run(ns)
 
 
 # ---------------------------------------------------------------- the HTTP client
@@ -392,10 +388,6 @@ def _use_sync(cfg, inputs: list[dict]) -> bool:
         raise WebtuneError(f"source.brightdata.mode=sync takes at most {SYNC_MAX_INPUTS} inputs ({len(inputs)} "
                            "given): use mode auto or async")
     return mode == "sync" or (mode == "auto" and len(inputs) <= SYNC_MAX_INPUTS)
-
-
-def _plain(value):
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def _load_inputs(cfg: DictConfig) -> list[dict]:

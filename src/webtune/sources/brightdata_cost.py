@@ -12,13 +12,8 @@ the task's required fields and input-schema requirements, and the fields the led
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
-import jinja2
-import jinja2.meta
-import jinja2.nodes
-from jinja2.defaults import DEFAULT_NAMESPACE
 
 from ..errors import WebtuneError
 
@@ -97,61 +92,15 @@ def check(plan: Plan, cfg) -> None:
 
 
 # ---------------------------------------------------------------- custom_output_fields
-def output_fields(cfg, template=None, prepare=None, group_field: str | None = None) -> list[str] | None:
+def output_fields(cfg, reads: set[str] | None = None, group_field: str | None = None) -> list[str] | None:
     """The fields to ask Bright Data for (sorted), or None for all of them.
 
-    `cfg` is source.brightdata; `template` the side's template config (None: unknown, ask for all);
-    `prepare` the prepare config, whose filters and dedupe read fields too."""
+    `cfg` is source.brightdata; `reads` the record fields the run's templates, filters and dedupe read
+    (`prepare.fields.fields_read`; None: unknown, ask for all)."""
     given = cfg.get("custom_output_fields")
     needed = list(cfg.primary_fields) + list(ERROR_FIELDS) + ([group_field] if group_field else [])
     if given is not None:
         return sorted(set(given) | set(needed)) if len(given) else None
-    if template is None:
+    if reads is None:
         return None
-    read = template_fields(template)
-    if read is None:
-        return None
-    return sorted(read | set(needed) | prepare_fields(prepare))
-
-
-def template_fields(template) -> set[str] | None:
-    """Every record field a template config reads, or None when that cannot be known statically."""
-    from ..prepare.render import _turn_specs, resolve
-    out: set[str] = set()
-    for spec in template.tasks:
-        for role, file, text in _turn_specs(spec):
-            source = resolve(file, f"template task {spec.name!r}: {role} template").read_text() if file else text
-            read = jinja_fields(source)
-            if read is None:
-                return None
-            out |= read
-        out |= set(spec.get("fields") or [])
-        if spec.get("input_schema"):
-            schema = json.loads(resolve(spec.input_schema, f"template task {spec.name!r}: input_schema").read_text())
-            out |= set(schema.get("required", []))
-    return out
-
-
-JINJA_SPECIAL = {"loop", "self", "super", "caller", "varargs", "kwargs"} | set(DEFAULT_NAMESPACE)
-
-
-def jinja_fields(source: str) -> set[str] | None:
-    """The names a Jinja source reads from its context (from the parsed tree: every name loaded,
-    minus the ones it assigns itself and Jinja's own); None when it includes, imports or extends
-    another template, whose reads cannot be seen from here."""
-    ast = jinja2.Environment().parse(source)
-    if next(jinja2.meta.find_referenced_templates(ast), False) is not False:
-        return None
-    names = list(ast.find_all(jinja2.nodes.Name))
-    assigned = {n.name for n in names if n.ctx in ("store", "param")}
-    return {n.name for n in names if n.ctx == "load"} - assigned - JINJA_SPECIAL
-
-
-def prepare_fields(prepare) -> set[str]:
-    if prepare is None:
-        return set()
-    filters, dedupe, clean = prepare.filters, prepare.dedupe, prepare.clean
-    out = set(filters.required) | set(dedupe.fields) | set(clean.fields)
-    if filters.length_field:
-        out.add(filters.length_field)
-    return out
+    return sorted(set(reads) | set(needed))

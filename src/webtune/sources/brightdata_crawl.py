@@ -11,7 +11,6 @@ as the page's text; a failed URL (an error record) or one with no record is a re
 from __future__ import annotations
 
 import gzip
-import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,13 +20,12 @@ from rich.console import Console
 from ..errors import WebtuneError
 from ..fileio import atomic_write_bytes
 from .brightdata import collect
-from .html import Page
+from .html import MARKDOWN_HEADING
 from .urls import INDEX, Fetched, read_urls
 
 DATASET = "gd_m6gjtfmeh43we6cqc"
 FIELDS = ["error", "error_code", "input", "markdown", "page_html", "page_title", "url"]   # what the pages need
 MARKDOWN = ".md.gz"
-_HEADING = re.compile(r"^#\s+(.+)$", re.M)
 
 
 def acquire(urls_cfg, bd_cfg, source_name: str, raw_dir: Path, console: Console | None = None,
@@ -86,21 +84,10 @@ def _page(n: int, url: str, record: dict | None, pages_dir: Path) -> Fetched:
     elif markdown:
         out.file, out.content_type = f"{n}{MARKDOWN}", "text/markdown"
         title = record.get("page_title")
-        body = (markdown if not title or _HEADING.search(markdown) else f"# {title}\n\n{markdown}").encode("utf-8")
+        body = (markdown if not title or MARKDOWN_HEADING.search(markdown) else f"# {title}\n\n{markdown}").encode("utf-8")
     else:
         out.reason, out.detail = "empty_file", "the Crawl API record has neither page_html nor markdown"
         return out
     with gzip.open(pages_dir / out.file, "wb", compresslevel=6) as fh:
         fh.write(body)
     return out
-
-
-def markdown_page(path: Path, url: str) -> Page:
-    """A Crawl API page that came as Markdown only: its first `# ` heading is the title."""
-    with gzip.open(path, "rb") as fh:
-        text = fh.read().decode("utf-8", "replace").strip()
-    if not text:
-        return Page(reason="empty_file", detail="the page is empty")
-    heading = _HEADING.search(text)
-    title = heading.group(1).strip() if heading else None
-    return Page(fields={"title": title, "text": text, "url": url}, repairs=["markdown_fallback: no page_html"])

@@ -22,9 +22,9 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import WebtuneError
+from ..config import container
+from ..errors import PaidRequestRefused, WebtuneError
 from ..fileio import sha256_file, write_json
-from . import PaidRequestRefused
 from .brightdata import STATE_FILE, known_snapshot, poll_answer, wait_ready
 from .brightdata_cost import check, marketplace_plan
 from .brightdata_download import Downloader
@@ -93,7 +93,7 @@ def cache_identity(cfg) -> dict:
     if cfg.snapshot_id:
         return {**base, "snapshot_id": cfg.snapshot_id}
     files = {Path(p).name: _filter_file_sha256(Path(p)) for p in cfg.filter_files}
-    return {**base, "dataset_id": cfg.dataset_id, "filter": _plain(cfg.filter), "records_limit": cfg.records_limit,
+    return {**base, "dataset_id": cfg.dataset_id, "filter": container(cfg.filter), "records_limit": cfg.records_limit,
             "filter_files": files}
 
 
@@ -187,7 +187,7 @@ class _Market:
 # ---------------------------------------------------------------- the filter
 def _filter(cfg, market: _Market) -> dict:
     """The configured filter; a sample's is-not-null filter when there is none."""
-    return _plain(cfg.filter) if cfg.filter is not None else {"name": market.first_field(), "operator": "is_not_null"}
+    return container(cfg.filter) if cfg.filter is not None else {"name": market.first_field(), "operator": "is_not_null"}
 
 
 def check_filter(node, files: set[str], at: str = "source.brightdata.filter", depth: int = 1) -> None:
@@ -241,7 +241,7 @@ def _check_config(cfg) -> list[Path]:
     if cfg.records_limit is not None and cfg.records_limit < 1:
         raise WebtuneError(f"source.brightdata.records_limit={cfg.records_limit} must be a positive number")
     if cfg.filter is not None:
-        check_filter(_plain(cfg.filter), {p.name for p in files})
+        check_filter(container(cfg.filter), {p.name for p in files})
     return files
 
 
@@ -263,10 +263,6 @@ def _not_sent_again() -> str:
 def _unknown_dataset(dataset_id: str) -> str:
     return (f"unknown marketplace dataset {dataset_id!r}: check source.brightdata.dataset_id "
             "(`webtune sources datasets` lists them)")
-
-
-def _plain(value):
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def _filter_file_sha256(path: Path) -> str:

@@ -19,11 +19,11 @@ import os
 import re
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Iterator
 
 import orjson
 
+from ..config import plain
 from ..errors import WebtuneError
 from ..fileio import atomic_path
 from ..paths import locate
@@ -73,7 +73,7 @@ def layout(cfg) -> tuple[Path, dict[str, Path], str]:
     """(base, {path relative to base: file}, the source root relative to base): base is the
     deepest folder holding every file and the root, so a copy keeps ids relative to the root."""
     paths = resolve(cfg)
-    root = _base(cfg, paths)
+    root = base_dir(cfg, paths)
     base = Path(os.path.commonpath([str(root)] + [str(p.parent) for p in paths]))
     return base, {relative(p, base): p for p in paths}, relative(root, base)
 
@@ -113,7 +113,7 @@ def format_of(path: Path, fmt: str = "auto") -> str:
                            f"to one of {', '.join(FORMATS[1:])}") from None
 
 
-def _base(cfg, paths: list[Path]) -> Path:
+def base_dir(cfg, paths: list[Path]) -> Path:
     if cfg.root:
         return locate(cfg.root).resolve()
     if not paths:
@@ -132,7 +132,7 @@ def iter_records(cfg, source_name: str, paths: list[Path], shard: int = 0,
     (source.pages) says whether an HTML page is one record or its sections' sub-records."""
     from .pages import settings
     cfg, pages = plain(cfg), settings(pages)
-    base = _base(cfg, paths)
+    base = base_dir(cfg, paths)
     turn = _Turns(shard, n_shards)
     for file_no, path in enumerate(paths):
         path = Path(path)
@@ -149,14 +149,6 @@ def iter_records(cfg, source_name: str, paths: list[Path], shard: int = 0,
                 yield from _html(cfg, source_name, path, rel, pages)
             else:
                 yield from _transcript(cfg, source_name, path, rel, fmt)
-
-
-def plain(cfg) -> SimpleNamespace:
-    """The config as plain attributes: an OmegaConf lookup costs ~100 µs, too slow per line."""
-    from omegaconf import OmegaConf
-
-    values = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(vars(cfg))
-    return SimpleNamespace(**values)
 
 
 class _Turns:
@@ -291,7 +283,7 @@ def _json(cfg, source: str, path: Path, rel: str, turn: _Turns) -> Iterator[Reco
         except (ijson.JSONError, ijson.IncompleteJSONError, UnicodeDecodeError) as e:
             # The rest of the file cannot be read: one rejection says where it broke.
             if turn.mine():
-                from .counting import json_items
+                from .json_scan import json_items
                 stop = json_items(path, cfg.json_key if prefix != "item" else None).broke_at
                 where = f"at byte {stop:,}" if stop is not None else "near its end"
                 yield Rejection(record_id(source, rel, index + 1), source, "malformed_json",

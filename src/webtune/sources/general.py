@@ -17,6 +17,7 @@ from typing import Iterator
 
 import orjson
 
+from ..config import container
 from ..errors import WebtuneError
 from ..records import Record, Rejection, record_id
 
@@ -45,7 +46,7 @@ def open_dataset(cfg):
                 raise WebtuneError(f"source.hf.path={cfg.path!r}: cannot tell the format from the extension; "
                                    f"use one of {', '.join(sorted(BUILDERS))}")
             return datasets.load_dataset(builder, data_files=path, split=cfg.split, streaming=True)
-        return datasets.load_dataset(path, cfg.name, split=cfg.split, data_files=_plain(cfg.data_files),
+        return datasets.load_dataset(path, cfg.name, split=cfg.split, data_files=container(cfg.data_files),
                                      streaming=True)
     except WebtuneError:
         raise
@@ -57,16 +58,6 @@ def open_dataset(cfg):
                            f"{type(e).__name__}: {' '.join(str(e).split())[:300]}{hint}") from None
 
 
-def _plain(value):
-    """OmegaConf containers to plain lists/dicts, which datasets expects."""
-    try:
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-    except ImportError:
-        return value
-
-
 def cache_identity(cfg) -> dict:
     """What the rows depend on: the dataset, its configuration, split and data files, and either the
     local files' content or the hub revision the name resolves to."""
@@ -74,7 +65,7 @@ def cache_identity(cfg) -> dict:
     from ..fileio import hash_path
     path = os.path.expanduser(cfg.path or "")
     local = bool(path) and os.path.exists(path)
-    return {"path": cfg.path, "name": cfg.name, "split": cfg.split, "data_files": _plain(cfg.data_files),
+    return {"path": cfg.path, "name": cfg.name, "split": cfg.split, "data_files": container(cfg.data_files),
             "content": hash_path(Path(path)) if local else None,
             "revision": None if local else hub_revision(cfg.path, "dataset")}
 

@@ -17,8 +17,10 @@ and title decorations (` — Site name`) by `prose.clean_title`.
 from __future__ import annotations
 
 import codecs
+import gzip
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..prose import PERMALINK_SIGNS, clean_title, strip_permalinks
 
@@ -348,3 +350,18 @@ def _text(el) -> str:
 def _flat(text: str) -> str:
     """Lines joined inside a paragraph: every run of white space becomes one space."""
     return " ".join(text.split())
+
+
+MARKDOWN_HEADING = re.compile(r"^#\s+(.+)$", re.M)
+
+
+def markdown_page(path: Path, url: str) -> Page:
+    """A Crawl API page that came as Markdown only: its first `# ` heading is the title."""
+    with gzip.open(path, "rb") as fh:
+        text = fh.read().decode("utf-8", "replace").strip()
+    if not text:
+        return Page(reason="empty_file", detail="the page is empty")
+    heading = MARKDOWN_HEADING.search(text)
+    title = heading.group(1).strip() if heading else None
+    return Page(fields={"title": title, "text": text, "url": url}, repairs=["markdown_fallback: no page_html"])
+

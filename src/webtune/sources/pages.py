@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from ..config import plain
 from ..errors import WebtuneError
 from ..prose import Block, blocks, ends_sentence, sentences
 from ..records import Record
@@ -48,8 +49,6 @@ class Section:
 
 def settings(cfg):
     """source.pages as plain attributes (checked), or None when the source has no such block."""
-    from .files import plain
-
     if cfg is None:
         return None
     cfg = plain(cfg)

@@ -280,12 +280,9 @@ class Cache:
             atomic_write_bytes(self._path(url, ext), data)  # a killed run never leaves half an entry
 
 
-def acquire(cfg, source_name: str, raw_dir: Path, console=None, brightdata=None, allow_paid: bool = True) -> list[Path]:
-    """Fetch every URL; returns the index followed by the stored pages. With `fetch: brightdata_crawl`
-    the list goes through Bright Data's Crawl API instead (settings: `brightdata`, source.brightdata)."""
-    if cfg.get("fetch", "direct") == "brightdata_crawl":
-        from .brightdata_crawl import acquire as crawl
-        return crawl(cfg, brightdata, source_name, raw_dir, console=console, allow_paid=allow_paid)
+def acquire(cfg, source_name: str, raw_dir: Path, console=None) -> list[Path]:
+    """Fetch every URL; returns the index followed by the stored pages. (`fetch: brightdata_crawl`
+    goes through Bright Data's Crawl API instead: brightdata_crawl.acquire, chosen by the package.)"""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     urls = read_urls(cfg)
@@ -326,7 +323,7 @@ def iter_records(cfg, source_name: str, paths: list[Path], shard: int = 0,
                  n_shards: int = 1, pages=None) -> Iterator[Record | Rejection]:
     """One record per fetched page (id `<source>:<url>#1`), or with `pages.split: section` one per
     section (`<source>:<url>#1/s<N>`); refusals and empty pages as rejections."""
-    from .html import extract
+    from .html import extract, markdown_page
     from .pages import page_records, settings
 
     pages = settings(pages)
@@ -344,7 +341,6 @@ def iter_records(cfg, source_name: str, paths: list[Path], shard: int = 0,
                     yield Rejection(rid, source_name, e["reason"], e.get("detail", ""))
                     continue
                 if e["file"].endswith(".md.gz"):     # a Crawl API page that came as Markdown only
-                    from .brightdata_crawl import markdown_page
                     got = markdown_page(index.parent / e["file"], e["final_url"] or e["url"])
                 else:
                     with gzip.open(index.parent / e["file"], "rb") as page:

@@ -108,7 +108,7 @@ def resume_choice(folder: Path) -> str | None:
     it cleared stale checkpoints), else the newest finished one in `folder`."""
     if "resume" in _choice:
         return _choice["resume"]
-    from .hf import last_checkpoint
+    from .checkpoints import last_checkpoint
     return last_checkpoint(folder)
 
 

@@ -96,20 +96,6 @@ def plan_memory(model_cfg, rows: int, seq_len: int) -> dict | None:
                            resolve_attn(model_cfg.attn_implementation))
 
 
-def last_checkpoint(folder: Path) -> str | None:
-    """The newest checkpoint the Trainer finished saving: it writes trainer_state.json last, so a
-    kill mid-save leaves a folder without (or with half) one, which must not be resumed from."""
-    import json
-    finished = []
-    for path in folder.glob("checkpoint-*") if folder.is_dir() else []:
-        try:
-            json.loads((path / "trainer_state.json").read_text())
-            finished.append((int(path.name.rsplit("-", 1)[1]), str(path)))
-        except (OSError, ValueError):
-            continue
-    return max(finished)[1] if finished else None
-
-
 def checkpointing_arguments(on: bool) -> dict:
     """Activation checkpointing without the reentrant variant (which needs inputs that require grad
     under LoRA); transformers 5.2x renamed the arguments, older releases know the old names."""
