@@ -141,13 +141,13 @@ def model_files(cfg) -> list[Path]:
 
 
 def run_evaluate(ctx: StageContext) -> dict:
-    from .evaluate import metrics
-    return metrics.run(ctx.cfg, ctx.run_dir, console=ctx.console)
+    from .evaluate import stage
+    return stage.run(ctx.cfg, ctx.run_dir, console=ctx.console)
 
 
 def run_report(ctx: StageContext) -> dict:
-    from .evaluate import report
-    return report.run(ctx.cfg, ctx.run_dir)
+    from .report import stage
+    return stage.run(ctx.cfg, ctx.run_dir)
 
 
 def run_register(ctx: StageContext) -> dict:

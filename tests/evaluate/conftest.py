@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from tests.conftest import REPO, SMALL, only_run_dir, webtune
+from tests.conftest import SMALL, only_run_dir, webtune
 from tests.fakes.judge_server import FakeJudge
 
 JUDGE_KEY_ENV = "WEBTUNE_TEST_JUDGE_KEY"

@@ -8,7 +8,8 @@ import pytest
 
 from tests.conftest import REPO
 from tests.fakes.judge_server import FakeJudge
-from webtune.evaluate import metrics, report
+from webtune.evaluate import stage
+from webtune.report import stage as report
 from webtune.hydra_setup import compose
 
 ENV, KEY = "WEBTUNE_TEST_OPENAI_KEY", "sk-fake-test-key"
@@ -38,7 +39,7 @@ def test_generation_metrics_through_the_chat_api_and_no_loss(openai_run):
     run, fake = openai_run
     cfg = compose(["model=openai_gpt4o_mini", f"model.base_url={fake.base_url}", f"model.api_key_env={ENV}",
                    "eval.generation_examples=4", "eval.samples=2", "eval.max_new_tokens=33"])
-    out = metrics.run(cfg, run)
+    out = stage.run(cfg, run)
     bodies = fake.bodies
     assert sorted({b["model"] for b in bodies}) == sorted(["gpt-4o-mini-2024-07-18", TUNED])
     assert len(bodies) == 8 and all(b["temperature"] == 0 and b["max_tokens"] == 33 for b in bodies)
@@ -70,7 +71,7 @@ def test_judge_on_an_api_model(openai_run, monkeypatch):
         cfg = compose(["model=openai_gpt4o_mini", f"model.base_url={fake.base_url}", f"model.api_key_env={ENV}",
                        "eval.generation_examples=3", "eval.samples=3", "eval.judge.enabled=true", f"eval.judge.base_url={judge.base_url}",
                        "eval.judge.api_key_env=WEBTUNE_TEST_JUDGE_KEY"])
-        out = metrics.run(cfg, run)
+        out = stage.run(cfg, run)
         assert len(judge.bodies) == 6
     assert out["judge_win_rate"] == 1.0
     rows = [orjson.loads(x) for x in (run / "eval/generations.jsonl").read_bytes().splitlines()]
@@ -83,7 +84,7 @@ def test_a_failing_judge_keeps_the_rest_of_the_evaluation(openai_run, monkeypatc
     cfg = compose(["model=openai_gpt4o_mini", f"model.base_url={fake.base_url}", f"model.api_key_env={ENV}",
                    "eval.generation_examples=2", "eval.samples=2", "eval.judge.enabled=true",
                    "eval.judge.base_url=https://judge.example.com/v1", "eval.judge.api_key_env=WEBTUNE_TEST_JUDGE_KEY"])
-    metrics.run(cfg, run)
+    stage.run(cfg, run)
     ev = json.loads((run / "eval/metrics.json").read_text())
     assert "WEBTUNE_TEST_JUDGE_KEY is not set" in ev["judge_error"] and "judge" not in ev
     assert ev["tuned"]["generation"]["chrF"] > 0

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
 from tests.conftest import webtune
-from webtune.evaluate import metrics
+from webtune.evaluate import stage
 from webtune.hydra_setup import setup
 from webtune.chat.tokenize import ChatTokenizer
 
@@ -40,7 +40,7 @@ def test_metrics_hold_both_models_on_both_test_sets(tiny_run):
     # one tokenizer, chat template and end-of-turn token for both models: the one training used
     formats = [ev[label]["format"] for label in ("base", "tuned")]
     saved = ChatTokenizer(AutoTokenizer.from_pretrained(tiny_run / "model"))
-    assert formats[0] == formats[1] == metrics.chat_format(saved)
+    assert formats[0] == formats[1] == stage.chat_format(saved)
     for label in ("base", "tuned"):
         eot = ev[label]["end_of_turn"]
         assert eot["n"] == ev["n_generated"] == 6 and 0 <= eot["ended"] <= 6
@@ -79,9 +79,9 @@ def test_batched_loss_and_generation_match_one_at_a_time(tiny_run):
     from omegaconf import OmegaConf
     setup()
     cfg = OmegaConf.load(tiny_run / "config.yaml")
-    model, chat = metrics.load_for_eval(str(tiny_run / "model"), cfg.model), ChatTokenizer.for_model(cfg.model)
-    convs = metrics.read_test(tiny_run / "data/test.jsonl")[:4]
-    batched = metrics.heldout_loss(model, chat, convs, batch_size=4)
+    model, chat = stage.load_for_eval(str(tiny_run / "model"), cfg.model), ChatTokenizer.for_model(cfg.model)
+    convs = stage.read_test(tiny_run / "data/test.jsonl")[:4]
+    batched = stage.heldout_loss(model, chat, convs, batch_size=4)
     total, count = 0.0, 0
     for c in convs:                               # the model's own loss, one example at a time
         ids, labels = chat.encode(c)
@@ -92,8 +92,8 @@ def test_batched_loss_and_generation_match_one_at_a_time(tiny_run):
     assert batched["tokens"] == count
     assert batched["loss"] == pytest.approx(total / count, abs=2e-3)
     prompts = [c[:-1] for c in convs[:3]]
-    together, ended = metrics.generate(model, chat, prompts, max_new_tokens=6, batch_size=3)
-    alone = [metrics.generate(model, chat, [p], max_new_tokens=6, batch_size=1) for p in prompts]
+    together, ended = stage.generate(model, chat, prompts, max_new_tokens=6, batch_size=3)
+    alone = [stage.generate(model, chat, [p], max_new_tokens=6, batch_size=1) for p in prompts]
     assert together == [a[0][0] for a in alone] and ended == [a[1][0] for a in alone]
 
 
@@ -125,20 +125,20 @@ def test_a_lora_adapter_directory_is_evaluated_on_its_base(tiny_run, tmp_path):
     setup()
     cfg = OmegaConf.load(tiny_run / "config.yaml")
     cfg.model.name_or_path = str(tiny_run / "model")
-    base, chat = metrics.load_for_eval(str(tiny_run / "model"), cfg.model), ChatTokenizer.for_model(cfg.model)
-    convs = metrics.read_test(tiny_run / "data/test.jsonl")[:3]
-    expected = metrics.heldout_loss(base, chat, convs, batch_size=3)
+    base, chat = stage.load_for_eval(str(tiny_run / "model"), cfg.model), ChatTokenizer.for_model(cfg.model)
+    convs = stage.read_test(tiny_run / "data/test.jsonl")[:3]
+    expected = stage.heldout_loss(base, chat, convs, batch_size=3)
     adapter = tmp_path / "adapter"
     get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
     chat.tok.save_pretrained(adapter)
-    model = metrics.load_for_eval(str(adapter), cfg.model)
+    model = stage.load_for_eval(str(adapter), cfg.model)
     assert not (adapter / "config.json").exists()
-    assert metrics.heldout_loss(model, chat, convs, batch_size=3) == expected
+    assert stage.heldout_loss(model, chat, convs, batch_size=3) == expected
 
 
 def test_report_of_a_run_not_yet_evaluated_still_renders_every_section(tiny_run, tmp_path):
-    from webtune.commands import load_run_config
-    from webtune.evaluate import report
+    from webtune.hydra_setup import load_run_config
+    from webtune.report import stage as report
     run = tmp_path / "partial"
     shutil.copytree(tiny_run, run, symlinks=True)
     shutil.rmtree(run / "eval")
@@ -160,28 +160,28 @@ def test_base_and_tuned_scored_with_different_templates_fail(tiny_run, tmp_path)
     setup()
     cfg = OmegaConf.load(tiny_run / "config.yaml")
     trained_with = ChatTokenizer.for_model(cfg.model)
-    metrics.check_saved_tokenizer(trained_with, tiny_run / "model")     # the run's own: fine
+    stage.check_saved_tokenizer(trained_with, tiny_run / "model")     # the run's own: fine
     cfg.model.chat_template = str(SHIPPED / "templates/chat/llama31.j2")
     other = ChatTokenizer.for_model(cfg.model)
-    assert metrics.chat_format(other) != metrics.chat_format(trained_with)
+    assert stage.chat_format(other) != stage.chat_format(trained_with)
     with pytest.raises(WebtuneError, match="trained with another chat template"):
-        metrics.check_saved_tokenizer(other, tiny_run / "model")
-    results = {"base": {"domain": {"loss": 3.0}, "format": metrics.chat_format(trained_with)},
-               "tuned": {"domain": {"loss": 2.0}, "format": metrics.chat_format(other)}}
+        stage.check_saved_tokenizer(other, tiny_run / "model")
+    results = {"base": {"domain": {"loss": 3.0}, "format": stage.chat_format(trained_with)},
+               "tuned": {"domain": {"loss": 2.0}, "format": stage.chat_format(other)}}
     with pytest.raises(WebtuneError, match="different tokenizers or chat templates"):
-        metrics.check_same_format(results)
+        stage.check_same_format(results)
 
 
 def test_heldout_examples_longer_than_max_seq_len_are_left_out_as_in_training(tiny_run):
     from omegaconf import OmegaConf
     setup()
     cfg = OmegaConf.load(tiny_run / "config.yaml")
-    model, chat = metrics.load_for_eval(str(tiny_run / "model"), cfg.model), ChatTokenizer.for_model(cfg.model)
-    convs = metrics.read_test(tiny_run / "data/test.jsonl")[:4]
+    model, chat = stage.load_for_eval(str(tiny_run / "model"), cfg.model), ChatTokenizer.for_model(cfg.model)
+    convs = stage.read_test(tiny_run / "data/test.jsonl")[:4]
     lengths = sorted(len(chat.encode(c)[0]) for c in convs)
     limit = lengths[1]                        # two examples are longer than this (or equal lengths)
-    scored = metrics.heldout_loss(model, chat, convs, batch_size=4, limit=limit)
+    scored = stage.heldout_loss(model, chat, convs, batch_size=4, limit=limit)
     longer = sum(n > limit for n in lengths)
     assert longer >= 1 and scored["over_length"] == longer and scored["examples"] == 4 - longer
     short = [c for c in convs if len(chat.encode(c)[0]) <= limit]
-    assert scored == {**metrics.heldout_loss(model, chat, short, batch_size=4), "over_length": longer}
+    assert scored == {**stage.heldout_loss(model, chat, short, batch_size=4), "over_length": longer}

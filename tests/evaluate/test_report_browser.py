@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from webtune.evaluate.report import REPORT_SECTIONS
+from webtune.report.stage import REPORT_SECTIONS
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -3,7 +3,7 @@ without loss or judge evidence a run is "unverified" (fails closed)."""
 from omegaconf import OmegaConf
 
 from webtune.config import EvalConfig
-from webtune.evaluate.metrics import verdict
+from webtune.evaluate.stage import verdict
 
 
 def scores(base_domain, tuned_domain, base_general=None, tuned_general=None):

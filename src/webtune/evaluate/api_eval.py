@@ -10,7 +10,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..console import log
+from ..console import log, progress
 from ..errors import WebtuneError
 
 CONCURRENCY = 4
@@ -19,7 +19,6 @@ CONCURRENCY = 4
 def run_api(cfg, run_dir: Path, prompts: list[list[dict]], console=None) -> tuple[dict, dict]:
     """({"base": {}, "tuned": {}}, {"base": [answers], "tuned": [answers]}) for the prompts."""
     from ..openai_client import load_model_record, make_client
-    from .metrics import progress
     m = cfg.model
     record = load_model_record(run_dir / "model")
     models = {"base": record.get("base_model") or m.name_or_path, "tuned": record["fine_tuned_model"]}
@@ -27,7 +26,7 @@ def run_api(cfg, run_dir: Path, prompts: list[list[dict]], console=None) -> tupl
     log(f"  scoring base {models['base']} and tuned {models['tuned']} through the chat API on "
         f"{len(prompts)} prompts ({2 * len(prompts)} calls); held-out loss is not available for API models")
     outputs = {}
-    with progress(console) as bar:
+    with progress(console=console, transient=True) as bar:
         for label, model in models.items():
             task = bar.add_task(f"{label} generate", total=len(prompts))
 

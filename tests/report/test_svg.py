@@ -1,7 +1,7 @@
 """The inline charts: well-formed SVG (so the browser draws them), escaped labels, honest counts."""
 import xml.etree.ElementTree as ET
 
-from webtune.evaluate import svg
+from webtune.report import svg
 
 NS = "{http://www.w3.org/2000/svg}"
 

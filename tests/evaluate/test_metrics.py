@@ -3,7 +3,7 @@ import pytest
 import sacrebleu
 
 from webtune.errors import WebtuneError
-from webtune.evaluate.textmetrics import (check_rates, corpus_scores, length_stats, rouge_l, rouge_tokens, run_check,
+from webtune.evaluate.metrics import (check_rates, corpus_scores, length_stats, rouge_l, rouge_tokens, run_check,
                                          validate_check)
 
 

@@ -7,7 +7,9 @@ import pytest
 import yaml
 
 from webtune.errors import WebtuneError
-from webtune.evaluate.report import compare, headline, sweep_summary
+from webtune.report.compare import compare
+from webtune.report.stage import headline
+from webtune.report.sweep import sweep_summary
 
 PROMPT = [{"role": "user", "content": "Describe the Acme mug."}]
 

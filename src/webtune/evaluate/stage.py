@@ -1,0 +1,387 @@
+"""The evaluate stage: base vs tuned on the domain and the general test sets.
+
+Held-out loss and perplexity on assistant tokens (the tokens training optimises), batched greedy
+generations scored with ROUGE-L / chrF / BLEU, length stats and the template's task checks,
+side-by-side samples, regression flags from the thresholds in `eval`, and optionally an LLM judge.
+Writes eval/metrics.json, eval/samples.jsonl (the first `eval.samples` prompts, for the report) and
+eval/generations.jsonl (every scored prompt, with its per-prompt scores).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import orjson
+
+from ..console import log, progress
+from ..errors import WebtuneError
+from ..fileio import read_jsonl, write_json
+from .metrics import check_rates, corpus_scores, rouge_l, run_check, validate_check
+
+
+def run(cfg, run_dir: Path, console=None) -> dict:
+    e = cfg.eval
+    domain = read_test(run_dir / "data/test.jsonl")
+    general = read_test(run_dir / "data/general_test.jsonl", required=False)
+    if not domain:
+        raise WebtuneError(f"{run_dir}/data/test.jsonl is empty: no domain test examples to evaluate "
+                           f"(raise mix.test_fraction or add records)")
+    checks_of = task_checks(cfg, run_dir)
+    prompts = domain[: max(0, e.generation_examples, e.samples)]   # the side-by-side samples are generated too
+    if cfg.model.kind == "openai":
+        from .api_eval import run_api
+        results, outputs = run_api(cfg, run_dir, prompts, console=console)
+    else:
+        results, outputs = run_local(cfg, run_dir, domain, general, prompts, console=console)
+    prompts = prompts[: len(outputs["base"])]   # prompts too long for the model's context were left out
+    for label in results:
+        score_generations(results[label], prompts, outputs[label], checks_of)
+    out = {**results, "n_domain_test": len(domain), "n_general_test": len(general),
+           "n_generated": len(prompts), "loss_available": cfg.model.kind != "openai",
+           "decoding": {"strategy": "greedy", "max_new_tokens": e.max_new_tokens},
+           "settings": settings(e)}
+    rows = generation_rows(prompts, outputs, checks_of)
+    if e.judge.enabled:
+        from .judge import judge_pairs
+        try:
+            out["judge"] = judge_pairs(e.judge, [p[:-1] for p in prompts], [p[-1]["content"] for p in prompts],
+                                       outputs["base"], outputs["tuned"], console=console)
+        except WebtuneError as exc:   # keep the losses and generations; the report shows why the judge is missing
+            log(f"  [bold red]judge failed[/]: {exc} (retry with `webtune eval {run_dir} eval.judge.enabled=true`)")
+            out["judge_error"] = str(exc)
+        for v in out.get("judge", {}).get("verdicts", []):
+            rows[v["pair"]]["judge"] = {k: v[k] for k in ("tuned_first", "base_first", "score")}
+    out.update(verdict(e, results, out.get("judge")))
+    write_outputs(run_dir, out, rows, e.samples)
+    say_summary(out)
+    return {"domain_gain": out["domain_gain"], "general_change": out["general_change"], "passed": out["passed"],
+            "status": out["status"],
+            **({"judge_win_rate": out["judge"]["win_rate"]} if "judge" in out else {})}
+
+
+def settings(e) -> dict:
+    """The eval settings this evaluation ran with (`webtune eval RUN k=v` may differ from config.yaml)."""
+    from omegaconf import OmegaConf
+    out = OmegaConf.to_container(e, resolve=True) if OmegaConf.is_config(e) else dict(e)
+    if not out.get("judge", {}).get("enabled"):
+        out["judge"] = {"enabled": False}
+    return out
+
+
+def read_test(path: Path, required: bool = True) -> list[list[dict]]:
+    if not path.exists():
+        if required:
+            raise WebtuneError(f"{path} not found: run the mix stage first (webtune resume RUN)")
+        return []
+    convs = []
+    for n, row in enumerate(read_jsonl(path), 1):
+        messages = row.get("messages") if isinstance(row, dict) else None
+        if not messages or messages[-1].get("role") != "assistant":
+            raise WebtuneError(f"{path} line {n}: field messages must be a list ending with an assistant turn")
+        convs.append(messages)
+    return convs
+
+
+def task_checks(cfg, run_dir: Path):
+    """A function: test conversation -> the checks its task declared. Examples carry their task in
+    data/examples.jsonl (id `<record id>/<task>`), so a JSON check only runs on the JSON task."""
+    by_task = {t.name: list(t.checks) for t in cfg.template.tasks}
+    for name, checks in by_task.items():
+        for c in checks:
+            validate_check(c, where=f"template {cfg.template.name}, task {name}, checks")
+    every = sorted({c for cs in by_task.values() for c in cs})
+    if len(by_task) <= 1 or not (run_dir / "data/examples.jsonl").exists():
+        return lambda messages: every
+    task_of = {}
+    for ex in read_jsonl(run_dir / "data/examples.jsonl"):
+        if ex.get("side", "domain") == "domain":
+            task = ex.get("task") or str(ex.get("id", "")).rsplit("/", 1)[-1]
+            task_of[orjson.dumps(ex["messages"])] = task
+    return lambda messages: by_task.get(task_of.get(orjson.dumps(messages)), every)
+
+
+# ---------------------------------------------------------------- local models
+def run_local(cfg, run_dir: Path, domain, general, prompts, console=None):
+    """Scores and generations of base and tuned, both with the tokenizer, chat template and end-of-turn
+    token the model was trained with. Each model's are cached by what they depend on, so a sweep scores
+    its base once and `webtune eval RUN eval.judge.enabled=true` only calls the judge."""
+    import torch
+    from ..base_model import source_of
+    from ..chat.tokenize import ChatTokenizer
+    e = cfg.eval
+    torch.manual_seed(0)
+    chat = ChatTokenizer.for_model(cfg.model)
+    check_saved_tokenizer(chat, run_dir / "model")
+    results, outputs = {}, {}
+    for label, path in (("base", source_of(cfg.model)), ("tuned", str(run_dir / "model"))):
+        cache = scores_cache_path(cfg, run_dir, path, prompts)
+        if cache and cache.exists():
+            cached = orjson.loads(cache.read_bytes())
+            results[label], outputs[label] = cached["result"], cached["outputs"]
+            log(f"  {label} scores reused from {cache}")
+            continue
+        model = load_for_eval(path, cfg.model)
+        limit = context_limit(model, cfg)
+        log(f"  scoring {label} ({path}) on {len(domain)} domain + {len(general)} general test examples "
+            f"(<= {limit} tokens, as in training), generating {len(prompts)}")
+        with progress(console=console, transient=True) as bar:
+            results[label] = {"format": chat_format(chat),
+                              "domain": heldout_loss(model, chat, domain, e.batch_size, bar, f"{label} domain loss", limit)}
+            if general:
+                results[label]["general"] = heldout_loss(model, chat, general, e.batch_size, bar,
+                                                         f"{label} general loss", limit)
+            fitting = fitting_prompts(chat, prompts, model_context(model) - e.max_new_tokens)
+            outputs[label], ended = generate(model, chat, fitting, e.max_new_tokens, e.batch_size,
+                                             bar, f"{label} generate")
+            results[label]["end_of_turn"] = {"ended": sum(ended), "n": len(ended),
+                                             "share": round(sum(ended) / len(ended), 4) if ended else None}
+        del model
+        if cache:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp")
+            tmp.write_bytes(orjson.dumps({"result": results[label], "outputs": outputs[label]}))
+            tmp.replace(cache)
+    check_same_format(results)
+    return results, outputs
+
+
+def chat_format(chat) -> dict:
+    """What makes two models' losses comparable: vocabulary, chat template, end-of-turn token."""
+    from ..fileio import sha256_text
+    return {"chat_template_sha256": sha256_text(chat.tok.chat_template or ""), "end_of_turn": chat.tok.eos_token,
+            "vocab_size": len(chat.tok)}
+
+
+def check_same_format(results: dict) -> None:
+    formats = {label: r.get("format") for label, r in results.items() if "domain" in r}
+    if len({orjson.dumps(f, option=orjson.OPT_SORT_KEYS) for f in formats.values()}) > 1:
+        raise WebtuneError(f"evaluate: base and tuned were scored with different tokenizers or chat templates "
+                           f"({formats}); their losses are not comparable: rerun `webtune eval RUN`")
+
+
+def check_saved_tokenizer(chat, model_dir: Path) -> None:
+    """The tuned model's saved tokenizer must be the one the config gives (the one it was trained with)."""
+    from transformers import AutoTokenizer
+    from ..chat.tokenize import ChatTokenizer
+    if not (model_dir / "tokenizer_config.json").exists():
+        return
+    saved = ChatTokenizer(AutoTokenizer.from_pretrained(model_dir), str(model_dir))
+    if chat_format(saved) != chat_format(chat):
+        raise WebtuneError(f"evaluate: {model_dir} was trained with another chat template or end-of-turn token "
+                           f"({saved.tok.eos_token!r}) than the model config gives ({chat.template}, "
+                           f"{chat.tok.eos_token!r}); evaluate with the config it was trained with")
+
+
+def model_context(model) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
+
+
+def context_limit(model, cfg) -> int:
+    """The longest example scored: the model's context and mix.max_seq_len, as in training."""
+    return min(model_context(model), cfg.mix.max_seq_len)
+
+
+def fitting_prompts(chat, prompts, room: int) -> list:
+    """The generation prompts whose prompt leaves room for max_new_tokens in the context, in order
+    (the first one that does not fit ends the list, so outputs stay aligned with prompts)."""
+    out = []
+    for p in prompts:
+        if len(chat.prompt_ids(p[:-1])) > room:
+            break
+        out.append(p[:-1])
+    return out
+
+
+def scores_cache_path(cfg, run_dir: Path, model_path: str, prompts) -> Path | None:
+    """runs/.cache/evaluate-scores/<key>.json, keyed by everything a model's scores depend on: its
+    files, the test sets, the prompts, the decoding settings, the device and this code."""
+    import torch
+    from ..fileio import hash_path, sha256_text
+    from ..base_model import source_of
+    if not Path(model_path).is_dir() or not Path(source_of(cfg.model)).is_dir():
+        return None   # a hub id: its files are not ours to fingerprint
+
+    def fingerprint(folder: Path):   # names, sizes and times: hashing 16 GB of weights per eval is too slow
+        return [(str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns)
+                for f in sorted(folder.rglob("*")) if f.is_file()]
+    key = {"model": fingerprint(Path(model_path)), "base": fingerprint(Path(source_of(cfg.model))),
+           "tokenizer": cfg.model.tokenizer,
+           "chat_template": cfg.model.chat_template, "dtype": cfg.model.dtype,
+           "device": "cuda" if torch.cuda.is_available() else "cpu",
+           "test": [hash_path(run_dir / f) for f in ("data/test.jsonl", "data/general_test.jsonl") if (run_dir / f).exists()],
+           "prompts": len(prompts), "max_new_tokens": cfg.eval.max_new_tokens, "max_seq_len": cfg.mix.max_seq_len,
+           "eos_token": cfg.model.get("eos_token"), "overflow": cfg.mix.packing.overflow,
+           "code": [hash_path(Path(__file__).with_name(n)) for n in ("stage.py", "metrics.py")]}
+    digest = sha256_text(orjson.dumps(key, option=orjson.OPT_SORT_KEYS).decode())
+    return Path(cfg.runs_dir) / ".cache" / "evaluate-scores" / f"{digest[:32]}.json"
+
+
+def load_for_eval(path: str, model_cfg):
+    """A model: a full model directory, a LoRA adapter directory (merged into its base), or a hub id."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from .. import base_model
+    from ..models import model_source, resolve_dtype
+    dtype = resolve_dtype(model_cfg.dtype)
+    try:
+        if Path(path, "adapter_config.json").exists() and not Path(path, "config.json").exists():
+            from peft import PeftModel
+            base = AutoModelForCausalLM.from_pretrained(model_source(base_model.source_of(model_cfg)), dtype=dtype)
+            model = PeftModel.from_pretrained(base, path).merge_and_unload()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(model_source(path), dtype=dtype)
+    except OSError as exc:
+        raise WebtuneError(f"evaluate: cannot load model {path!r}: {str(exc).splitlines()[0]}") from exc
+    model.eval()
+    if torch.cuda.is_available():
+        model.to("cuda")
+    return model
+
+
+def batches(items: list, batch_size: int):
+    """Indices in batches of similar length (less padding), so callers can restore the order."""
+    order, size = sorted(range(len(items)), key=lambda i: len(items[i])), max(1, batch_size)
+    for i in range(0, len(order), size):
+        yield order[i:i + size]
+
+
+def heldout_loss(model, chat, conversations: list[list[dict]], batch_size: int, bar=None, what="loss",
+                 limit: int | None = None) -> dict:
+    """Mean cross-entropy (nats/token) over assistant tokens, and its perplexity. Examples longer than
+    `limit` are left out and counted, as the default over-length policy leaves them out of training."""
+    import torch
+    from ..chat.tokenize import IGNORE
+    encoded = [chat.encode(c) for c in conversations]
+    scored_examples = [x for x in encoded if limit is None or len(x[0]) <= limit]
+    task = bar.add_task(what, total=len(scored_examples)) if bar else None
+    total, count, pad = 0.0, 0, chat.tok.pad_token_id
+    for idx in batches([ids for ids, _ in scored_examples], batch_size):
+        batch = [scored_examples[i] for i in idx]
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in batch], device=model.device)
+        labels = torch.tensor([y + [IGNORE] * (width - len(y)) for _, y in batch], device=model.device)
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch], device=model.device)
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        target = labels[:, 1:]
+        scored = target != IGNORE      # float32 only where it counts: a 256k vocabulary makes full logits large
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1][scored].float(), target[scored], reduction="sum")
+        total += loss.item()
+        count += int(scored.sum())
+        if bar:
+            bar.advance(task, len(batch))
+    loss = total / max(1, count)
+    return {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50)), 3), "tokens": count,
+            "examples": len(scored_examples), "over_length": len(encoded) - len(scored_examples)}
+
+
+def generate(model, chat, prompts: list[list[dict]], max_new_tokens: int, batch_size: int, bar=None,
+             what="generate") -> tuple[list[str], list[bool]]:
+    """Batched greedy decoding, left-padded, stopping at the end-of-turn token; outputs in prompt order,
+    and whether each one ended with the end-of-turn token (rather than running out of tokens)."""
+    import torch
+    tok, outs, ended = chat.tok, [""] * len(prompts), [False] * len(prompts)
+    encoded = [chat.prompt_ids(p) for p in prompts]
+    task = bar.add_task(what, total=len(prompts)) if bar else None
+    eos = model.generation_config.eos_token_id
+    eos = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
+    eos = sorted(set(eos + ([chat.eot_id] if chat.eot_id is not None else [])))
+    for idx in batches(encoded, batch_size):
+        batch = [encoded[i] for i in idx]
+        width = max(map(len, batch))
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(x)) + x for x in batch], device=model.device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch], device=model.device)
+        with torch.inference_mode():
+            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                 eos_token_id=eos or None, pad_token_id=tok.pad_token_id)
+        for i, g in zip(idx, gen):
+            new = g[width:].tolist()
+            ended[i] = any(t in eos for t in new)
+            outs[i] = tok.decode(new, skip_special_tokens=True).strip()
+        if bar:
+            bar.advance(task, len(batch))
+    return outs, ended
+
+
+# ---------------------------------------------------------------- scores, verdict, outputs
+def prompt_text(messages: list[dict]) -> str:
+    """What checks search: every turn before the answer."""
+    return "\n".join(m["content"] for m in messages[:-1])
+
+
+def score_generations(result: dict, prompts, outputs: list[str], checks_of) -> None:
+    refs = [p[-1]["content"] for p in prompts]
+    result["generation"] = corpus_scores(outputs, refs)
+    checks = sorted({c for p in prompts for c in checks_of(p)})
+    result["checks"] = {}
+    for check in checks:
+        applies = [i for i, p in enumerate(prompts) if check in checks_of(p)]
+        result["checks"].update(check_rates([check], [prompt_text(prompts[i]) for i in applies],
+                                            [outputs[i] for i in applies]))
+
+
+def verdict(e, results: dict, judge: dict | None = None) -> dict:
+    """Domain gain and general change in loss, and the flags that fail the promote gate. It fails
+    closed: without held-out loss (an API model) and without a judge verdict the run is "unverified"."""
+    base, tuned = results["base"], results["tuned"]
+    flags = []
+    gain = change = None
+    if "domain" in base and "domain" in tuned:
+        gain = round(base["domain"]["loss"] - tuned["domain"]["loss"], 4)
+        if gain < e.min_domain_gain:
+            flags.append(f"domain loss gain {gain:.3f} is below eval.min_domain_gain={e.min_domain_gain}")
+    if "general" in base and "general" in tuned:
+        change = round(tuned["general"]["loss"] - base["general"]["loss"], 4)
+        if change > e.max_general_regression:
+            flags.append(f"general loss rose by {change:.3f} nats, above eval.max_general_regression="
+                         f"{e.max_general_regression}")
+    if judge and gain is None and judge.get("win_rate", 0) < 0.5:
+        flags.append(f"the judge preferred the tuned answer in only {100 * judge['win_rate']:.0f}% of pairs")
+    status = "failed" if flags else "passed" if gain is not None or judge else "unverified"
+    return {"domain_gain": gain, "general_change": change, "flags": flags, "status": status,
+            "passed": status == "passed"}
+
+
+def generation_rows(prompts, outputs: dict, checks_of) -> list[dict]:
+    rows = []
+    for i, p in enumerate(prompts):
+        ref = p[-1]["content"]
+        row = {"prompt": p[:-1], "reference": ref}
+        for label, outs in outputs.items():
+            row[label] = outs[i]
+            row[f"{label}_rougeL"] = round(100 * rouge_l(outs[i], ref), 1)
+            row[f"{label}_checks"] = {c: r for c in checks_of(p)
+                                      if (r := run_check(c, prompt_text(p), outs[i])) is not None}
+        rows.append(row)
+    return rows
+
+
+def write_outputs(run_dir: Path, out: dict, rows: list[dict], samples: int) -> None:
+    write_json(run_dir / "eval/metrics.json", out)
+    (run_dir / "eval/samples.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows[:max(0, samples)]))
+    (run_dir / "eval/generations.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+
+
+def say_summary(out: dict) -> None:
+    b, t = out["base"], out["tuned"]
+    if out["domain_gain"] is not None:
+        log(f"  domain loss {b['domain']['loss']:.3f} -> {t['domain']['loss']:.3f} (gain {out['domain_gain']:.3f})")
+    if out["general_change"] is not None:
+        log(f"  general loss {b['general']['loss']:.3f} -> {t['general']['loss']:.3f} ({out['general_change']:+.3f})")
+    g = t.get("generation", {})
+    if g:
+        log(f"  tuned generations: ROUGE-L {g['rougeL']}, chrF {g['chrF']}, BLEU {g['BLEU']} "
+            f"(base {b['generation']['rougeL']}, {b['generation']['chrF']}, {b['generation']['BLEU']}; "
+            f"n={out['n_generated']})")
+    if t.get("end_of_turn"):
+        log(f"  ended with the end-of-turn token: base {b['end_of_turn']['ended']}/{b['end_of_turn']['n']}, "
+            f"tuned {t['end_of_turn']['ended']}/{t['end_of_turn']['n']}")
+    if out["status"] == "unverified":
+        log("  [bold yellow]unverified[/]: no held-out loss and no judge verdict (enable eval.judge); "
+            "the promote gate refuses it without --force")
+    if "judge" in out:
+        j = out["judge"]
+        log(f"  judge: tuned preferred in {100 * j['win_rate']:.0f}% of {j['pairs']} pairs "
+            f"(95% CI {100 * j['ci_low']:.0f}-{100 * j['ci_high']:.0f}%)")
+    for flag in out["flags"]:
+        log(f"  [bold red]flag[/]: {flag}")
