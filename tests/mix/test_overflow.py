@@ -43,3 +43,16 @@ def test_truncate_would_train_it_without_its_end_of_turn(tmp_path):
     cut = next(ex for ex in out if ex["id"] == "r2/t")
     assert len(cut["input_ids"]) == 64 and eot not in [t for t in cut["labels"] if t != IGNORE]
     assert events[0]["reason"] == "truncated"
+
+
+def test_split_covers_every_token_once_in_pieces_of_at_most_max_seq_len(tmp_path):
+    """Continuation training: the long example becomes consecutive pieces, tokens and labels together."""
+    cfg = compose([*TINY_CONFIG, "mix.max_seq_len=64"])
+    ids, labels = TokenCounter(cfg).encode(example(2, 12)["messages"])
+    out, events, _ = encode(tmp_path, "mix.packing.overflow=split")
+    pieces = [ex for ex in out if ex["id"].startswith("r2/t~")]
+    assert [ex["id"] for ex in pieces] == [f"r2/t~{k}" for k in range(1, len(pieces) + 1)] and len(pieces) > 1
+    assert all(len(ex["input_ids"]) <= 64 for ex in pieces)
+    assert sum((ex["input_ids"] for ex in pieces), []) == ids
+    assert sum((ex["labels"] for ex in pieces), []) == labels
+    assert [(e["status"], e["reason"]) for e in events] == [("repaired", "split")]
