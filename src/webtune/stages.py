@@ -27,8 +27,10 @@ def source_inputs(cfg) -> list[tuple[str, object]]:
 def requested_sources(cfg) -> list[tuple[str, object]]:
     """(side, source config as acquired): with the fields its template reads, where a source asks."""
     from . import sources
+    from .prepare.fields import fields_read
     templates = {"domain": cfg.template, "general": cfg.mix.general.template}
-    return [(side, sources.as_requested(src, templates[side], cfg.prepare)) for side, src in source_inputs(cfg)]
+    return [(side, sources.as_requested(src, fields_read(templates[side], cfg.prepare)))
+            for side, src in source_inputs(cfg)]
 
 
 def run_source(ctx: StageContext) -> dict:
@@ -87,8 +89,8 @@ def run_mix(ctx: StageContext) -> dict:
 def tokenizer_files(cfg) -> list[Path]:
     files = [Path(p) for p in cfg.mix.general.test_files] if cfg.mix.general.enabled else []
     if cfg.model.kind == "hf":
-        path = Path(cfg.model.tokenizer or cfg.model.name_or_path)
-        if path.is_dir():
+        path = Path(cfg.model.tokenizer) if cfg.model.tokenizer else model_path(cfg)
+        if path.exists():
             files.append(path)
         if cfg.model.chat_template:
             files.append(Path(cfg.model.chat_template))
@@ -132,12 +134,20 @@ MODEL_LIBS = ["transformers", "tokenizers", "jinja2"]
 TRAIN_LIBS = MODEL_LIBS + ["torch", "peft", "accelerate", "safetensors", "openai"]
 EVAL_LIBS = TRAIN_LIBS + ["sacrebleu", "rouge-score"]
 GENERAL = ["mix.general.enabled", "mix.general.source", "mix.general.template"]
-MIX_MODEL = ["model.kind", "model.name_or_path", "model.tokenizer", "model.chat_template", "model.eos_token"]
+MIX_MODEL = ["model.kind", "model.name_or_path", "model.gguf_file", "model.tokenizer", "model.chat_template",
+             "model.eos_token"]
+
+
+def model_path(cfg) -> Path:
+    """What a model config loads: its GGUF file (`model.gguf_file`, in name_or_path or a path), else the
+    folder (or hub id) name_or_path."""
+    gguf = cfg.model.get("gguf_file")
+    return Path(cfg.model.name_or_path or ".", gguf).expanduser() if gguf else Path(cfg.model.name_or_path)
 
 
 def model_files(cfg) -> list[Path]:
-    path = Path(cfg.model.name_or_path)
-    return [path] if cfg.model.kind == "hf" and path.is_dir() else []
+    path = model_path(cfg)
+    return [path] if cfg.model.kind == "hf" and path.exists() else []
 
 
 def run_evaluate(ctx: StageContext) -> dict:
