@@ -34,7 +34,7 @@ from ..fileio import write_json
 from ..records import Record, Rejection, record_id
 from .brightdata_cost import check, output_fields, scraper_plan
 from .brightdata_download import FORMATS, Downloader, save_inline, snapshot_gone
-from .brightdata_http import SAFE_ID, Client, body_message, read_state, redact, token
+from .brightdata_http import SAFE_ID, Client, body_message, read_state, redact, snapshot_id_of, token
 
 STATE_FILE = "snapshot.json"
 MODES = ("auto", "sync", "async")
@@ -251,15 +251,7 @@ class _Scraper:
                                              "source.brightdata.dataset_id")
 
     def _snapshot_id(self, resp: requests.Response, what: str) -> str:
-        try:
-            snapshot_id = resp.json()["snapshot_id"]
-        except (ValueError, KeyError, TypeError):
-            raise WebtuneError(f"the {what} for dataset {self.dataset_id} answered {resp.status_code} without "
-                               f"a snapshot_id ({body_message(resp)}); {self._not_sent_again(what)}") from None
-        if not isinstance(snapshot_id, str) or not SAFE_ID.match(snapshot_id):
-            raise WebtuneError(f"the {what} answered an unusable snapshot id {snapshot_id!r}; "
-                               f"{self._not_sent_again(what)}")
-        return snapshot_id
+        return snapshot_id_of(resp, f"the {what} for dataset {self.dataset_id}", self._not_sent_again(what))
 
     def cancel(self, snapshot_id: str) -> bool:
         """Cancel a running collection; False when Bright Data says it is not running any more."""

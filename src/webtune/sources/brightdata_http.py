@@ -217,3 +217,16 @@ def read_state(path: Path) -> dict | None:
 
 def redact(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
+
+
+def snapshot_id_of(resp, request: str, not_sent_again: str) -> str:
+    """The snapshot id a trigger answered, checked (it becomes a file name); `request` names the call
+    in the error, `not_sent_again` says why it is safe to run again."""
+    try:
+        snapshot_id = resp.json()["snapshot_id"]
+    except (ValueError, KeyError, TypeError):
+        raise WebtuneError(f"{request} answered {resp.status_code} without a snapshot_id ({body_message(resp)}); "
+                           f"{not_sent_again}") from None
+    if not isinstance(snapshot_id, str) or not SAFE_ID.match(snapshot_id):
+        raise WebtuneError(f"{request} answered an unusable snapshot id {snapshot_id!r}; {not_sent_again}")
+    return snapshot_id

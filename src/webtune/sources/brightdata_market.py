@@ -28,7 +28,7 @@ from ..fileio import sha256_file, write_json
 from .brightdata import STATE_FILE, known_snapshot, poll_answer, wait_ready
 from .brightdata_cost import check, marketplace_plan
 from .brightdata_download import Downloader
-from .brightdata_http import SAFE_ID, Client, RequestBudget, body_message, read_state, redact, token
+from .brightdata_http import Client, RequestBudget, body_message, read_state, redact, snapshot_id_of, token
 
 GROUPS = ("and", "or")
 NULL_TESTS = ("is_null", "is_not_null")
@@ -155,14 +155,7 @@ class _Market:
                                f"({body_message(resp)}); {_not_sent_again()}")
         if resp.status_code != 200:
             raise self.client.error(resp, what, _unknown_dataset(cfg.dataset_id))
-        try:
-            snapshot_id = resp.json()["snapshot_id"]
-        except (ValueError, KeyError, TypeError):
-            raise WebtuneError(f"the {what} answered 200 without a snapshot_id ({body_message(resp)}); "
-                               f"{_not_sent_again()}") from None
-        if not isinstance(snapshot_id, str) or not SAFE_ID.match(snapshot_id):
-            raise WebtuneError(f"the {what} answered an unusable snapshot id {snapshot_id!r}; {_not_sent_again()}")
-        return snapshot_id
+        return snapshot_id_of(resp, f"the {what}", _not_sent_again())
 
     def wait_ready(self, snapshot_id: str, raw_dir: Path) -> dict:
         return wait_ready(self.console, snapshot_id, lambda: self._status(snapshot_id), self.interval,
