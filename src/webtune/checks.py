@@ -109,9 +109,9 @@ def model_path(cfg) -> Iterator[str]:
 
 
 def _model_ref(what: str, value: str) -> Iterator[str]:
+    from .models import looks_local
     path = Path(value).expanduser()
-    looks_local = value.startswith((".", "/", "~")) or path.exists() or len(path.parts) > 2
-    if looks_local:
+    if looks_local(value):
         if not path.is_dir():
             yield f"{what} {value!r} is not a folder (relative paths start at {Path.cwd()})"
         elif not (path / "config.json").exists() and not any(path.glob("*.gguf")):

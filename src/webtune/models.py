@@ -5,9 +5,23 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from .errors import WebtuneError, check_local_path
+from .errors import WebtuneError
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def looks_local(name_or_path: str) -> bool:
+    """A name that is clearly a path on this machine rather than a hub id (`org/name`)."""
+    p = Path(name_or_path).expanduser()
+    return (name_or_path.startswith((".", "/", "~")) or p.exists() or len(p.parts) > 2
+            or (len(p.parts) > 1 and Path(p.parts[0]).is_dir()))
+
+
+def check_local_path(name_or_path: str, what: str) -> None:
+    """A name that is clearly a local path but missing fails at once, instead of asking the hub."""
+    if looks_local(name_or_path) and not Path(name_or_path).expanduser().exists():
+        raise WebtuneError(f"{what} {name_or_path!r} does not exist (relative paths are taken from "
+                           f"{Path.cwd()}; run from the project root or give an absolute path)")
 
 
 def resolve_dtype(name: str):

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import WebtuneError, check_local_path
+from ..errors import WebtuneError
+from ..models import check_local_path
 
 IGNORE = -100
 
