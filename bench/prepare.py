@@ -299,10 +299,13 @@ def compare_table(result: dict):
                     f"{result['workers']} workers, load {result['load']['before']} -> {result['load']['after']}")
     for col in ("measure", "old median", "old min-max", "new median", "new min-max", "new / old"):
         t.add_column(col, justify="left" if col == "measure" else "right")
-    for key, label in (("seconds", "prepare stage s (wall)"), ("cpu_s", "CPU s (cell's processes)"),
-                       ("process_s", "cell process s (wall)")):
-        old = [r[key] for r in result["rows"]["old"]]
-        new = [r[key] for r in result["rows"]["new"]]
+    measures = {"prepare stage s (wall)": lambda r: r["seconds"],
+                "prepare stage CPU s (its process + workers)": lambda r: r["stats"]["cpu_s"],
+                "cell CPU s (+ imports, ledger fold)": lambda r: r["cpu_s"],
+                "cell process s (wall)": lambda r: r["process_s"]}
+    for label, get in measures.items():
+        old = [get(r) for r in result["rows"]["old"]]
+        new = [get(r) for r in result["rows"]["new"]]
         t.add_row(label, f"{median(old):.2f}", f"{min(old):.2f}-{max(old):.2f}", f"{median(new):.2f}",
                   f"{min(new):.2f}-{max(new):.2f}", f"{median(new) / median(old):.3f}")
     return t
