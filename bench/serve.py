@@ -228,6 +228,7 @@ def main() -> None:
     ap.add_argument("--write", action="store_true")
     a = ap.parse_args()
 
+    a.load_start = " ".join(f"{x:.1f}" for x in os.getloadavg())
     work = Path(tempfile.mkdtemp(prefix="webtune-bench-serve-"))
     started = time.time()
     rows = []
@@ -254,7 +255,9 @@ def write(a, lines: list[str], seconds: float) -> None:
         f"`python bench/serve.py --old-src ... --write` — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{cpu}, one run of {seconds / 60:.0f} min; models: {', '.join(a.models)} (tiny = tests/fixtures/tiny_model, "
         f"smollm2 = SmolLM2-135M-Instruct from `webtune fetch-base`); {a.max_tokens} new tokens per streaming chat "
-        f"request, greedy. `webtune serve (batched)`: this tree, `--max-concurrency 32`; `before`: the commit "
+        f"request, greedy, the {len(ASKS)} prompts of `ASKS` in the same order for every server (request i sends "
+        f"prompt i mod {len(ASKS)}). Load average (1/5/15 min) at the start {a.load_start} and the end "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}. `webtune serve (batched)`: this tree, `--max-concurrency 32`; `before`: the commit "
         f"before batching (a git worktree), `--max-concurrency {a.old_slots}`; the peers: `transformers serve` "
         f"with and without `--continuous-batching` (OMP_NUM_THREADS = half the cores with it, as `webtune serve` "
         f"uses for its one decode thread; 1 without, one per request thread). TTFT includes time queued; 1 "
