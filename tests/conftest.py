@@ -38,3 +38,39 @@ def only_run_dir(runs: Path) -> Path:
 @pytest.fixture
 def runs(tmp_path) -> Path:
     return tmp_path / "runs"
+
+
+# ------------------------------------------------------------------ running on two workers (pytest-xdist)
+# pyproject's addopts run the suite with `-n 2 --dist loadfile --no-loadscope-reorder`, through the
+# scheduler below: a file's tests run on one worker, so its module fixture (a whole run, a fresh venv)
+# is built once, and the files that share a session fixture building a whole run go with it. The
+# longest files go first, so neither worker is left with a long tail. (xdist_group marks cannot do
+# this: pytest-xdist 3.8's loadgroup sets Item._nodeid, which pytest 9 no longer reads.)
+SAME_WORKER = {"tests/evaluate/test_report_browser.py": "tests/evaluate/test_evaluate_run.py"}   # tiny_run
+LONGEST_FIRST = ["tests/test_default.py", "tests/test_package.py", "tests/deploy/test_export.py",
+                 "tests/test_resume.py", "tests/evaluate/test_evaluate_run.py", "tests/test_cache.py",
+                 "tests/train/test_ranks.py", "tests/train/test_accelerate.py", "tests/test_base_model.py",
+                 "tests/train/test_isolation.py"]
+
+
+def worker_unit(nodeid: str) -> str:
+    """The file a test runs with, on the same worker."""
+    file = nodeid.split("::", 1)[0]
+    return SAME_WORKER.get(file, file)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_unit(nodeid)
+    return ByFile(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {file: n for n, file in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(worker_unit(item.nodeid), len(rank)))   # stable: the rest keep their order

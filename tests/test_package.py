@@ -14,7 +14,9 @@ import pytest
 
 from tests.conftest import FIXTURES, REPO
 
-pytestmark = pytest.mark.slow
+# The venv fixture installs torch and the locked dependencies from the registry: ~5 min on a busy 2-core
+# machine, counted in the first test's timeout (pytest-timeout includes fixture set-up).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 FAST = [f"model.name_or_path={FIXTURES / 'tiny_model'}", "model.name=tiny-fixture", "model.method=full",
         "model.train.max_steps=2", "model.train.batch_tokens=1024", "mix.max_seq_len=512",
@@ -51,7 +53,8 @@ def installed(tmp_path_factory) -> Path:
        cwd=work)
     [wheel] = work.glob("webtune-*.whl")
     sh(["python3", "-m", "venv", str(work / "venv")], cwd=work)     # the stock pip, not upgraded
-    pip = [str(work / "venv/bin/python"), "-m", "pip", "install", "-q"]
+    # --no-compile: no .pyc written at install (Python compiles what it imports); torch installs in a third of the time
+    pip = [str(work / "venv/bin/python"), "-m", "pip", "install", "-q", "--no-compile"]
     sh(pip + ["torch==2.13.0"], cwd=work)
     sh(pip + ["-c", str(REPO / "requirements/cpu.lock"), f"{wheel}[train]"], cwd=work)
     return work / "venv/bin"
