@@ -192,6 +192,11 @@ def run_through_train(runs: Path, known: set[Path], args: list[str], out: Path) 
     return newest_run(runs, known)
 
 
+# three runs through training in the module fixture: minutes on a busy 2-core machine, counted in the
+# first test's timeout (pytest-timeout includes fixture set-up)
+THREE_RUNS = pytest.mark.timeout(900)
+
+
 @pytest.fixture(scope="module")
 def pipeline_runs(tmp_path_factory):
     """A: the copied template; C: A with another learning rate; B: A with one template line edited."""
@@ -212,6 +217,7 @@ def pipeline_runs(tmp_path_factory):
     return {"runs": runs, "a": a, "b": b, "c": c, "prepare_keys_after_c": prepare_keys_after_c}
 
 
+@THREE_RUNS
 def test_learning_rate_change_does_not_redo_prepare_or_mix(pipeline_runs):
     a, c = manifest(pipeline_runs["a"]), manifest(pipeline_runs["c"])
     for stage in ("prepare", "mix", "ledger"):
@@ -227,6 +233,7 @@ def test_learning_rate_change_does_not_redo_prepare_or_mix(pipeline_runs):
     assert ino == os.stat(pipeline_runs["a"] / "data/examples.jsonl").st_ino
 
 
+@THREE_RUNS
 def test_template_edit_changes_the_key_the_output_and_reruns_what_follows(pipeline_runs):
     a, b = manifest(pipeline_runs["a"]), manifest(pipeline_runs["b"])
     assert b["prepare"]["key"] != a["prepare"]["key"] and not b["prepare"]["cached"]

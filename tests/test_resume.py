@@ -23,6 +23,10 @@ import pytest
 from tests.conftest import REPO, SMALL, only_run_dir, webtune
 from webtune.fileio import hash_path, read_json
 
+# The module fixture is a run killed three times and resumed, beside a reference run: minutes on a busy
+# 2-core machine, counted in the first test's timeout (pytest-timeout includes fixture set-up).
+pytestmark = pytest.mark.timeout(900)
+
 MAX_STEPS = 6
 # SMALL, with enough training steps (a checkpoint after each) to be killed in the middle of training.
 RESUME = [o for o in SMALL if not o.startswith("model.train.max_steps=")] + [
