@@ -34,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, allow_abbrev=False)
 
+    for add in (add_hydra_commands, add_run_commands, add_registry_commands, add_deploy_commands,
+                add_cache_commands):
+        add(command)
+    return ap
+
+
+def add_hydra_commands(command) -> None:
+    """run, prepare, validate, preview: Hydra overrides after the flags."""
     for name, (help, _) in HYDRA_COMMANDS.items():
         p = command(name, help)
         p.epilog = HYDRA_EPILOG
@@ -42,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="allow a paid request (Bright Data trigger, scrape, marketplace filter)")
         p.add_argument("overrides", nargs="*", help="Hydra overrides")
 
+
+def add_run_commands(command) -> None:
+    """Commands on a run directory, and init."""
     p = command("init", "write a starter domain (conf/, templates/, sample records) into the current folder")
     p.add_argument("name", help="the domain's name (letters, digits, _)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
@@ -64,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id")
     p.add_argument("--limit", type=int, default=50)
 
+
+def add_registry_commands(command) -> None:
+    """`webtune models ...`: versions, promote, rollback."""
     p = command("models", "the model registry: versions, promote, rollback")
     made = add_actions(p, "--registry", REGISTRY, {
         "list": ("every registered model", []),
@@ -76,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="promote even if its evaluation failed or is unverified")
     made["delete"].add_argument("--force", action="store_true")
 
+
+def add_deploy_commands(command) -> None:
+    """serve, chat, export."""
     p = command("serve", "an OpenAI-compatible endpoint for a registered model or a run directory")
     p.add_argument("target", help="NAME[@vN] in the registry, or a run directory (a directory wins)")
     p.add_argument("--registry", default=REGISTRY)
@@ -108,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: beside the version or under the run)")
     p.add_argument("--registry", default=REGISTRY)
 
+
+def add_cache_commands(command) -> None:
+    """The base model and source snapshot caches."""
     p = command("fetch-base", "get the default base model (SmolLM2-135M-Instruct) into the model cache")
     p.add_argument("--force", action="store_true", help="download and convert again")
 
@@ -120,7 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     made["datasets"].add_argument("--search", help="only names containing this word")
     made["datasets"].add_argument("--base-url", default="https://api.brightdata.com")
     made["datasets"].add_argument("--api-key-env", default="BRIGHTDATA_API_TOKEN")
-    return ap
 
 
 def add_actions(parser: argparse.ArgumentParser, flag: str, default: str,

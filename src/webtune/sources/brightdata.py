@@ -69,49 +69,15 @@ def collect(cfg, source_name: str, raw_dir: Path, dataset_id: str, load_inputs: 
         snapshot_id = known_snapshot(cfg, state, raw_dir)
         if snapshot_id and (raw_dir / f"{snapshot_id}.jsonl.gz").exists():
             return raw_dir / f"{snapshot_id}.jsonl.gz"        # already downloaded: no network
-        if state and state.get("cancelled_at"):
-            raise WebtuneError(f"Bright Data collection {snapshot_id} was cancelled at your request "
-                               f"({state['cancelled_at']}); delete {raw_dir / STATE_FILE} to start a new "
-                               "one (it bills again)")
-        if state and state.get("mode") == "sync" and str(snapshot_id).startswith("sync_"):
-            raise WebtuneError(f"the records of sync scrape {snapshot_id} are gone from {raw_dir}; delete "
-                               f"{raw_dir / STATE_FILE} to scrape again (it bills again)")
+        _refuse_finished_state(state, snapshot_id, raw_dir)
         secret = token(cfg)
         console = console or Console(stderr=True)
         scraper = _Scraper(Client(cfg, secret, console), dataset_id, fields)
         if snapshot_id is None:
-            inputs = load_inputs()
-            sync = _use_sync(cfg, inputs)
-            plan = scraper_plan(cfg, len(inputs), f"sync scrape ({request})" if sync else f"trigger ({request})")
-            console.print(plan.line(source_name))
-            check(plan, cfg)
-            if not allow_paid:
-                raise PaidRequestRefused(
-                    f"no snapshot of this source yet, and starting one bills: `webtune preview ... --allow-trigger` "
-                    "collects (and pays for) it once, as does `webtune run`; or set "
-                    "source.brightdata.snapshot_id=<an existing snapshot>")
-            state = {"dataset_id": dataset_id, "mode": "sync" if sync else "async", "inputs": len(inputs),
-                     "custom_output_fields": fields,
-                     "triggered_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            if sync:
-                with console.status(f"{source_name}: sync scrape of {len(inputs)} inputs (Bright Data answers "
-                                    "within a minute, else continues it as a snapshot)"):
-                    got = scraper.scrape(inputs)
-                if isinstance(got, bytes):                  # the records came inline
-                    path, snapshot_id, lines = save_inline(got, raw_dir, "sync_")
-                    write_json(raw_dir / STATE_FILE, {"snapshot_id": snapshot_id, **state})
-                    console.print(f"[bold]{source_name}[/]: sync scrape of {len(inputs)} inputs: {lines} records "
-                                  f"in {path}")
-                    return path
-                snapshot_id = got
-                console.print(f"[bold]{source_name}[/]: the sync scrape did not finish within a minute; "
-                              f"Bright Data continues it as snapshot {snapshot_id}: polling it")
-            else:
-                snapshot_id = scraper.trigger(inputs)
-            state = {"snapshot_id": snapshot_id, **state}
-            write_json(raw_dir / STATE_FILE, state)           # before polling: resume continues it
-            console.print(f"[bold]{source_name}[/]: Bright Data snapshot {snapshot_id} ({len(inputs)} inputs); "
-                          f"saved in {raw_dir / STATE_FILE}")
+            snapshot_id, state, inline = _start(scraper, cfg, source_name, raw_dir, load_inputs(), request,
+                                                console, allow_paid)
+            if inline is not None:
+                return inline
         elif state is None:
             state = {"snapshot_id": snapshot_id, "dataset_id": dataset_id, "triggered_at": None}
             write_json(raw_dir / STATE_FILE, state)
@@ -129,6 +95,57 @@ def collect(cfg, source_name: str, raw_dir: Path, dataset_id: str, load_inputs: 
         return path
     except WebtuneError as err:
         raise type(err)(redact(f"source {source_name!r}: {err}", secret)) from None
+
+
+def _refuse_finished_state(state: dict | None, snapshot_id: str | None, raw_dir: Path) -> None:
+    """A collection the user cancelled, or a sync scrape whose records are gone, is not started again
+    silently: both would bill again."""
+    if state and state.get("cancelled_at"):
+        raise WebtuneError(f"Bright Data collection {snapshot_id} was cancelled at your request "
+                           f"({state['cancelled_at']}); delete {raw_dir / STATE_FILE} to start a new "
+                           "one (it bills again)")
+    if state and state.get("mode") == "sync" and str(snapshot_id).startswith("sync_"):
+        raise WebtuneError(f"the records of sync scrape {snapshot_id} are gone from {raw_dir}; delete "
+                           f"{raw_dir / STATE_FILE} to scrape again (it bills again)")
+
+
+def _start(scraper, cfg, source_name: str, raw_dir: Path, inputs: list[dict], request: str, console: Console,
+           allow_paid: bool) -> tuple[str | None, dict, Path | None]:
+    """Plan, check the caps, then trigger (or sync-scrape) the collection: (snapshot id, state, None), or
+    (None, state, path) when a sync scrape answered its records inline. The state is saved before polling."""
+    dataset_id, fields = scraper.dataset_id, scraper.fields
+    sync = _use_sync(cfg, inputs)
+    plan = scraper_plan(cfg, len(inputs), f"sync scrape ({request})" if sync else f"trigger ({request})")
+    console.print(plan.line(source_name))
+    check(plan, cfg)
+    if not allow_paid:
+        raise PaidRequestRefused(
+            "no snapshot of this source yet, and starting one bills: `webtune preview ... --allow-trigger` "
+            "collects (and pays for) it once, as does `webtune run`; or set "
+            "source.brightdata.snapshot_id=<an existing snapshot>")
+    state = {"dataset_id": dataset_id, "mode": "sync" if sync else "async", "inputs": len(inputs),
+             "custom_output_fields": fields,
+             "triggered_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if sync:
+        with console.status(f"{source_name}: sync scrape of {len(inputs)} inputs (Bright Data answers "
+                            "within a minute, else continues it as a snapshot)"):
+            got = scraper.scrape(inputs)
+        if isinstance(got, bytes):                  # the records came inline
+            path, snapshot_id, lines = save_inline(got, raw_dir, "sync_")
+            write_json(raw_dir / STATE_FILE, {"snapshot_id": snapshot_id, **state})
+            console.print(f"[bold]{source_name}[/]: sync scrape of {len(inputs)} inputs: {lines} records "
+                          f"in {path}")
+            return None, state, path
+        snapshot_id = got
+        console.print(f"[bold]{source_name}[/]: the sync scrape did not finish within a minute; "
+                      f"Bright Data continues it as snapshot {snapshot_id}: polling it")
+    else:
+        snapshot_id = scraper.trigger(inputs)
+    state = {"snapshot_id": snapshot_id, **state}
+    write_json(raw_dir / STATE_FILE, state)           # before polling: resume continues it
+    console.print(f"[bold]{source_name}[/]: Bright Data snapshot {snapshot_id} ({len(inputs)} inputs); "
+                  f"saved in {raw_dir / STATE_FILE}")
+    return snapshot_id, state, None
 
 
 def iter_records(path: Path, source_name: str, snapshot_id: str,
@@ -190,8 +207,6 @@ def with_output_fields(src, reads: set[str] | None):
         return src
     fields = output_fields(src.brightdata, reads, src.get("group_field"))
     return OmegaConf.merge(src, {"brightdata": {"custom_output_fields": fields or []}})
-
-
 
 
 # ---------------------------------------------------------------- the HTTP client

@@ -10,8 +10,10 @@ sharded again here), and only the main process writes files.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 import os
 from pathlib import Path
+from typing import Any
 
 from .. import base_model
 from . import distributed
@@ -129,45 +131,57 @@ def training_arguments(cfg, run_dir: Path, per_device: int, total_steps: int, dt
     )
 
 
-def train(cfg, run_dir: Path, console=None) -> dict:
-    import torch
-    from transformers import Trainer
-    from ..chat.tokenize import load_tokenizer
-    from .collate import PackedCollator
-    from .packed_data import PackedRows
+@dataclass
+class Plan:
+    """What one training run will do, decided before any weight loads."""
 
+    train_rows: Any
+    val_rows: Any
+    per_device: int       # packed rows per device per step
+    world: int            # processes
+    total_steps: int
+    memory: dict | None   # the memory estimate, where one can be made
+
+
+def plan(cfg, run_dir: Path) -> Plan:
+    from .packed_data import PackedRows
     m, t = cfg.model, cfg.model.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    torch.manual_seed(t.seed)
-    world = world_size()
-    seq_len = cfg.mix.max_seq_len
+    world, seq_len = world_size(), cfg.mix.max_seq_len
     train_rows = PackedRows(run_dir / "data/packed/train.npz")  # the Trainer's DataLoader shards it
     val_rows = PackedRows(run_dir / "data/packed/val.npz")
     per_device = distributed.rows_per_device(t.batch_tokens, world, t.grad_accum, seq_len)  # exact, or refuses
     steps_per_epoch = max(1, math.ceil(len(train_rows) / (per_device * world * t.grad_accum)))
     total_steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
-
     mem = plan_memory(m, per_device, seq_len)
     say(f"  plan: {m.name_or_path} ({m.method}, {m.dtype}, attention {resolve_attn(m.attn_implementation)}); "
         f"{len(train_rows)} packed rows of <= {seq_len} tokens, {per_device} rows/device/step x {world} "
         f"process(es) x {t.grad_accum} accumulation, {total_steps} optimizer steps")
     if mem:
         say("  " + memory.describe(mem, memory.device_memory_gib()))
+    return Plan(train_rows, val_rows, per_device, world, total_steps, mem)
 
-    tok = load_tokenizer(m)
-    dtype = resolve_dtype(m.dtype)
-    model = load_model(m)
+
+def train(cfg, run_dir: Path, console=None) -> dict:
+    import torch
+    from transformers import Trainer
+    from ..chat.tokenize import load_tokenizer
+    from .collate import PackedCollator
+
+    m, t = cfg.model, cfg.model.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    torch.manual_seed(t.seed)
+    p = plan(cfg, run_dir)
+    tok, model = load_tokenizer(m), load_model(m)
     model.config.use_cache = False  # no KV cache while training (and flex builds its document mask only without one)
-    n_params = sum(p.numel() for p in model.parameters())
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    say(f"  {n_params / 1e6:.1f}M parameters, {n_trainable / 1e6:.2f}M trainable")
-
-    args = training_arguments(cfg, run_dir, per_device, total_steps, dtype, has_val=len(val_rows) > 0)
-    collator = PackedCollator.for_model(model, pad_token_id=tok.pad_token_id)
-    trainer = Trainer(model=model, args=args, train_dataset=train_rows,
-                      eval_dataset=val_rows if len(val_rows) else None, data_collator=collator,
-                      processing_class=tok)
+    params = {"params": sum(x.numel() for x in model.parameters()),
+              "trainable_params": sum(x.numel() for x in model.parameters() if x.requires_grad)}
+    say(f"  {params['params'] / 1e6:.1f}M parameters, {params['trainable_params'] / 1e6:.2f}M trainable")
+    args = training_arguments(cfg, run_dir, p.per_device, p.total_steps, resolve_dtype(m.dtype),
+                              has_val=len(p.val_rows) > 0)
+    trainer = Trainer(model=model, args=args, train_dataset=p.train_rows,
+                      eval_dataset=p.val_rows if len(p.val_rows) else None,
+                      data_collator=PackedCollator.for_model(model, pad_token_id=tok.pad_token_id), processing_class=tok)
     batches_per_process = len(trainer.get_train_dataloader())  # this process's shard, per epoch
     resume = distributed.resume_choice(run_dir / "checkpoints")  # rank 0's choice on every rank
     if resume:
@@ -175,27 +189,33 @@ def train(cfg, run_dir: Path, console=None) -> dict:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     result = trainer.train(resume_from_checkpoint=resume)
-    final_eval = None
+    final_eval = final_evaluation(trainer, p.val_rows)
+    save(trainer, tok, m, run_dir / "model")
+    return {**train_stats(trainer, result, p), **params, "batches_per_process": batches_per_process,
+            "resumed_from": resume, "attn_implementation": model.config._attn_implementation,
+            "base_model": base_model.provenance(base_model.source_of(m)),   # package, version, sha256, licence
+            **({"final_eval": final_eval} if final_eval else {})}
+
+
+def final_evaluation(trainer, val_rows) -> dict | None:
+    """The validation loss at the last step, unless the Trainer's own schedule just measured it."""
     history = trainer.state.log_history
     evaluated_last = any("eval_loss" in h and h.get("step") == trainer.state.global_step for h in history)
-    if len(val_rows) and not evaluated_last:
-        final_eval = trainer.evaluate()
-    save(trainer, tok, m, run_dir / "model")
+    return trainer.evaluate() if len(val_rows) and not evaluated_last else None
 
+
+def train_stats(trainer, result, p: Plan) -> dict:
+    import torch
+    history = trainer.state.log_history
     curve = [{k: h[k] for k in ("step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm") if k in h}
-             for h in trainer.state.log_history]
-    eval_losses = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
+             for h in history]
+    eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
     stats = {"steps": trainer.state.global_step, "train_loss": result.training_loss,
              "eval_loss": eval_losses[-1] if eval_losses else None,
-             "train_runtime": result.metrics.get("train_runtime"),
-             "tokens": train_rows.n_tokens(), "params": n_params, "trainable_params": n_trainable,
-             "processes": world, "batches_per_process": batches_per_process, "memory_estimate": mem, "loss_curve": curve, "resumed_from": resume,
-             "attn_implementation": model.config._attn_implementation,
-             "base_model": base_model.provenance(base_model.source_of(m))}   # package, version, sha256, licence
+             "train_runtime": result.metrics.get("train_runtime"), "tokens": p.train_rows.n_tokens(),
+             "processes": p.world, "memory_estimate": p.memory, "loss_curve": curve}
     if torch.cuda.is_available():
         stats["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / memory.GIB, 3)
-    if final_eval:
-        stats["final_eval"] = final_eval
     return stats
 
 

@@ -109,50 +109,23 @@ def train(cfg, run_dir: Path, console: Optional[Console] = None,
     `ask_cancel(job_id)` decides on Ctrl-C whether to cancel the job (default: ask on the console).
     """
     console = console or Console(stderr=True)
-    m = cfg.model
-    run_dir = Path(run_dir)
+    m, run_dir = cfg.model, Path(run_dir)
     train_path, val_path = run_dir / "data" / "train.jsonl", run_dir / "data" / "val.jsonl"
     job_path = run_dir / "model" / JOB_FILE
-    estimate = None
-
     if job_path.exists():
-        try:
-            record = json.loads(job_path.read_text(encoding="utf-8"))
-            record["job_id"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise WebtuneError(f"{job_path}: not a job record (no job_id); restore it, or remove it to "
-                               f"start a new job") from None
-        _check_same_data(record, job_path, train_path, val_path)
-        _check_same_job_config(record, job_path, m)
-        console.print(f"[bold]openai[/]: resuming job {record['job_id']} from {escape(str(job_path))} (no new job is created)")
-        client = _client_for(m)
+        record, estimate, client = _resumed_job(job_path, train_path, val_path, m, console), None, _client_for(m)
     else:
-        val = val_path if _has_examples(val_path) else None
-        reports = validate_files(train_path, val, m.name_or_path, _option(m, "max_tokens_per_example", None))
-        estimate = _show_estimate(console, reports, m)
-        client = _client_for(m)
-        record = _start_job(client, cfg, run_dir, train_path, val, console)
-        write_json(job_path, record)
-
+        client, record, estimate = _new_job(cfg, run_dir, train_path, val_path, console)
     job_id = record["job_id"]
     job, curve = _watch(client, job_id, float(m.poll_interval), console, ask_cancel, run_dir, m.api_key_env)
-
-    if job.status == "failed":
-        err = job.error
-        detail = f"{err.code}: {err.message} (param: {err.param})" if err else "no error detail given"
-        raise WebtuneError(f"OpenAI fine-tuning job {job_id} failed: {detail}; fix it and remove "
-                           f"{job_path} to start a new job")
-    if job.status == "cancelled":
-        raise WebtuneError(f"OpenAI fine-tuning job {job_id} was cancelled; remove {job_path} to start a new job")
-
+    _refuse_unfinished(job, job_id, job_path)
     checkpoints = _checkpoints(client, job_id, m.api_key_env)
-    model_record = {
+    write_json(run_dir / "model" / MODEL_FILE, {
         "fine_tuned_model": job.fine_tuned_model, "job_id": job_id, "base_model": job.model,
         "checkpoints": checkpoints, "trained_tokens": job.trained_tokens,
         "result_files": list(job.result_files or []),
         "base_url": m.base_url, "api_key_env": m.api_key_env,   # the env var's name, never its value
-    }
-    write_json(run_dir / "model" / MODEL_FILE, model_record)
+    })
     console.print(f"[bold green]openai[/]: job {job_id} succeeded: {job.fine_tuned_model}")
     train_points = [p for p in curve if "loss" in p]
     metrics = {
@@ -165,6 +138,43 @@ def train(cfg, run_dir: Path, console: Optional[Console] = None,
         metrics["estimated_billed_tokens"] = estimate.billed_tokens
         metrics["estimated_cost_usd"] = estimate.cost_usd
     return metrics
+
+
+def _resumed_job(job_path: Path, train_path: Path, val_path: Path, m, console: Console) -> dict:
+    """The job a killed run started (RUN/model/openai_job.json), checked against today's data and config."""
+    try:
+        record = json.loads(job_path.read_text(encoding="utf-8"))
+        record["job_id"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise WebtuneError(f"{job_path}: not a job record (no job_id); restore it, or remove it to "
+                           f"start a new job") from None
+    _check_same_data(record, job_path, train_path, val_path)
+    _check_same_job_config(record, job_path, m)
+    console.print(f"[bold]openai[/]: resuming job {record['job_id']} from {escape(str(job_path))} (no new job is created)")
+    return record
+
+
+def _new_job(cfg, run_dir: Path, train_path: Path, val_path: Path, console: Console):
+    """Check the files and show the cost estimate (before any client exists), then upload and create the
+    job; its record is saved before polling. Returns (client, job record, estimate)."""
+    m = cfg.model
+    val = val_path if _has_examples(val_path) else None
+    reports = validate_files(train_path, val, m.name_or_path, _option(m, "max_tokens_per_example", None))
+    estimate = _show_estimate(console, reports, m)
+    client = _client_for(m)
+    record = _start_job(client, cfg, run_dir, train_path, val, console)
+    write_json(run_dir / "model" / JOB_FILE, record)
+    return client, record, estimate
+
+
+def _refuse_unfinished(job, job_id: str, job_path: Path) -> None:
+    if job.status == "failed":
+        err = job.error
+        detail = f"{err.code}: {err.message} (param: {err.param})" if err else "no error detail given"
+        raise WebtuneError(f"OpenAI fine-tuning job {job_id} failed: {detail}; fix it and remove "
+                           f"{job_path} to start a new job")
+    if job.status == "cancelled":
+        raise WebtuneError(f"OpenAI fine-tuning job {job_id} was cancelled; remove {job_path} to start a new job")
 
 
 def _check_same_data(record: dict, job_path: Path, train_path: Path, val_path: Path) -> None:
