@@ -33,6 +33,7 @@ from . import Outcome
 
 INSTALL = "prepare.executor=ray needs Ray Data: pip install 'webtune[ray]' (or pip install 'ray[data]==2.60.0')"
 BUCKET_BITS = 10  # the groupby's groups: 1024 buckets of hashes
+WAIT_FOR_ACTORS_S = 300
 
 
 def import_ray():
@@ -157,6 +158,10 @@ def run_ray(cfg, run_dir: Path, work: Path, inputs, console=None) -> Outcome:
         ctx.enable_progress_bars = console is not None
         # a sort-based shuffle runs as tasks; the hash shuffle starts aggregator actors (seconds each)
         ctx.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+        # the map starts once its whole actor pool is up, so every actor gets shards (on a busy
+        # machine the first actor up would otherwise take them all); one that cannot be placed
+        # fails after WAIT_FOR_ACTORS_S with Ray's "Timed out while starting actors"
+        ctx.wait_for_min_actors_s = WAIT_FOR_ACTORS_S
         cpus = float(ray.cluster_resources().get("CPU", 1))
         workers = int(rcfg.workers or 0) or max(1, int(cpus))
         n = int(rcfg.shards or 0) or workers
