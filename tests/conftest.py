@@ -47,10 +47,13 @@ def runs(tmp_path) -> Path:
 # longest files go first, so neither worker is left with a long tail. (xdist_group marks cannot do
 # this: pytest-xdist 3.8's loadgroup sets Item._nodeid, which pytest 9 no longer reads.)
 SAME_WORKER = {"tests/evaluate/test_report_browser.py": "tests/evaluate/test_evaluate_run.py"}   # tiny_run
-LONGEST_FIRST = ["tests/test_default.py", "tests/test_package.py", "tests/deploy/test_export.py",
-                 "tests/test_resume.py", "tests/evaluate/test_evaluate_run.py", "tests/test_cache.py",
-                 "tests/train/test_ranks.py", "tests/train/test_accelerate.py", "tests/test_base_model.py",
-                 "tests/train/test_isolation.py"]
+# by the seconds each file took in a --durations run of the whole suite (a busy machine: for ranking only)
+LONGEST_FIRST = ["tests/test_default.py", "tests/test_pipeline.py", "tests/test_package.py", "tests/test_resume.py",
+                 "tests/test_cache.py", "tests/deploy/test_export.py", "tests/test_sweep.py", "tests/prepare/test_ray.py",
+                 "tests/test_cli.py", "tests/test_preview.py", "tests/test_new_domain.py",
+                 "tests/evaluate/test_evaluate_run.py", "tests/test_base_model.py", "tests/sources/test_brightdata_runs.py",
+                 "tests/test_config.py", "tests/sources/test_source_cache.py", "tests/deploy/test_chat.py",
+                 "tests/train/test_isolation.py", "tests/train/test_accelerate.py", "tests/train/test_ranks.py"]
 
 
 def worker_unit(nodeid: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from webtune import distributed
+from webtune.train import distributed
 from webtune.errors import WebtuneError
 from webtune.runner import Runner, Stage, StageContext
 

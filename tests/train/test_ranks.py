@@ -15,7 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO
-from webtune import distributed
+from webtune.train import distributed
 from webtune.errors import WebtuneError
 
 
