@@ -1,9 +1,12 @@
 """`webtune run -m`: one run directory per job, a summary, and prepare done once."""
 import json
 
+import pytest
+
 from tests.conftest import SMALL, webtune
 
 
+@pytest.mark.timeout(900)   # two whole runs; 300 s was hit on a loaded 2-core machine
 def test_learning_rate_sweep_reuses_prepared_data(tmp_path):
     runs = tmp_path / "runs"
     fixed = [a for a in SMALL if not a.startswith("model.train.learning_rate=")]  # the swept key
