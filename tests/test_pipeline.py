@@ -10,6 +10,9 @@ from tests.conftest import REPO, SMALL, only_run_dir, webtune
 from webtune.paths import SHIPPED
 from webtune.fileio import copy_tree, hash_path
 
+# whole runs (a module fixture, reproduce): 300 s was hit on a loaded 2-core machine
+pytestmark = pytest.mark.timeout(900)
+
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
