@@ -1,6 +1,7 @@
 """The embedded default, exactly as `make run` runs it: SmolLM2-135M-Instruct, LoRA, on the product
 records. The one test that trains the real base model (minutes on 2 cores); `make test` runs it, and
-`pytest -m "not slow"` leaves it out."""
+`pytest -m "not slow"` leaves it out. The base's scores are kept in the per-user cache
+($WEBTUNE_CACHE/eval-scores/), so from its second run on this test scores only the tuned model."""
 import json
 
 import orjson
@@ -8,6 +9,7 @@ import pytest
 
 from tests.conftest import only_run_dir, webtune
 from webtune import base_model
+from webtune.evaluate.stage import user_scores_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -26,6 +28,9 @@ def test_default_run_fine_tunes_smollm2_with_a_real_gain(tmp_path):
     assert tuned["end_of_turn"]["ended"] >= base["end_of_turn"]["ended"]
     assert ev["general_change"] is not None and tuned["general"]["examples"] >= 50
     assert tuned["domain"]["examples"] >= 30 and ev["n_generated"] >= 8
+    assert tuned["domain"]["loss"] < base["domain"]["loss"] and base["domain"]["examples"] == tuned["domain"]["examples"]
+    kept = list(user_scores_dir().glob("*.json"))             # the base scored once per machine
+    assert any(orjson.loads(k.read_bytes())["result"]["domain"] == base["domain"] for k in kept)
 
     train = json.loads((run / "stats/train.json").read_text())
     prov = train["base_model"]

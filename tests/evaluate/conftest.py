@@ -37,7 +37,7 @@ def tiny_run(tmp_path_factory, fake_judge):
     r = webtune("run", f"runs_dir={runs}", *small, *EVAL, *base_model_overrides(),
                 "eval.judge.enabled=true", f"eval.judge.base_url={fake_judge.base_url}",
                 f"eval.judge.api_key_env={JUDGE_KEY_ENV}", "eval.judge.model=fake-judge", "eval.judge.max_pairs=6",
-                env={JUDGE_KEY_ENV: "sk-judge-test"})
+                env={JUDGE_KEY_ENV: "sk-judge-test"}, timeout=1800)   # minutes when the machine is busy
     assert r.returncode == 0, r.stderr[-4000:]
     run_dir = only_run_dir(runs)
     (runs.parent / "cli.stderr").write_text(r.stderr)   # what the user saw, for tests that read it

@@ -8,12 +8,12 @@ import pytest
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
-from tests.conftest import webtune
+from tests.conftest import FIXTURES, webtune
 from webtune.evaluate import stage
 from webtune.hydra_setup import setup
 from webtune.chat.tokenize import ChatTokenizer
 
-pytestmark = pytest.mark.timeout(900)   # the shared fixture is a whole run: minutes on a busy 2-core machine
+pytestmark = pytest.mark.timeout(1800)   # the shared fixture is a whole run: minutes on a busy 2-core machine
 
 
 def load(path):
@@ -185,3 +185,27 @@ def test_heldout_examples_longer_than_max_seq_len_are_left_out_as_in_training(ti
     assert longer >= 1 and scored["over_length"] == longer and scored["examples"] == 4 - longer
     short = [c for c in convs if len(chat.encode(c)[0]) <= limit]
     assert scored == {**stage.heldout_loss(model, chat, short, batch_size=4), "over_length": longer}
+
+
+def test_a_base_from_the_model_cache_is_scored_once_per_machine(tiny_run, tmp_path):
+    """A base in $WEBTUNE_CACHE/models/<sha256>/ (where the default's SmolLM2 is converted) keeps its scores
+    in the per-user cache: a run under another runs_dir (another folder, another clone) reuses them and
+    scores only its own tuned model; WEBTUNE_NO_CACHE=1 scores the base again."""
+    cache = tmp_path / "cache"
+    base = cache / "models" / ("ab" * 32)
+    shutil.copytree(FIXTURES / "tiny_model", base)
+    said = []
+    for n, env in ((1, {}), (2, {}), (3, {"WEBTUNE_NO_CACHE": "1"})):
+        runs = tmp_path / f"runs{n}"
+        run = runs / tiny_run.name
+        shutil.copytree(tiny_run, run, symlinks=True)
+        r = webtune("eval", str(run), f"model.name_or_path={base}", f"runs_dir={runs}", "eval.judge.enabled=false",
+                    env={"WEBTUNE_CACHE": str(cache), **env})
+        assert r.returncode == 0, r.stderr[-3000:]
+        said.append(r.stderr)
+    [kept] = list((cache / "eval-scores").glob("*.json"))
+    assert "scoring base" in said[0] and "scoring tuned" in said[0]
+    assert f"base scores reused from {kept}" in said[1] and "scoring tuned" in said[1]
+    assert "scoring base" in said[2] and "base scores reused" not in said[2]
+    first, second = (load(tmp_path / f"runs{n}" / tiny_run.name / "eval/metrics.json") for n in (1, 2))
+    assert first["base"] == second["base"] and first["tuned"]["domain"] == second["tuned"]["domain"]

@@ -9,13 +9,14 @@ eval/generations.jsonl (every scored prompt, with its per-prompt scores).
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import orjson
 
 from ..console import log, progress
 from ..errors import WebtuneError
-from ..fileio import read_jsonl, write_json
+from ..fileio import atomic_write_bytes, read_jsonl, write_json
 from .metrics import check_rates, corpus_scores, rouge_l, run_check, validate_check
 
 
@@ -103,46 +104,49 @@ def task_checks(cfg, run_dir: Path):
 # ---------------------------------------------------------------- local models
 def run_local(cfg, run_dir: Path, domain, general, prompts, console=None):
     """Scores and generations of base and tuned, both with the tokenizer, chat template and end-of-turn
-    token the model was trained with. Each model's are cached by what they depend on, so a sweep scores
-    its base once and `webtune eval RUN eval.judge.enabled=true` only calls the judge."""
+    token the model was trained with. Each model's are cached by what they depend on, so a second run
+    of the default, or a sweep, scores its base once and `webtune eval RUN eval.judge.enabled=true`
+    only calls the judge."""
     import torch
     from ..base_model import source_of
     from ..chat.tokenize import ChatTokenizer
-    e = cfg.eval
     torch.manual_seed(0)
     chat = ChatTokenizer.for_model(cfg.model)
     check_saved_tokenizer(chat, run_dir / "model")
     results, outputs = {}, {}
     for label, path in (("base", source_of(cfg.model)), ("tuned", str(run_dir / "model"))):
-        cache = scores_cache_path(cfg, run_dir, path, prompts)
+        cache = scores_cache_path(cfg, run_dir, path, prompts, chat)
         if cache and cache.exists():
             cached = orjson.loads(cache.read_bytes())
             results[label], outputs[label] = cached["result"], cached["outputs"]
             log(f"  {label} scores reused from {cache}")
             continue
-        model = load_for_eval(path, cfg.model)
-        limit = context_limit(model, cfg)
-        log(f"  scoring {label} ({path}) on {len(domain)} domain + {len(general)} general test examples "
-            f"(<= {limit} tokens, as in training), generating {len(prompts)}")
-        with progress(console=console, transient=True) as bar:
-            results[label] = {"format": chat_format(chat),
-                              "domain": heldout_loss(model, chat, domain, e.batch_size, bar, f"{label} domain loss", limit)}
-            if general:
-                results[label]["general"] = heldout_loss(model, chat, general, e.batch_size, bar,
-                                                         f"{label} general loss", limit)
-            fitting = fitting_prompts(chat, prompts, model_context(model) - e.max_new_tokens)
-            outputs[label], ended = generate(model, chat, fitting, e.max_new_tokens, e.batch_size,
-                                             bar, f"{label} generate")
-            results[label]["end_of_turn"] = {"ended": sum(ended), "n": len(ended),
-                                             "share": round(sum(ended) / len(ended), 4) if ended else None}
-        del model
+        results[label], outputs[label] = score_model(cfg, label, path, chat, domain, general, prompts, console)
         if cache:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
-            tmp.write_bytes(orjson.dumps({"result": results[label], "outputs": outputs[label]}))
-            tmp.replace(cache)
+            atomic_write_bytes(cache, orjson.dumps({"result": results[label], "outputs": outputs[label]}))
     check_same_format(results)
     return results, outputs
+
+
+def score_model(cfg, label: str, path: str, chat, domain, general, prompts, console=None) -> tuple[dict, list[str]]:
+    """One model's held-out losses (domain, general), its greedy answers to the prompts, and how many
+    of them ended with the end-of-turn token."""
+    e = cfg.eval
+    model = load_for_eval(path, cfg.model)
+    limit = context_limit(model, cfg)
+    log(f"  scoring {label} ({path}) on {len(domain)} domain + {len(general)} general test examples "
+        f"(<= {limit} tokens, as in training), generating {len(prompts)}")
+    with progress(console=console, transient=True) as bar:
+        result = {"format": chat_format(chat),
+                  "domain": heldout_loss(model, chat, domain, e.batch_size, bar, f"{label} domain loss", limit)}
+        if general:
+            result["general"] = heldout_loss(model, chat, general, e.batch_size, bar, f"{label} general loss", limit)
+        fitting = fitting_prompts(chat, prompts, model_context(model) - e.max_new_tokens)
+        texts, ended = generate(model, chat, fitting, e.max_new_tokens, e.batch_size, bar,
+                                f"{label} generate")
+    result["end_of_turn"] = {"ended": sum(ended), "n": len(ended),
+                             "share": round(sum(ended) / len(ended), 4) if ended else None}
+    return result, texts
 
 
 def chat_format(chat) -> dict:
@@ -192,28 +196,50 @@ def fitting_prompts(chat, prompts, room: int) -> list:
     return out
 
 
-def scores_cache_path(cfg, run_dir: Path, model_path: str, prompts) -> Path | None:
-    """runs/.cache/evaluate-scores/<key>.json, keyed by everything a model's scores depend on: its
-    files, the test sets, the prompts, the decoding settings, the device and this code."""
+def scores_cache_path(cfg, run_dir: Path, model_path: str, prompts, chat) -> Path | None:
+    """Where a model's scores are kept, keyed by everything they depend on: the model's and its base's
+    files, the test sets, the chat format, the decoding and length settings, the device, the libraries
+    and this code. A model from the per-user model cache (the default's converted SmolLM2, named by its
+    sha256) is kept in the per-user cache, $WEBTUNE_CACHE/eval-scores/, so every run on the machine (any
+    folder, any clone) scores that base once; any other model in runs/.cache/evaluate-scores/.
+    WEBTUNE_NO_CACHE=1 leaves the per-user one alone."""
+    import importlib.metadata
     import torch
-    from ..fileio import hash_path, sha256_text
     from ..base_model import source_of
-    if not Path(model_path).is_dir() or not Path(source_of(cfg.model)).is_dir():
+    from ..fileio import hash_path, sha256_text
+    base, model = Path(source_of(cfg.model)), Path(model_path)
+    if not model.is_dir() or not base.is_dir():
         return None   # a hub id: its files are not ours to fingerprint
-
-    def fingerprint(folder: Path):   # names, sizes and times: hashing 16 GB of weights per eval is too slow
-        return [(str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns)
-                for f in sorted(folder.rglob("*")) if f.is_file()]
-    key = {"model": fingerprint(Path(model_path)), "base": fingerprint(Path(source_of(cfg.model))),
-           "tokenizer": cfg.model.tokenizer,
-           "chat_template": cfg.model.chat_template, "dtype": cfg.model.dtype,
-           "device": "cuda" if torch.cuda.is_available() else "cpu",
+    e = cfg.eval
+    key = {"model": model_identity(model), "base": model_identity(base), "format": chat_format(chat),
+           "tokenizer": cfg.model.tokenizer, "dtype": cfg.model.dtype, "device": "cuda" if torch.cuda.is_available() else "cpu",
            "test": [hash_path(run_dir / f) for f in ("data/test.jsonl", "data/general_test.jsonl") if (run_dir / f).exists()],
-           "prompts": len(prompts), "max_new_tokens": cfg.eval.max_new_tokens, "max_seq_len": cfg.mix.max_seq_len,
-           "eos_token": cfg.model.get("eos_token"), "overflow": cfg.mix.packing.overflow,
+           "prompts": len(prompts), "max_new_tokens": e.max_new_tokens, "batch_size": e.batch_size,
+           "max_seq_len": cfg.mix.max_seq_len, "overflow": cfg.mix.packing.overflow,
+           "libraries": [importlib.metadata.version(n) for n in ("torch", "transformers", "peft")],
            "code": [hash_path(Path(__file__).with_name(n)) for n in ("stage.py", "metrics.py")]}
-    digest = sha256_text(orjson.dumps(key, option=orjson.OPT_SORT_KEYS).decode())
-    return Path(cfg.runs_dir) / ".cache" / "evaluate-scores" / f"{digest[:32]}.json"
+    digest = sha256_text(orjson.dumps(key, option=orjson.OPT_SORT_KEYS).decode())[:32]
+    shared = in_model_cache(model) and os.environ.get("WEBTUNE_NO_CACHE", "") not in ("1", "true", "yes")
+    return (user_scores_dir() if shared else Path(cfg.runs_dir) / ".cache" / "evaluate-scores") / f"{digest}.json"
+
+
+def user_scores_dir() -> Path:
+    from ..base_model import cache_dir
+    return cache_dir().parent / "eval-scores"
+
+
+def in_model_cache(folder: Path) -> bool:
+    from ..base_model import cache_dir
+    return folder.resolve().parent == cache_dir().resolve()
+
+
+def model_identity(folder: Path):
+    """A folder of the model cache is named by its GGUF's sha256; any other folder by its files' names,
+    sizes and times (hashing 16 GB of weights per eval is too slow)."""
+    if in_model_cache(folder):
+        return folder.name
+    return [(str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns)
+            for f in sorted(folder.rglob("*")) if f.is_file()]
 
 
 def load_for_eval(path: str, model_cfg):
@@ -261,10 +287,13 @@ def heldout_loss(model, chat, conversations: list[list[dict]], batch_size: int, 
         ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in batch], device=model.device)
         labels = torch.tensor([y + [IGNORE] * (width - len(y)) for _, y in batch], device=model.device)
         mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch], device=model.device)
-        with torch.inference_mode():
-            logits = model(input_ids=ids, attention_mask=mask).logits
         target = labels[:, 1:]
-        scored = target != IGNORE      # float32 only where it counts: a 256k vocabulary makes full logits large
+        scored = target != IGNORE
+        start = int(scored.any(0).nonzero()[0]) if scored.any() else 0   # no logits over the prompts before it
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=width - start).logits
+        target, scored = target[:, start:], scored[:, start:]
+        # float32 only where it counts: a 256k vocabulary makes full logits large
         loss = torch.nn.functional.cross_entropy(logits[:, :-1][scored].float(), target[scored], reduction="sum")
         total += loss.item()
         count += int(scored.sum())
