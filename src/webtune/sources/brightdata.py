@@ -29,10 +29,10 @@ from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ..console import progress
 from ..config import container
-from ..errors import PaidRequestRefused, WebtuneError
+from ..errors import WebtuneError
 from ..fileio import write_json
 from ..records import Record, Rejection, record_id
-from .brightdata_cost import check, output_fields, scraper_plan
+from .brightdata_cost import approve, output_fields, scraper_plan
 from .brightdata_download import FORMATS, Downloader, save_inline, snapshot_gone
 from .brightdata_http import SAFE_ID, Client, body_message, read_state, redact, snapshot_id_of, token
 
@@ -116,10 +116,7 @@ def _start(scraper, cfg, source_name: str, raw_dir: Path, inputs: list[dict], re
     dataset_id, fields = scraper.dataset_id, scraper.fields
     sync = _use_sync(cfg, inputs)
     plan = scraper_plan(cfg, len(inputs), f"sync scrape ({request})" if sync else f"trigger ({request})")
-    console.print(plan.line(source_name))
-    check(plan, cfg)
-    if not allow_paid:
-        raise PaidRequestRefused(
+    approve(plan, cfg, source_name, console, allow_paid,
             "no snapshot of this source yet, and starting one bills: `webtune preview ... --allow-trigger` "
             "collects (and pays for) it once, as does `webtune run`; or set "
             "source.brightdata.snapshot_id=<an existing snapshot>")

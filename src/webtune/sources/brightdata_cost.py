@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-from ..errors import WebtuneError
+from ..errors import PaidRequestRefused, WebtuneError
 
 ERROR_FIELDS = ("error", "error_code", "input")     # what an error record is told apart and explained by
 
@@ -89,6 +89,15 @@ def check(plan: Plan, cfg) -> None:
         raise WebtuneError(f"the {plan.request} would cost about {usd(plan.cost)} ({plan.records:,} records "
                            f"at ${plan.price_per_1k:g}/1k), over source.brightdata.max_cost={max_cost:g}: "
                            f"lower {cap_names} or the number of inputs, or raise max_cost")
+
+
+def approve(plan, cfg, source_name: str, console, allow_paid: bool, refusal: str) -> None:
+    """Before a billed request: show its plan, hold it to the caps, and refuse it (PaidRequestRefused,
+    `refusal` saying how to allow it) where paid requests are not allowed."""
+    console.print(plan.line(source_name))
+    check(plan, cfg)
+    if not allow_paid:
+        raise PaidRequestRefused(refusal)
 
 
 # ---------------------------------------------------------------- custom_output_fields

@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import container
-from ..errors import PaidRequestRefused, WebtuneError
+from ..errors import WebtuneError
 from ..fileio import sha256_file, write_json
 from .brightdata import STATE_FILE, known_snapshot, poll_answer, wait_ready
-from .brightdata_cost import check, marketplace_plan
+from .brightdata_cost import approve, marketplace_plan
 from .brightdata_download import Downloader
 from .brightdata_http import Client, RequestBudget, body_message, read_state, redact, snapshot_id_of, token
 
@@ -53,10 +53,7 @@ def acquire(cfg, source_name: str, raw_dir: Path, console: Console | None = None
         market = _Market(Client(cfg, secret, console), console)
         if snapshot_id is None:
             plan = marketplace_plan(cfg)
-            console.print(plan.line(source_name))
-            check(plan, cfg)
-            if not allow_paid:
-                raise PaidRequestRefused(
+            approve(plan, cfg, source_name, console, allow_paid,
                     "no snapshot of this marketplace filter yet, and a filter bills: `webtune preview ... "
                     "--allow-trigger` runs (and pays for) it once, as does `webtune run`; or set "
                     "source.brightdata.snapshot_id=snap_...")
