@@ -75,7 +75,7 @@ def make_cfg(fake: FakeOpenAI, **overrides):
 
 
 def console():
-    return Console(file=io.StringIO(), width=200, force_terminal=False)
+    return Console(file=io.StringIO(), width=200, force_terminal=False, soft_wrap=True)   # no wrapping: tmp paths vary in length
 
 
 def wait_for(predicate, timeout=20.0):
