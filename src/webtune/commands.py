@@ -1,7 +1,6 @@
 """The CLI's commands. Each takes its argument list and returns an exit code."""
 from __future__ import annotations
 
-import os
 import logging
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from omegaconf import OmegaConf
 from .console import console, log
 from .errors import WebtuneError, one_line, wants_traceback
 from .hydra_setup import CONF_DIR, load_run_config, setup, split_config_dir, use_config_dir, validate_overrides
-from .rundir import attach_run_log
+from .rundir import attach_run_log, use_cache
 from .fileio import read_json
 
 
@@ -101,11 +100,6 @@ def objective(run_dir: Path, metric: str = "eval.tuned.domain.loss") -> float | 
     for part in metric.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value
-
-
-def use_cache() -> bool:
-    """WEBTUNE_NO_CACHE=1 runs every stage afresh (it still skips stages finished in this directory)."""
-    return os.environ.get("WEBTUNE_NO_CACHE", "") not in ("1", "true", "yes")
 
 
 def execute(cfg, run_dir: Path, fresh: bool, only: set[str] | None = None) -> dict:

@@ -104,3 +104,9 @@ def attach_run_log(run_dir: Path) -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+
+
+def use_cache() -> bool:
+    """WEBTUNE_NO_CACHE=1 runs every stage afresh (it still skips stages finished in this directory) and
+    leaves the per-user caches (e.g. the base model's evaluate scores) alone."""
+    return os.environ.get("WEBTUNE_NO_CACHE", "") not in ("1", "true", "yes")

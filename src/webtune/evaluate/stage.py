@@ -9,7 +9,6 @@ eval/generations.jsonl (every scored prompt, with its per-prompt scores).
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import orjson
@@ -17,6 +16,7 @@ import orjson
 from ..console import log, progress
 from ..errors import WebtuneError
 from ..fileio import atomic_write_bytes, read_jsonl, write_json
+from ..rundir import use_cache
 from .metrics import check_rates, corpus_scores, rouge_l, run_check, validate_check
 
 
@@ -219,7 +219,7 @@ def scores_cache_path(cfg, run_dir: Path, model_path: str, prompts, chat) -> Pat
            "libraries": [importlib.metadata.version(n) for n in ("torch", "transformers", "peft")],
            "code": [hash_path(Path(__file__).with_name(n)) for n in ("stage.py", "metrics.py")]}
     digest = sha256_text(orjson.dumps(key, option=orjson.OPT_SORT_KEYS).decode())[:32]
-    shared = in_model_cache(model) and os.environ.get("WEBTUNE_NO_CACHE", "") not in ("1", "true", "yes")
+    shared = in_model_cache(model) and use_cache()
     return (user_scores_dir() if shared else Path(cfg.runs_dir) / ".cache" / "evaluate-scores") / f"{digest}.json"
 
 

@@ -36,12 +36,11 @@ from pathlib import Path
 from ..errors import WebtuneError
 from .executors import Outcome
 from .executors.local import run_local
-from ..config import plain
 from .mapper import PrepareInput
 from .reduce import assemble, order_ledger
 from .render import load_tasks
 
-__all__ = ["PrepareInput", "plain", "run", "executor_name"]
+__all__ = ["PrepareInput", "run", "executor_name"]
 
 
 def executor_name(cfg) -> str:
