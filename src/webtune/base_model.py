@@ -191,10 +191,15 @@ def source_of(model_cfg) -> str:
     return gguf_folder(model_cfg.name_or_path, gguf) if gguf else model_cfg.name_or_path
 
 
+def gguf_path(directory: str, gguf_file: str) -> Path:
+    """Where `model.gguf_file` is: in `directory` (name_or_path), or a path of its own."""
+    return Path(directory or ".", gguf_file).expanduser()
+
+
 def gguf_folder(directory: str, gguf_file: str) -> str:
     """`model.gguf_file`: any GGUF (in `directory`, or a path), converted once into the cache,
     keyed by its sha256, and loaded from there like any folder."""
-    path = Path(directory or ".", gguf_file).expanduser()
+    path = gguf_path(directory, gguf_file)
     if not path.is_file():
         raise WebtuneError(f"model.gguf_file={gguf_file!r}: {path} does not exist")
     stat = path.stat()

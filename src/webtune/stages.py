@@ -141,8 +141,9 @@ MIX_MODEL = ["model.kind", "model.name_or_path", "model.gguf_file", "model.token
 def model_path(cfg) -> Path:
     """What a model config loads: its GGUF file (`model.gguf_file`, in name_or_path or a path), else the
     folder (or hub id) name_or_path."""
+    from .base_model import gguf_path
     gguf = cfg.model.get("gguf_file")
-    return Path(cfg.model.name_or_path or ".", gguf).expanduser() if gguf else Path(cfg.model.name_or_path)
+    return gguf_path(cfg.model.name_or_path, gguf) if gguf else Path(cfg.model.name_or_path)
 
 
 def model_files(cfg) -> list[Path]:
