@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 _UMASK = os.umask(0o22)
 os.umask(_UMASK)
@@ -99,16 +99,6 @@ def iter_jsonl(path: Path) -> Iterator[Any]:
 
 def read_jsonl(path: Path) -> list:
     return list(iter_jsonl(path))
-
-
-def write_jsonl(path: Path, rows: Iterable[Any]) -> int:
-    """Write rows as JSONL atomically; returns how many."""
-    n = 0
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            n += 1
-    return n
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
