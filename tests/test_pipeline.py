@@ -6,7 +6,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import REPO, SMALL, only_run_dir, webtune
+from tests.conftest import FIXTURES, REPO, SMALL, only_run_dir, webtune
 from webtune.paths import SHIPPED
 from webtune.fileio import copy_tree, hash_path
 
@@ -15,10 +15,21 @@ pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
+def user_cache(tmp_path_factory) -> dict:
+    """A per-user cache of our own whose model folder holds the toy base, as `fetch-base` holds the
+    real default's: evaluate keeps that base's scores there, for every later run on the machine."""
+    cache = tmp_path_factory.mktemp("user-cache")
+    copy_tree(FIXTURES / "tiny_model", cache / "models" / ("0" * 64))
+    return {"WEBTUNE_CACHE": str(cache)}
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, user_cache):
     runs = tmp_path_factory.mktemp("small") / "runs"
-    r = webtune("run", f"runs_dir={runs}", *SMALL)
+    base = Path(user_cache["WEBTUNE_CACHE"]) / "models" / ("0" * 64)
+    r = webtune("run", f"runs_dir={runs}", *SMALL, f"model.name_or_path={base}", env=user_cache)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert list((base.parent.parent / "eval-scores").glob("*.json"))     # the base's scores, kept per user
     return only_run_dir(runs)
 
 
@@ -85,11 +96,11 @@ def hashes(root: Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): hash_path(p) for p in root.rglob("*") if p.is_file()}
 
 
-def test_reproduce_recomputes_every_stage_with_fresh_files(small_run):
+def test_reproduce_recomputes_every_stage_with_fresh_files(small_run, user_cache):
     before = hashes(small_run)
     runs = small_run.parent
     known = {p for p in runs.iterdir()}
-    r = webtune("reproduce", str(small_run))
+    r = webtune("reproduce", str(small_run), env=user_cache)
     assert r.returncode == 0, r.stderr[-3000:]
     [new] = [p for p in runs.iterdir() if p not in known]
     n_data = len([p for p in (small_run / "data").rglob("*") if p.is_file() and "raw" not in p.parts])
@@ -97,6 +108,7 @@ def test_reproduce_recomputes_every_stage_with_fresh_files(small_run):
     assert "metrics identical" in r.stderr or "metrics differ" in r.stderr   # the deltas are reported either way
     for stage in ("prepare", "mix", "train", "evaluate"):
         assert f"{stage}: running" in r.stderr                         # recomputed, never restored
+    assert "scoring base" in r.stderr and "scores reused" not in r.stderr   # not even the per-user base scores
     assert not inodes(new) & (inodes(small_run) | inodes(runs / ".cache"))
     assert hashes(small_run) == before
 

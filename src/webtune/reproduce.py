@@ -2,10 +2,10 @@
 
 RUN/config.yaml is loaded verbatim (never conf/) and RUN/data/raw/ is copied (fresh files, no hard
 links) into a new run directory; every deterministic stage after the source runs there with the
-stage cache off, so nothing is restored and nothing is compared with itself. Then every data file
-(examples, splits, packed rows, mix plan, ledger events and ledger) is compared byte for byte and the
-ones that differ are named; with training, the metric deltas are reported. The original run is
-only read: its files' hashes are taken before and after, and a change is reported as an error.
+stage cache and the per-user caches off, so nothing is restored and nothing is compared with
+itself. Then every data file (examples, splits, packed rows, mix plan, ledger events and ledger) is
+compared byte for byte and the ones that differ are named; with training, the metric deltas are
+reported. The original run is only read: its files' hashes are taken before and after, and a change is reported as an error.
 """
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ from pathlib import Path
 from rich.table import Table
 
 from .hydra_setup import load_run_config
-from .rundir import attach_run_log
+from .rundir import attach_run_log, caches_off, new_run_dir
 from .console import console, log
 from .errors import WebtuneError
-from .rundir import new_run_dir
 from .fileio import copy_tree, hash_path, read_json
 from .stages import SOURCES_JSON
 
@@ -63,7 +62,8 @@ def _prepare_copy(original: Path, cfg) -> Path:
 
 def _run(cfg, new: Path, data_only: bool) -> None:
     """The stages after the source, cache off. `runs_dir` (read by stages only for caches of their
-    own, never in a key) points at an empty scratch folder, so no stage finds anything to reuse."""
+    own, never in a key) points at an empty scratch folder and the per-user caches (the base model's
+    scores) are off, so no stage finds anything to reuse."""
     from omegaconf import OmegaConf
 
     from .runner import Runner
@@ -71,7 +71,7 @@ def _run(cfg, new: Path, data_only: bool) -> None:
     stages = build_stages()
     wanted = {s.name for s in stages if s.name != "source" and (not data_only or s.name in DATA_STAGES)}
     wanted.discard("register")
-    with tempfile.TemporaryDirectory(prefix="webtune-reproduce-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="webtune-reproduce-") as scratch, caches_off():
         fresh = OmegaConf.merge(cfg, {"runs_dir": scratch})
         Runner(fresh, new, stages, console, log, use_cache=False).run(only=wanted)
 

@@ -1,6 +1,7 @@
 """The run directory: its name, its config, the git commit and package versions the manifest records."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import logging
@@ -110,3 +111,17 @@ def use_cache() -> bool:
     """WEBTUNE_NO_CACHE=1 runs every stage afresh (it still skips stages finished in this directory) and
     leaves the per-user caches (e.g. the base model's evaluate scores) alone."""
     return os.environ.get("WEBTUNE_NO_CACHE", "") not in ("1", "true", "yes")
+
+
+@contextlib.contextmanager
+def caches_off():
+    """Every cache off for what runs inside, the per-user ones too (reproduce recomputes everything)."""
+    before = os.environ.get("WEBTUNE_NO_CACHE")
+    os.environ["WEBTUNE_NO_CACHE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("WEBTUNE_NO_CACHE")
+        else:
+            os.environ["WEBTUNE_NO_CACHE"] = before
