@@ -10,6 +10,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# One torch/OpenMP thread per process: the suite runs on two workers, and two 2-thread OpenMP teams on
+# 2 cores spin against each other (a forward pass several times slower, bench/RESULTS.md, serving).
+# The CLI subprocesses inherit it; a test that wants threads of its own sets them.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 FIXTURES = REPO / "tests" / "fixtures"
 # The toy test fixture (tests/fixtures/tiny_model, a 2.6M-parameter Llama) in place of the real default
 # base (SmolLM2-135M-Instruct): plain overrides of the default model config, so they combine with any
