@@ -60,7 +60,7 @@ def main():
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for `webtune run` (after --)")
     a = ap.parse_args()
     runs_dir = a.runs_dir or Path(tempfile.mkdtemp(prefix="bench-default-"))
-    console = Console()
+    console = Console(width=max(220, shutil.get_terminal_size().columns))   # the table is wide: never fold it
     results = []
     if not a.keep_scores:
         from webtune.evaluate.stage import user_scores_dir
