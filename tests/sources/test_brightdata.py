@@ -675,6 +675,7 @@ def template(name):
 
 
 LEDGER = ["error", "error_code", "input"]
+GROUP = ["url"]   # the shipped scraper sources split by page (group_field: url), so the url is collected too
 
 
 @pytest.mark.parametrize("name, source, fields", [
@@ -690,7 +691,7 @@ def test_custom_output_fields_of_each_shipped_template(fake, name, source, field
     from webtune.config import SourceConfig
     src = OmegaConf.merge(OmegaConf.structured(SourceConfig), OmegaConf.load(CONF / f"brightdata_{source}.yaml"))
     derived = brightdata.with_output_fields(src, fields_read(template(name))).brightdata.custom_output_fields
-    expected = sorted(set(fields) | set(LEDGER) | set(src.brightdata.primary_fields))
+    expected = sorted(set(fields) | set(LEDGER) | set(GROUP) | set(src.brightdata.primary_fields))
     assert list(derived) == expected
     assert brightdata.with_output_fields(src, None).brightdata.custom_output_fields == []   # unknown: all
 
