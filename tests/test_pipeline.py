@@ -15,21 +15,21 @@ pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
-def user_cache(tmp_path_factory) -> dict:
+def user_cache(tmp_path_factory) -> Path:
     """A per-user cache of our own whose model folder holds the toy base, as `fetch-base` holds the
     real default's: evaluate keeps that base's scores there, for every later run on the machine."""
     cache = tmp_path_factory.mktemp("user-cache")
     copy_tree(FIXTURES / "tiny_model", cache / "models" / ("0" * 64))
-    return {"WEBTUNE_CACHE": str(cache)}
+    return cache
 
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory, user_cache):
     runs = tmp_path_factory.mktemp("small") / "runs"
-    base = Path(user_cache["WEBTUNE_CACHE"]) / "models" / ("0" * 64)
-    r = webtune("run", f"runs_dir={runs}", *SMALL, f"model.name_or_path={base}", env=user_cache)
+    [base] = (user_cache / "models").iterdir()
+    r = webtune("run", f"runs_dir={runs}", *SMALL, f"model.name_or_path={base}", env={"WEBTUNE_CACHE": str(user_cache)})
     assert r.returncode == 0, r.stderr[-3000:]
-    assert list((base.parent.parent / "eval-scores").glob("*.json"))     # the base's scores, kept per user
+    assert list((user_cache / "eval-scores").glob("*.json"))     # the base's scores, kept per user
     return only_run_dir(runs)
 
 
@@ -100,7 +100,7 @@ def test_reproduce_recomputes_every_stage_with_fresh_files(small_run, user_cache
     before = hashes(small_run)
     runs = small_run.parent
     known = {p for p in runs.iterdir()}
-    r = webtune("reproduce", str(small_run), env=user_cache)
+    r = webtune("reproduce", str(small_run), env={"WEBTUNE_CACHE": str(user_cache)})
     assert r.returncode == 0, r.stderr[-3000:]
     [new] = [p for p in runs.iterdir() if p not in known]
     n_data = len([p for p in (small_run / "data").rglob("*") if p.is_file() and "raw" not in p.parts])

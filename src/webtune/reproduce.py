@@ -5,7 +5,8 @@ links) into a new run directory; every deterministic stage after the source runs
 stage cache and the per-user caches off, so nothing is restored and nothing is compared with
 itself. Then every data file (examples, splits, packed rows, mix plan, ledger events and ledger) is
 compared byte for byte and the ones that differ are named; with training, the metric deltas are
-reported. The original run is only read: its files' hashes are taken before and after, and a change is reported as an error.
+reported. The original run is only read: its files' hashes are taken before and after, and a change
+is reported as an error.
 """
 from __future__ import annotations
 

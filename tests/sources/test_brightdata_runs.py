@@ -125,7 +125,8 @@ def test_sync_scrape_of_five_urls(fake, tmp_path):
     assert len(rows) == 5 and all(r["id"].startswith("amazon:sync_") for r in rows)
     assert sum(r["status"] == "kept" for r in rows) == 5
     asked = fake.triggers[0]["query"]["custom_output_fields"].split("|")
-    assert asked == sorted(["brand", "description", "error", "error_code", "features", "input", "title", "url"])   # url: the split group
+    # url: the split group (group_field)
+    assert asked == sorted(["brand", "description", "error", "error_code", "features", "input", "title", "url"])
 
 
 def test_sync_scrape_that_times_out_is_polled(fake, tmp_path):

@@ -10,8 +10,8 @@ sharded again here), and only the main process writes files.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
