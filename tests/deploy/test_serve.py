@@ -572,7 +572,7 @@ class FailingEngine:
     def __init__(self, lm):
         self.submitted, self.cancelled, self.closed = 0, 0, False
 
-    def submit(self, prompt_ids, settings, max_new, emit):
+    def submit(self, prompt_ids, settings, max_new, emit, group=None):
         self.submitted += 1
         emit("partial", None)
         emit("", RuntimeError("decode step failed"))

@@ -1,7 +1,8 @@
 """The OpenAI wire shapes `webtune serve` speaks: request models (unknown fields refused, as
-OpenAI does), response models (what the handlers return, validated against OpenAI's published
-OpenAPI spec in tests/deploy/test_serve.py), `APIError` as `{"error": {message, type, param, code}}`,
-and the exception handlers that turn every failure into that shape."""
+OpenAI does; numbers strictly typed and bounded, so a seed past int64 is a 400, never a 500),
+response models (what the handlers return, validated against OpenAI's published OpenAPI spec in
+tests/deploy/test_serve.py), `APIError` as `{"error": {message, type, param, code}}`, the exception
+handlers that turn every failure into that shape, and `BodyLimit`, the 413 before any parsing."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.sse import format_sse_event
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_serializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, field_validator, model_serializer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from webtune.deploy.generate import GenerationSettings
@@ -22,19 +23,31 @@ log = logging.getLogger("uvicorn.error")
 
 
 # ---------------------------------------------------------------- errors
+# a 429 or 503 always says when to come back (clients such as the openai SDK wait that long)
+RETRY_STATUSES = (429, 503)
+DEFAULT_RETRY_AFTER_S = 1
+
+
 class APIError(Exception):
-    """An error sent to the client as OpenAI's `{"error": {message, type, param, code}}`."""
+    """An error sent to the client as OpenAI's `{"error": {message, type, param, code}}`; a 429 or
+    503 carries `Retry-After` (`retry_after` seconds, else DEFAULT_RETRY_AFTER_S)."""
 
     def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 param: Optional[str] = None, code: Optional[str] = None):
+                 param: Optional[str] = None, code: Optional[str] = None, retry_after: Optional[int] = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.retry_after = retry_after
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
+    def headers(self) -> dict[str, str]:
+        if self.status not in RETRY_STATUSES:
+            return {}
+        return {"Retry-After": str(max(1, self.retry_after or DEFAULT_RETRY_AFTER_S))}
+
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers())
 
     def event(self) -> bytes:
         """The error as a server-sent event: once a stream's headers are sent, OpenAI reports in-band."""
@@ -64,6 +77,12 @@ def refused(message: str) -> AfterValidator:
 
 
 NoPenalty = Annotated[float, refused("penalties are not supported by this server; send 0 or leave it out")]
+# JSON numbers as OpenAI types them: an integer field refuses "7", 7.0 and true; a seed is an int64
+# (torch seeds a generator from 64 bits: a larger one used to be a 500 mid-request)
+Int = Annotated[int, Strict()]
+Number = Annotated[float, Strict()]
+INT64 = (-2 ** 63, 2 ** 63 - 1)
+MAX_MESSAGES = 2048  # a long conversation fits; more is a 400 before the chat template runs
 
 
 class TextPart(_Strict):
@@ -88,11 +107,11 @@ class StreamOptions(_Strict):
 class SamplingRequest(_Strict):
     """What chat and text completion requests share: the model, sampling, stop, streaming."""
     model: str
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    n: int = Field(1, ge=1, le=8)
+    temperature: Number = Field(1.0, ge=0.0, le=2.0)
+    top_p: Number = Field(1.0, gt=0.0, le=1.0)
+    n: Int = Field(1, ge=1, le=8)
     stop: Optional[Union[str, list[str]]] = None
-    seed: Optional[int] = None
+    seed: Optional[Int] = Field(None, ge=INT64[0], le=INT64[1])
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     user: Optional[str] = None
@@ -111,17 +130,26 @@ class SamplingRequest(_Strict):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    @property
+    def prompt_count(self) -> int:
+        return 1
+
+    @property
+    def sequences(self) -> int:
+        """What the request asks the engine to decode: prompts x n (known before tokenising)."""
+        return self.prompt_count * self.n
+
     def settings(self, max_tokens: Optional[int], choice: int) -> GenerationSettings:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        seed = None if self.seed is None else self.seed + choice
+        seed = None if self.seed is None else self.seed + choice  # within torch's 64 bits: n <= 8
         return GenerationSettings(max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p,
                                   stop=stops, seed=seed)
 
 
 class ChatRequest(SamplingRequest):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: Optional[int] = Field(None, ge=1)
-    max_completion_tokens: Optional[int] = Field(None, ge=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    max_tokens: Optional[Int] = Field(None, ge=1)
+    max_completion_tokens: Optional[Int] = Field(None, ge=1)
     logprobs: Annotated[Optional[bool], refused("chat logprobs are not supported; use /v1/completions "
                                                 "with logprobs")] = None
 
@@ -131,16 +159,22 @@ class ChatRequest(SamplingRequest):
 
 
 class CompletionRequest(SamplingRequest):
-    prompt: Union[str, list[str], list[int], list[list[int]]]
-    max_tokens: Optional[int] = Field(None, ge=0)  # None: the server's default (--max-tokens)
+    prompt: Union[str, list[str], list[Int], list[list[Int]]]
+    max_tokens: Optional[Int] = Field(None, ge=0)  # None: the server's default (--max-tokens)
     echo: bool = False
-    logprobs: Optional[int] = Field(None, ge=0, le=5)
-    best_of: Optional[int] = Field(None, ge=1, le=1)
+    logprobs: Optional[Int] = Field(None, ge=0, le=5)
+    best_of: Optional[Int] = Field(None, ge=1, le=1)
     suffix: Annotated[Optional[str], refused("suffix is not supported by this server")] = None
 
     @property
     def wanted_tokens(self) -> Optional[int]:
         return self.max_tokens
+
+    @property
+    def prompt_count(self) -> int:
+        """OpenAI's four prompt shapes: a text or one token list is one prompt; a list of them, many."""
+        p = self.prompt
+        return 1 if isinstance(p, str) or not p or isinstance(p[0], int) else len(p)
 
 
 # ---------------------------------------------------------------- response shapes
@@ -251,12 +285,15 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
     err = exc.errors()[0]
     loc = [str(p) for p in err.get("loc", ()) if p != "body"]
     loc = [p for p in loc if p not in _UNION_BRANCHES and not p.startswith(_UNION_PREFIXES)]
+    param = ".".join(loc) or None
     msg = err.get("msg", "invalid request")
     if err.get("type") == "extra_forbidden":
         msg = f"Unrecognized request argument supplied: {loc[-1] if loc else '?'}"
     elif err.get("type") == "json_invalid":
         msg = "The request body is not valid JSON"
-    return APIError(400, msg, param=".".join(loc) or None).response()
+    elif param:
+        msg = f"Invalid '{param}': {msg}"
+    return APIError(400, msg, param=param).response()
 
 
 async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -264,12 +301,73 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> JSONRespo
 
 
 async def unavailable(request: Request, exc: WebtuneError) -> JSONResponse:
-    return APIError(503, str(exc), type="server_error").response()
+    return APIError(503, str(exc), type="server_error").response()  # with Retry-After, as every 503
 
 
 async def crash(request: Request, exc: Exception) -> JSONResponse:
     log.exception("request failed")
     return APIError(500, f"internal error: {type(exc).__name__}", type="server_error").response()
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` is a 413 before anything parses it. The
+    body is read here (so it is held once, at most `max_bytes`) and replayed to the app; an
+    oversized one is read on and dropped, up to DRAIN_FACTOR x `max_bytes`, so that a client still
+    sending reads the 413 rather than a reset connection (a client that sent `Expect:
+    100-continue` is answered before it sends anything)."""
+
+    DRAIN_FACTOR = 64
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        try:
+            declared = int(headers.get(b"content-length", b"0"))
+        except ValueError:
+            declared = 0
+        if declared > self.max_bytes:
+            if headers.get(b"expect", b"").lower() != b"100-continue":
+                await self._drain(receive, 0)
+            return await self._refuse(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                chunks.clear()
+                await self._drain(receive, size)
+                return await self._refuse(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # http.disconnect, which streaming responses listen for
+        await self.app(scope, replay, send)
+
+    async def _drain(self, receive: Any, size: int) -> None:
+        while size <= self.DRAIN_FACTOR * self.max_bytes:
+            message = await receive()
+            size += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+
+    async def _refuse(self, scope: dict, receive: Any, send: Any) -> None:
+        error = APIError(413, f"The request body is over {self.max_bytes} bytes, the most this server accepts "
+                              f"(`webtune serve --max-body-bytes`); send less per request",
+                         code="request_too_large")
+        await error.response()(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -7,7 +7,9 @@ version, new requests wait while the new one loads, then go to it. With `free_be
 default on a GPU) the old model is released before the new one loads, so two are never resident.
 
 Generation is continuous batching (`batching.BatchEngine`): requests that arrive together decode
-together, up to `max_concurrency` sequences per step; `queue_size` more requests wait; beyond, 429.
+together, up to `max_concurrency` sequences per step; `queue_size` more sequences wait; beyond,
+429 with Retry-After. A request counts prompts x n sequences, at most `max_request_sequences` (else
+400), and free slots go round-robin by request; a body over `max_body_bytes` is a 413 unparsed.
 `max_tokens` is the default for a request that names none and the most one may ask for; a prompt
 that leaves no room in the context is an OpenAI-shaped 400. Request logs carry counts and timings,
 never the prompt text unless `log_prompts`.
@@ -27,7 +29,7 @@ from typing import Optional
 
 from fastapi import FastAPI, Request
 
-from webtune.deploy.openai_api import APIError, install_error_handlers
+from webtune.deploy.openai_api import APIError, BodyLimit, install_error_handlers
 from webtune.deploy.serve_engine import EngineFactory, batch_engine
 from webtune.deploy.serve_model import DEFAULT_REGISTRY, ModelHolder, ModelSource, gpu_present
 from webtune.deploy.serve_routes import router
@@ -52,8 +54,9 @@ def create_app(target: str | Path, registry: str | Path = DEFAULT_REGISTRY,
     app = FastAPI(title="webtune", docs_url=None, redoc_url=None)
     app.state.server = Server(source.name, config, holder, Gate(config.max_concurrency + config.queue_size),
                               api_key)
-    app.router.add_event_handler("shutdown", holder.close)
+    app.router.add_event_handler("shutdown", app.state.server.close)
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)  # inside the key check: no key, no read
     app.middleware("http")(require_key)
     app.include_router(router)
     return app

@@ -1,10 +1,12 @@
 """What `webtune serve` needs of a decoding engine, and the one bridge from the engine's thread to
 asyncio. `batching.BatchEngine` (continuous batching, one decode thread) is the engine the server
-runs; anything with `submit` and `close` below can stand in for it."""
+runs; anything with `submit` and `close` below can stand in for it. Every sequence of one request
+is submitted with the same `group`: an engine shares its free slots among groups, so a small
+request waits on no more than a slot, however many sequences a large one queued before it."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Callable, Iterable, Optional, Protocol
+from typing import Any, AsyncIterator, Callable, Hashable, Iterable, Optional, Protocol
 
 from webtune.deploy.batching import BatchEngine
 from webtune.deploy.generate import Generation, GenerationSettings, LocalModel
@@ -25,8 +27,8 @@ class SequenceHandle(Protocol):
 
 class Engine(Protocol):
     def submit(self, prompt_ids: list[int], settings: GenerationSettings, max_new: int,
-               emit: Emit) -> SequenceHandle:
-        """Start one sequence (thread-safe); its text comes through `emit`."""
+               emit: Emit, group: Hashable = None) -> SequenceHandle:
+        """Start one sequence of request `group` (thread-safe); its text comes through `emit`."""
 
     def close(self) -> None:
         """Finish the running sequences, then stop (blocking)."""
@@ -40,9 +42,10 @@ def batch_engine(max_batch: int, threads: int) -> EngineFactory:
     return lambda lm: BatchEngine(lm, max_batch, threads)
 
 
-async def decode(engine: Engine, jobs: Iterable[Job]) -> AsyncIterator[Event]:
-    """Submit every job and yield their events in the order they come, until each job's Generation
-    has come; an engine failure is raised here. Leaving early cancels what is still running."""
+async def decode(engine: Engine, jobs: Iterable[Job], group: Hashable = None) -> AsyncIterator[Event]:
+    """Submit every job (one request's, `group`) and yield their events in the order they come,
+    until each job's Generation has come; an engine failure is raised here. Leaving early cancels
+    what is still running."""
     loop, inbox = asyncio.get_running_loop(), asyncio.Queue()
 
     def emitter(index: int) -> Emit:
@@ -53,7 +56,8 @@ async def decode(engine: Engine, jobs: Iterable[Job]) -> AsyncIterator[Event]:
                 pass
         return emit
 
-    seqs = [engine.submit(ids, settings, max_new, emitter(index)) for index, ids, settings, max_new in jobs]
+    seqs = [engine.submit(ids, settings, max_new, emitter(index), group=group)
+            for index, ids, settings, max_new in jobs]
     done = 0
     try:
         while done < len(seqs):

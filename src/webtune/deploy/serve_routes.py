@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, Optional
 
 from fastapi import APIRouter, Depends, Request
@@ -34,7 +35,8 @@ ServerDep = Annotated[Server, Depends(server_of)]
 async def health(server: ServerDep) -> dict:
     holder = server.holder
     return {"status": "ok", "model": server.name, "version": holder.served.label if holder.served else None,
-            "admitted": server.gate.admitted, "resident_models": len(holder.resident),
+            "admitted": server.gate.admitted, "admitted_requests": server.gate.requests,
+            "resident_models": len(holder.resident),
             "peak_resident_models": holder.peak_resident}
 
 
@@ -118,10 +120,30 @@ def answer_fields(call: Call, prefix: str) -> dict[str, Any]:
             "system_fingerprint": call.fingerprint}
 
 
+# ---------------------------------------------------------------- before tokenising
+_LONGEST_PIECE: "weakref.WeakKeyDictionary[LocalModel, int]" = weakref.WeakKeyDictionary()
+
+
+def check_length_bound(lm: LocalModel, chars: int, param: str) -> None:
+    """A 400 for a text that cannot fit the context, without tokenising it: a token covers at most
+    the characters of the vocabulary's longest piece (byte-level pieces count bytes, so more), and
+    the bound is doubled for normalisers that drop characters."""
+    if lm not in _LONGEST_PIECE:
+        pieces = lm.tokenizer.convert_ids_to_tokens(list(range(len(lm.tokenizer))))
+        _LONGEST_PIECE[lm] = max((len(p) for p in pieces if p), default=1)
+    at_least = chars // (2 * _LONGEST_PIECE[lm])
+    if at_least > lm.max_context:
+        raise APIError(400, f"This model's maximum context length is {lm.max_context} tokens; the {param} "
+                            f"come to {chars} characters, so more than {at_least} tokens; shorten them",
+                       param=param, code="context_length_exceeded")
+
+
 # ---------------------------------------------------------------- chat
 def chat_prompt_ids(lm: LocalModel, body: ChatRequest) -> list[int]:
+    messages = [m.as_template_message() for m in body.messages]
+    check_length_bound(lm, sum(len(m["content"]) for m in messages), "messages")
     try:
-        return lm.chat_prompt_ids([m.as_template_message() for m in body.messages])
+        return lm.chat_prompt_ids(messages)
     except Exception as e:  # e.g. a template that demands alternating user/assistant turns
         raise APIError(400, f"the model's chat template rejected the messages: {e}", param="messages") from None
 
@@ -160,6 +182,9 @@ def prompt_token_lists(lm: LocalModel, prompt: Any) -> list[list[int]]:
     if not prompt:
         raise APIError(400, "prompt is empty", param="prompt")
     vocab = len(lm.tokenizer)
+    for p in prompt:
+        if isinstance(p, str):
+            check_length_bound(lm, len(p), "prompt")
     out = []
     for i, p in enumerate(prompt):
         ids = lm.encode(p) if isinstance(p, str) else list(p)

@@ -1,13 +1,18 @@
 """The state of one `webtune serve` app (`Server`, kept in `app.state.server`) and one admitted
-request (`Call`): the settings, the model holder, the gate that answers 429 past the queue, the token
-limits that answer 400, and the request log line (counts and timings; prompt text only if asked)."""
+request (`Call`): the settings, the model holder, the gate that counts sequences (prompts x n) and
+answers 429 with Retry-After past the queue, the limits that answer 400, the tokeniser's own thread,
+and the request log line (counts and timings; prompt text only if asked)."""
 from __future__ import annotations
 
+import asyncio
+import collections
 import json
 import logging
+import math
 import time
 import uuid
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Iterator, Optional
 
 from webtune.deploy.generate import Generation, LocalModel
@@ -26,7 +31,9 @@ class ServeConfig:
     no_auth: bool = False               # allow a non-loopback host without a key, on purpose
     max_tokens: int = 512               # default for a request without max_tokens, and the most allowed
     max_concurrency: int = 32           # sequences decoding together (one batch)
-    queue_size: int = 64                # requests waiting beyond those; more get 429
+    queue_size: int = 64                # sequences waiting beyond those; more get 429
+    max_request_sequences: int = 32     # prompts x n one request may ask for; more is a 400
+    max_body_bytes: int = 4 * 2 ** 20   # a larger request body is a 413, refused before parsing
     threads: int = 0                    # torch threads of the decode thread (0: half the cores)
     log_prompts: bool = False           # put prompt text in the request log
     free_before_load: Optional[bool] = None  # release the old model before loading a new one (None: on GPU)
@@ -46,40 +53,84 @@ class ServeConfig:
 
 
 class Gate:
-    """At most `limit` requests admitted (running or queued); beyond that, 429."""
+    """At most `limit` sequences admitted (decoding or queued), a request counting prompts x n;
+    beyond that, 429 with a Retry-After from the rate at which sequences finished lately."""
+
+    WINDOW_S = 30.0
 
     def __init__(self, limit: int):
-        self.limit, self.admitted = limit, 0
+        self.limit, self.admitted, self.requests = limit, 0, 0
+        self.finished: collections.deque[tuple[float, int]] = collections.deque()  # (when, sequences)
 
-    def admit(self) -> None:
-        if self.admitted >= self.limit:
-            raise APIError(429, "Too many requests: all generation slots and the queue are full; retry "
-                                "shortly", type="requests", code="rate_limit_exceeded")
-        self.admitted += 1
+    def admit(self, sequences: int) -> None:
+        if self.admitted + sequences > self.limit:
+            raise APIError(429, f"Too many requests: {self.admitted} of this server's {self.limit} sequences are "
+                                f"decoding or queued and this request needs {sequences}; retry after the "
+                                f"Retry-After seconds", type="requests", code="rate_limit_exceeded",
+                           retry_after=self.retry_after(sequences))
+        self.admitted += sequences
+        self.requests += 1
 
-    def leave(self) -> None:
-        self.admitted -= 1
+    def leave(self, sequences: int, decoded: bool = True) -> None:
+        self.admitted -= sequences
+        self.requests -= 1
+        if decoded:
+            self.finished.append((time.monotonic(), sequences))
+
+    def retry_after(self, sequences: int) -> int:
+        """Seconds until `sequences` more would fit at the recent finishing rate (1 to 60)."""
+        now = time.monotonic()
+        while self.finished and self.finished[0][0] < now - self.WINDOW_S:
+            self.finished.popleft()
+        rate = sum(n for _, n in self.finished) / self.WINDOW_S
+        excess = self.admitted + sequences - self.limit
+        return 1 if rate <= 0 else min(60, max(1, math.ceil(excess / rate)))
 
 
 @dataclass(eq=False)
 class Server:
-    """What the handlers share: the served name, the settings, the model, the gate, the key."""
+    """What the handlers share: the served name, the settings, the model, the gate, the key, and
+    the one thread that tokenises (off the event loop, so /health and streams never wait on a
+    chat template; one, because a fast tokenizer must not be driven from two threads at once)."""
     name: str
     config: ServeConfig
     holder: ModelHolder
     gate: Gate
     api_key: Optional[str] = None
+    tokenizer_thread: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="webtune-tokenize"))
+
+    def close(self) -> None:
+        self.tokenizer_thread.shutdown(wait=False, cancel_futures=True)
+        self.holder.close()
+
+    @property
+    def max_request_sequences(self) -> int:
+        return min(self.config.max_request_sequences, self.gate.limit)
 
     async def open_call(self, route: str, body: SamplingRequest,
                         prompts_of: Callable[[LocalModel], list[list[int]]]) -> "Call":
-        """Admit one request: its model named right, a lease on the model, its prompts within limits,
-        a place in the gate. The caller ends it with `Call.end()`."""
+        """Admit one request: its model named right, its sequences within the per-request cap and
+        the gate, a lease on the model, its prompts tokenised and within limits. The caller ends it
+        with `Call.end()`."""
         check_model(body.model, self.name)
-        served = await self.holder.acquire()
+        sequences = body.sequences
+        if sequences > self.max_request_sequences:
+            raise APIError(400, f"this request asks for {body.prompt_count} prompt(s) x n={body.n} = {sequences} "
+                                f"sequences; this server decodes at most {self.max_request_sequences} for one "
+                                f"request (`webtune serve --max-request-sequences`); split it into smaller "
+                                f"requests", param="n" if body.prompt_count == 1 else "prompt",
+                           code="too_many_sequences")
+        self.gate.admit(sequences)
+        served = None
         try:
-            return Call(self, served, route, body, prompts_of(served.lm))
+            served = await self.holder.acquire()
+            prompts = await asyncio.get_running_loop().run_in_executor(self.tokenizer_thread, prompts_of, served.lm)
+            return Call(self, served, route, body, prompts)
         except BaseException:
-            self.holder.release(served)
+            if served is not None:
+                self.holder.release(served)
+            self.gate.leave(sequences, decoded=False)
             raise
 
 
@@ -97,7 +148,6 @@ class Call:
         self.max_new = [server.config.new_tokens(served.lm.max_context, len(ids), body.wanted_tokens, param)
                         for ids in prompts]
         self.generations: dict[int, Generation] = {}
-        server.gate.admit()
 
     @property
     def fingerprint(self) -> str:
@@ -117,7 +167,7 @@ class Call:
                 yield p * self.body.n + i, ids, self.body.settings(self.max_new[p], i), self.max_new[p]
 
     async def events(self) -> AsyncIterator[Event]:
-        async for index, piece, gen in decode(self.served.engine, self.jobs()):
+        async for index, piece, gen in decode(self.served.engine, self.jobs(), group=self.id):
             if gen is not None:
                 self.generations[index] = gen
             yield index, piece, gen
@@ -135,7 +185,7 @@ class Call:
     def end(self) -> None:
         """Give back the place in the gate and the lease on the model; log the request."""
         line = self.log_line()
-        self.server.gate.leave()
+        self.server.gate.leave(self.body.sequences)
         self.server.holder.release(self.served)
         log.info(line)
 
