@@ -102,7 +102,9 @@ def add_deploy_commands(command) -> None:
     p.add_argument("--no-auth", action="store_true", help="allow a non-loopback host without an API key")
     p.add_argument("--max-tokens", type=int, help="server default and maximum for max_tokens")
     p.add_argument("--max-concurrency", type=int, default=32, help="streams decoded together in one batch")
-    p.add_argument("--queue-size", type=int, default=64)
+    p.add_argument("--queue-size", type=int, default=64, help="sequences waiting beyond those; more get 429")
+    p.add_argument("--max-request-sequences", type=int, help="prompts x n one request may ask for (default 32)")
+    p.add_argument("--max-body-bytes", type=int, help="larger request bodies get 413 (default 4 MiB)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--log-prompts", action="store_true", help="write prompt text into the request log")
 

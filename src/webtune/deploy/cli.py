@@ -1,7 +1,8 @@
 """`webtune models|chat|serve`: the functions the CLI's parser calls with its argparse Namespace.
 
     serve_command(ns)   ns.target, registry, host, port, api_key_env, no_auth, max_tokens,
-                        max_concurrency, queue_size, threads, log_prompts
+                        max_concurrency, queue_size, max_request_sequences, max_body_bytes, threads,
+                        log_prompts
     chat_command(ns)    ns.target, registry, system, temperature, top_p, max_tokens, seed, base_url,
                         api_key_env
     models_command(ns)  ns.action (list|show|register|promote|rollback|delete), name, run_dir,
@@ -86,6 +87,8 @@ def serve_command(ns: Namespace) -> int:
         max_tokens=_get(ns, "max_tokens", defaults.max_tokens),
         max_concurrency=_get(ns, "max_concurrency", defaults.max_concurrency),
         queue_size=_get(ns, "queue_size", defaults.queue_size), threads=_get(ns, "threads", defaults.threads),
+        max_request_sequences=_get(ns, "max_request_sequences", defaults.max_request_sequences),
+        max_body_bytes=_get(ns, "max_body_bytes", defaults.max_body_bytes),
         log_prompts=bool(_get(ns, "log_prompts")))
     serve(ns.target, _get(ns, "registry", DEFAULT_REGISTRY), config)
     return 0
