@@ -87,7 +87,7 @@ def add_registry_commands(command) -> None:
         "rollback": ("serve the previously promoted version again", ["name"]),
         "delete": ("delete a model or one version", ["name", "version?"])})
     made["promote"].add_argument("--force", action="store_true",
-                                 help="promote even if its evaluation failed or is unverified")
+                                 help="promote even if its evaluation failed, is inconclusive or unverified")
     made["delete"].add_argument("--force", action="store_true")
 
 

@@ -323,6 +323,10 @@ class EvalConfig:
     batch_size: int = 8
     max_general_regression: float = 0.5  # flag a regression if general loss rises by more (nats)
     min_domain_gain: float = 0.0
+    max_examples: int = 200         # a seeded sample of at most this many per test set (0: every one)
+    seed: int = 0                   # the sample and the paired bootstrap
+    resamples: int = 2000           # paired bootstrap resamples per interval
+    compare_to: Optional[str] = None  # a registry model NAME: its promoted version is scored too
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 

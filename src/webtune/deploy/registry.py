@@ -186,6 +186,24 @@ def register(registry: str | Path, name: str, run_dir: str | Path) -> int:
     return version
 
 
+def record_refresh(registry: str | Path, name: str, decision: dict) -> None:
+    """A `webtune refresh` decision, promoted or kept, with its evidence: `<name>/refreshes.jsonl`
+    (the serving history stays one line per pointer move)."""
+    mdir = _model_dir(registry, name)
+    with _locked(mdir):
+        with open(mdir / "refreshes.jsonl", "a") as fh:
+            fh.write(json.dumps({"at": _now(), **decision}, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def read_refreshes(mdir: Path) -> list[dict]:
+    path = mdir / "refreshes.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def read_current(registry: str | Path, name: str) -> Optional[dict]:
     """The serving pointer (lock-free: current.json is only ever replaced whole), or None."""
     path = Path(registry) / name / "current.json"
@@ -239,6 +257,7 @@ def show(registry: str | Path, name: str) -> dict:
         raise WebtuneError(f"no model {name!r} in registry {registry}; `webtune models list` shows them")
     with _locked(mdir):
         return {"name": name, "current": read_current(registry, name), "history": _read_history(mdir),
+                "refreshes": read_refreshes(mdir),
                 "versions": [_version_info(mdir / f"v{v}") for v in _versions(mdir)]}
 
 
@@ -251,6 +270,10 @@ def _eval_gate(name: str, vdir: Path) -> None:
     if verdict.get("status") == "unverified":
         raise WebtuneError(f"{name} {vdir.name}: unverified (no held-out loss and no judge verdict); evaluate it "
                            f"with the judge (`webtune eval RUN eval.judge.enabled=true`), or promote with --force")
+    if verdict.get("status") == "inconclusive":   # an interval too wide to decide shows nothing either
+        undecided = "; ".join(str(u) for u in verdict.get("undecided") or []) or "an interval too wide to decide"
+        raise WebtuneError(f"{name} {vdir.name}: inconclusive ({undecided}); score more held-out items "
+                           f"(`webtune eval RUN eval.max_examples=N`), or promote with --force")
     if not verdict["passed"]:
         flags = ", ".join(str(f) for f in verdict.get("flags") or []) or "no flags given"
         raise WebtuneError(f"{name} {vdir.name}: eval thresholds not met ({flags}); promote with --force "

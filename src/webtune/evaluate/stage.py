@@ -1,10 +1,13 @@
-"""The evaluate stage: base vs tuned on the domain and the general test sets.
+"""The evaluate stage: base vs tuned (and eval.compare_to's promoted version) on the held-out sets.
 
 Held-out loss and perplexity on assistant tokens (the tokens training optimises), batched greedy
-generations scored with ROUGE-L / chrF / BLEU, length stats and the template's task checks,
-side-by-side samples, regression flags from the thresholds in `eval`, and optionally an LLM judge.
-Writes eval/metrics.json, eval/samples.jsonl (the first `eval.samples` prompts, for the report) and
-eval/generations.jsonl (every scored prompt, with its per-prompt scores).
+generations scored with ROUGE-L / chrF / BLEU, length stats, the template's task checks and the
+grounding detector, side-by-side samples, and optionally an LLM judge. Every score is also kept per
+item, so each gives a paired difference with a 95% interval (evidence.py) and the gate decides on
+those intervals. Each test set is a seeded sample of at most `eval.max_examples` items. Writes
+eval/metrics.json, eval/items.jsonl (per-item losses), eval/samples.jsonl (the first `eval.samples`
+prompts, for the report) and eval/generations.jsonl (every generated prompt, with its prompt id and
+per-prompt scores).
 """
 from __future__ import annotations
 
@@ -17,31 +20,46 @@ from ..console import log, progress
 from ..errors import WebtuneError
 from ..fileio import atomic_write_bytes, read_jsonl, write_json
 from ..rundir import use_cache
-from .metrics import check_rates, corpus_scores, rouge_l, run_check, validate_check
+from . import evidence as ev_
+from .evidence import item_scores
+from .metrics import check_rates, corpus_scores, validate_check
 
 
 def run(cfg, run_dir: Path, console=None) -> dict:
     e = cfg.eval
-    domain = read_test(run_dir / "data/test.jsonl")
-    general = read_test(run_dir / "data/general_test.jsonl", required=False)
-    if not domain:
+    domain_all = read_test(run_dir / "data/test.jsonl")
+    general_all = read_test(run_dir / "data/general_test.jsonl", required=False)
+    if not domain_all:
         raise WebtuneError(f"{run_dir}/data/test.jsonl is empty: no domain test examples to evaluate "
                            f"(raise mix.test_fraction or add records)")
+    sets = {"domain": ev_.sample(domain_all, e.max_examples, e.seed),
+            "general": ev_.sample(general_all, e.max_examples, e.seed)}
     checks_of = task_checks(cfg, run_dir)
-    prompts = domain[: max(0, e.generation_examples, e.samples)]   # the side-by-side samples are generated too
+    prompts = sets["domain"][: max(0, e.generation_examples, e.samples)]   # the side-by-side samples are generated too
     if cfg.model.kind == "openai":
         from .api_eval import run_api
         results, outputs = run_api(cfg, run_dir, prompts, console=console)
     else:
-        results, outputs = run_local(cfg, run_dir, domain, general, prompts, console=console)
-    prompts = prompts[: len(outputs["base"])]   # prompts too long for the model's context were left out
+        models = {"base": None, "tuned": str(run_dir / "model")}
+        if e.get("compare_to"):
+            models["promoted"] = promoted_model(cfg, e.compare_to)
+        results, outputs = run_local(cfg, run_dir, models, sets, prompts, console=console)
+    prompts = prompts[: min(map(len, outputs.values()))]   # prompts too long for the model's context were left out
+    ground = grounding_checker(run_dir)
+    items = {}
     for label in results:
         score_generations(results[label], prompts, outputs[label], checks_of)
-    out = {**results, "n_domain_test": len(domain), "n_general_test": len(general),
-           "n_generated": len(prompts), "loss_available": cfg.model.kind != "openai",
+        items[label] = item_scores(results[label], prompts, outputs[label], checks_of, ground)
+        results[label]["grounding"] = grounding_rates(items[label])
+    evidence = {f"tuned_vs_{old}": ev_.comparisons(items[old], items["tuned"], e.seed, e.resamples, old, "tuned")
+                for old in results if old != "tuned"}
+    out = {**{k: strip_items(v) for k, v in results.items()}, "n_domain_test": len(domain_all),
+           "n_general_test": len(general_all), "n_domain_scored": len(sets["domain"]),
+           "n_general_scored": len(sets["general"]), "n_generated": len(prompts),
+           "loss_available": cfg.model.kind != "openai", "compare_to": e.get("compare_to"),
            "decoding": {"strategy": "greedy", "max_new_tokens": e.max_new_tokens},
-           "settings": settings(e)}
-    rows = generation_rows(prompts, outputs, checks_of)
+           "settings": settings(e), "evidence": evidence}
+    rows = generation_rows(prompts, outputs, checks_of, items)
     if e.judge.enabled:
         from .judge import judge_pairs
         try:
@@ -52,12 +70,54 @@ def run(cfg, run_dir: Path, console=None) -> dict:
             out["judge_error"] = str(exc)
         for v in out.get("judge", {}).get("verdicts", []):
             rows[v["pair"]]["judge"] = {k: v[k] for k in ("tuned_first", "base_first", "score")}
-    out.update(verdict(e, results, out.get("judge")))
-    write_outputs(run_dir, out, rows, e.samples)
+    out.update(ev_.verdict(e, evidence, out.get("judge")))
+    write_outputs(run_dir, out, rows, e.samples, loss_rows(sets, items))
     say_summary(out)
     return {"domain_gain": out["domain_gain"], "general_change": out["general_change"], "passed": out["passed"],
             "status": out["status"],
             **({"judge_win_rate": out["judge"]["win_rate"]} if "judge" in out else {})}
+
+
+def promoted_model(cfg, name: str) -> str:
+    """The model folder of the version of `name` the registry serves (eval.compare_to)."""
+    from ..deploy import registry
+    cur = registry.read_current(cfg.registry.path, name)
+    if cur is None:
+        raise WebtuneError(f"eval.compare_to={name}: {name} has no promoted version in registry "
+                           f"{cfg.registry.path} (`webtune models show {name}`)")
+    folder = Path(cfg.registry.path) / name / f"v{cur['version']}" / "model"
+    if not (folder / "config.json").exists() and not (folder / "adapter_config.json").exists():
+        raise WebtuneError(f"eval.compare_to={name}: {folder} is not a local model (an OpenAI model cannot be "
+                           f"scored on held-out loss)")
+    return str(folder)
+
+
+def strip_items(result: dict) -> dict:
+    """A model's result without its per-item scores (eval/items.jsonl and generations.jsonl hold those)."""
+    return {k: ({kk: vv for kk, vv in v.items() if kk != "items"} if isinstance(v, dict) else v)
+            for k, v in result.items()}
+
+
+def grounding_rates(items: dict) -> dict:
+    """The tuned answers' grounding rates over the generations (the per-item values are in `items`)."""
+    out = {}
+    for measure in ("unsupported_values", "unsupported_attributes", "coverage", "parent_f"):
+        values = [v for v in items.get(measure, {}).values() if v is not None]
+        if values:
+            out[measure] = {"rate": round(sum(values) / len(values), 4), "n": len(values)}
+    return out
+
+
+def grounding_checker(run_dir: Path):
+    """(answer, messages) -> the detector's Finding against what the prompt shows; None without the
+    grounding package. The field vocabularies are the ones prepare learnt (data/grounding_vocab.json)."""
+    try:
+        from ..grounding import Vocabulary, check
+    except ImportError:
+        return None
+    path = run_dir / "data/grounding_vocab.json"
+    vocab = Vocabulary.load(path) if path.exists() else None
+    return lambda text, messages: check(text, prompt_text(messages), vocab=vocab, reference=messages[-1]["content"])
 
 
 def settings(e) -> dict:
@@ -102,11 +162,11 @@ def task_checks(cfg, run_dir: Path):
 
 
 # ---------------------------------------------------------------- local models
-def run_local(cfg, run_dir: Path, domain, general, prompts, console=None):
-    """Scores and generations of base and tuned, both with the tokenizer, chat template and end-of-turn
-    token the model was trained with. Each model's are cached by what they depend on, so a second run
-    of the default, or a sweep, scores its base once and `webtune eval RUN eval.judge.enabled=true`
-    only calls the judge."""
+def run_local(cfg, run_dir: Path, models: dict, sets: dict, prompts, console=None):
+    """Scores and generations of each model ({label: folder}; None: the config's base), all with the
+    tokenizer, chat template and end-of-turn token the tuned model was trained with. Each model's are
+    cached by what they depend on, so a second run of the default, or a sweep, scores its base once and
+    `webtune eval RUN eval.judge.enabled=true` only calls the judge."""
     import torch
     from ..base_model import source_of
     from ..chat.tokenize import ChatTokenizer
@@ -114,33 +174,35 @@ def run_local(cfg, run_dir: Path, domain, general, prompts, console=None):
     chat = ChatTokenizer.for_model(cfg.model)
     check_saved_tokenizer(chat, run_dir / "model")
     results, outputs = {}, {}
-    for label, path in (("base", source_of(cfg.model)), ("tuned", str(run_dir / "model"))):
-        cache = scores_cache_path(cfg, run_dir, path, prompts, chat)
+    for label, path in models.items():
+        path = path or source_of(cfg.model)
+        cache = scores_cache_path(cfg, path, sets, prompts, chat)
         if cache and cache.exists():
             cached = orjson.loads(cache.read_bytes())
             results[label], outputs[label] = cached["result"], cached["outputs"]
             log(f"  {label} scores reused from {cache}")
             continue
-        results[label], outputs[label] = score_model(cfg, label, path, chat, domain, general, prompts, console)
+        results[label], outputs[label] = score_model(cfg, label, path, chat, sets, prompts, console)
         if cache:
             atomic_write_bytes(cache, orjson.dumps({"result": results[label], "outputs": outputs[label]}))
     check_same_format(results)
     return results, outputs
 
 
-def score_model(cfg, label: str, path: str, chat, domain, general, prompts, console=None) -> tuple[dict, list[str]]:
-    """One model's held-out losses (domain, general), its greedy answers to the prompts, and how many
-    of them ended with the end-of-turn token."""
+def score_model(cfg, label: str, path: str, chat, sets: dict, prompts, console=None) -> tuple[dict, list[str]]:
+    """One model's held-out losses on each set ({name: conversations}), per item too, its greedy
+    answers to the prompts, and how many of them ended with the end-of-turn token."""
     e = cfg.eval
     model = load_for_eval(path, cfg.model)
     limit = context_limit(model, cfg)
-    log(f"  scoring {label} ({path}) on {len(domain)} domain + {len(general)} general test examples "
-        f"(<= {limit} tokens, as in training), generating {len(prompts)}")
+    log(f"  scoring {label} ({path}) on " + " + ".join(f"{len(v)} {k}" for k, v in sets.items())
+        + f" test examples (<= {limit} tokens, as in training), generating {len(prompts)}")
+    result = {"format": chat_format(chat)}
     with progress(console=console, transient=True) as bar:
-        result = {"format": chat_format(chat),
-                  "domain": heldout_loss(model, chat, domain, e.batch_size, bar, f"{label} domain loss", limit)}
-        if general:
-            result["general"] = heldout_loss(model, chat, general, e.batch_size, bar, f"{label} general loss", limit)
+        for name, conversations in sets.items():
+            if conversations:
+                result[name] = heldout_loss(model, chat, conversations, e.batch_size, bar, f"{label} {name} loss",
+                                            limit, per_item=True)
         fitting = fitting_prompts(chat, prompts, model_context(model) - e.max_new_tokens)
         texts, ended = generate(model, chat, fitting, e.max_new_tokens, e.batch_size, bar,
                                 f"{label} generate")
@@ -196,9 +258,9 @@ def fitting_prompts(chat, prompts, room: int) -> list:
     return out
 
 
-def scores_cache_path(cfg, run_dir: Path, model_path: str, prompts, chat) -> Path | None:
+def scores_cache_path(cfg, model_path: str, sets: dict, prompts, chat) -> Path | None:
     """Where a model's scores are kept, keyed by everything they depend on: the model's and its base's
-    files, the test sets, the chat format, the decoding and length settings, the device, the libraries
+    files, the scored items, the chat format, the decoding and length settings, the device, the libraries
     and this code. A model from the per-user model cache (the default's converted SmolLM2, named by its
     sha256) is kept in the per-user cache, $WEBTUNE_CACHE/eval-scores/, so every run on the machine (any
     folder, any clone) scores that base once; any other model in runs/.cache/evaluate-scores/.
@@ -211,10 +273,11 @@ def scores_cache_path(cfg, run_dir: Path, model_path: str, prompts, chat) -> Pat
     if not model.is_dir() or not base.is_dir():
         return None   # a hub id: its files are not ours to fingerprint
     e = cfg.eval
+    items = {name: [ev_.prompt_id(c) for c in convs] for name, convs in sets.items()}
     key = {"model": model_identity(model), "base": model_identity(base), "format": chat_format(chat),
            "tokenizer": cfg.model.tokenizer, "dtype": cfg.model.dtype, "device": "cuda" if torch.cuda.is_available() else "cpu",
-           "test": [hash_path(run_dir / f) for f in ("data/test.jsonl", "data/general_test.jsonl") if (run_dir / f).exists()],
-           "prompts": len(prompts), "max_new_tokens": e.max_new_tokens, "batch_size": e.batch_size,
+           "items": sha256_text(orjson.dumps(items).decode()), "prompts": [ev_.prompt_id(p) for p in prompts],
+           "max_new_tokens": e.max_new_tokens, "batch_size": e.batch_size,
            "max_seq_len": cfg.mix.max_seq_len, "overflow": cfg.mix.packing.overflow,
            "libraries": [importlib.metadata.version(n) for n in ("torch", "transformers", "peft")],
            "code": [hash_path(Path(__file__).with_name(n)) for n in ("stage.py", "metrics.py")]}
@@ -272,15 +335,18 @@ def batches(items: list, batch_size: int):
 
 
 def heldout_loss(model, chat, conversations: list[list[dict]], batch_size: int, bar=None, what="loss",
-                 limit: int | None = None) -> dict:
+                 limit: int | None = None, per_item: bool = False) -> dict:
     """Mean cross-entropy (nats/token) over assistant tokens, and its perplexity. Examples longer than
-    `limit` are left out and counted, as the default over-length policy leaves them out of training."""
+    `limit` are left out and counted, as the default over-length policy leaves them out of training.
+    With `per_item`, also "items": {prompt id: [summed nats, assistant tokens]} for each example scored."""
     import torch
     from ..chat.tokenize import IGNORE
     encoded = [chat.encode(c) for c in conversations]
-    scored_examples = [x for x in encoded if limit is None or len(x[0]) <= limit]
+    kept = [i for i, x in enumerate(encoded) if limit is None or len(x[0]) <= limit]
+    scored_examples = [encoded[i] for i in kept]
     task = bar.add_task(what, total=len(scored_examples)) if bar else None
     total, count, pad = 0.0, 0, chat.tok.pad_token_id
+    items = {}
     for idx in batches([ids for ids, _ in scored_examples], batch_size):
         batch = [scored_examples[i] for i in idx]
         width = max(len(ids) for ids, _ in batch)
@@ -294,14 +360,19 @@ def heldout_loss(model, chat, conversations: list[list[dict]], batch_size: int, 
             logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=width - start).logits
         target, scored = target[:, start:], scored[:, start:]
         # float32 only where it counts: a 256k vocabulary makes full logits large
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1][scored].float(), target[scored], reduction="sum")
-        total += loss.item()
+        nats = torch.nn.functional.cross_entropy(logits[:, :-1][scored].float(), target[scored], reduction="none")
+        per_row = torch.zeros(len(batch), dtype=nats.dtype, device=nats.device).index_add_(
+            0, scored.nonzero()[:, 0], nats)
+        for i, row_nats, row_scored in zip(idx, per_row.tolist(), scored.sum(1).tolist()):
+            items[ev_.prompt_id(conversations[kept[i]])] = [round(row_nats, 5), int(row_scored)]
+        total += float(nats.sum())
         count += int(scored.sum())
         if bar:
             bar.advance(task, len(batch))
     loss = total / max(1, count)
     return {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50)), 3), "tokens": count,
-            "examples": len(scored_examples), "over_length": len(encoded) - len(scored_examples)}
+            "examples": len(scored_examples), "over_length": len(encoded) - len(scored_examples),
+            **({"items": items} if per_item else {})}
 
 
 def generate(model, chat, prompts: list[list[dict]], max_new_tokens: int, batch_size: int, bar=None,
@@ -325,17 +396,16 @@ def generate(model, chat, prompts: list[list[dict]], max_new_tokens: int, batch_
                                  eos_token_id=eos or None, pad_token_id=tok.pad_token_id)
         for i, g in zip(idx, gen):
             new = g[width:].tolist()
-            ended[i] = any(t in eos for t in new)
+            # the turn's own end (Gemma: <end_of_turn>, not the document's <eos>), where the chat has one
+            ended[i] = chat.eot_id in new if chat.eot_id is not None else any(t in eos for t in new)
             outs[i] = tok.decode(new, skip_special_tokens=True).strip()
         if bar:
             bar.advance(task, len(batch))
     return outs, ended
 
 
-# ---------------------------------------------------------------- scores, verdict, outputs
-def prompt_text(messages: list[dict]) -> str:
-    """What checks search: every turn before the answer."""
-    return "\n".join(m["content"] for m in messages[:-1])
+# ---------------------------------------------------------------- scores, outputs
+prompt_text = ev_.prompt_text
 
 
 def score_generations(result: dict, prompts, outputs: list[str], checks_of) -> None:
@@ -349,65 +419,75 @@ def score_generations(result: dict, prompts, outputs: list[str], checks_of) -> N
                                             [outputs[i] for i in applies]))
 
 
-def verdict(e, results: dict, judge: dict | None = None) -> dict:
-    """Domain gain and general change in loss, and the flags that fail the promote gate. It fails
-    closed: without held-out loss (an API model) and without a judge verdict the run is "unverified"."""
-    base, tuned = results["base"], results["tuned"]
-    flags = []
-    gain = change = None
-    if "domain" in base and "domain" in tuned:
-        gain = round(base["domain"]["loss"] - tuned["domain"]["loss"], 4)
-        if gain < e.min_domain_gain:
-            flags.append(f"domain loss gain {gain:.3f} is below eval.min_domain_gain={e.min_domain_gain}")
-    if "general" in base and "general" in tuned:
-        change = round(tuned["general"]["loss"] - base["general"]["loss"], 4)
-        if change > e.max_general_regression:
-            flags.append(f"general loss rose by {change:.3f} nats, above eval.max_general_regression="
-                         f"{e.max_general_regression}")
-    if judge and gain is None and judge.get("win_rate", 0) < 0.5:
-        flags.append(f"the judge preferred the tuned answer in only {100 * judge['win_rate']:.0f}% of pairs")
-    status = "failed" if flags else "passed" if gain is not None or judge else "unverified"
-    return {"domain_gain": gain, "general_change": change, "flags": flags, "status": status,
-            "passed": status == "passed"}
-
-
-def generation_rows(prompts, outputs: dict, checks_of) -> list[dict]:
+def generation_rows(prompts, outputs: dict, checks_of, items: dict) -> list[dict]:
+    """One row per generated prompt: its prompt id, prompt, reference, and each model's answer with its
+    per-item scores (chrF, ROUGE-L, checks, grounding rates and spans)."""
     rows = []
     for i, p in enumerate(prompts):
-        ref = p[-1]["content"]
-        row = {"prompt": p[:-1], "reference": ref}
+        pid = ev_.prompt_id(p)
+        row = {"id": pid, "prompt": p[:-1], "reference": p[-1]["content"]}
         for label, outs in outputs.items():
+            scores = items[label]
             row[label] = outs[i]
-            row[f"{label}_rougeL"] = round(100 * rouge_l(outs[i], ref), 1)
-            row[f"{label}_checks"] = {c: r for c in checks_of(p)
-                                      if (r := run_check(c, prompt_text(p), outs[i])) is not None}
+            row[f"{label}_chrF"] = scores["chrF"][pid]
+            row[f"{label}_rougeL"] = round(scores["rougeL"][pid], 1)
+            row[f"{label}_checks"] = {c[6:]: bool(v[pid]) for c, v in scores.items() if c.startswith("check:") and pid in v}
+            if "spans" in scores:
+                row[f"{label}_grounding"] = {m: scores[m][pid] for m in ev_.MEASURES if m in scores and "loss" not in m}
         rows.append(row)
     return rows
 
 
-def write_outputs(run_dir: Path, out: dict, rows: list[dict], samples: int) -> None:
+def loss_rows(sets: dict, items: dict) -> list[dict]:
+    """eval/items.jsonl: every scored held-out example's per-token loss under each model."""
+    rows = []
+    for name, conversations in sets.items():
+        for c in conversations:
+            pid = ev_.prompt_id(c)
+            row = {"id": pid, "set": name}
+            for label, scores in items.items():
+                nats, tokens = scores.get(f"{name}_loss", {}).get(pid), scores.get(f"{name}_loss_tokens", {}).get(pid)
+                if nats is not None:
+                    row[f"{label}_loss"], row["tokens"] = round(nats / max(1, tokens), 4), tokens
+            rows.append(row)
+    return rows
+
+
+def write_outputs(run_dir: Path, out: dict, rows: list[dict], samples: int, items: list[dict]) -> None:
     write_json(run_dir / "eval/metrics.json", out)
     (run_dir / "eval/samples.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows[:max(0, samples)]))
     (run_dir / "eval/generations.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    (run_dir / "eval/items.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in items))
 
 
 def say_summary(out: dict) -> None:
+    from .paired import describe
     b, t = out["base"], out["tuned"]
     if out["domain_gain"] is not None:
-        log(f"  domain loss {b['domain']['loss']:.3f} -> {t['domain']['loss']:.3f} (gain {out['domain_gain']:.3f})")
+        ci = out.get("domain_gain_ci")
+        log(f"  domain loss {b['domain']['loss']:.3f} -> {t['domain']['loss']:.3f} (gain {out['domain_gain']:.3f}"
+            + (f", 95% CI {ci[0]:.3f} to {ci[1]:.3f}" if ci else "") + f", n={t['domain']['examples']})")
     if out["general_change"] is not None:
-        log(f"  general loss {b['general']['loss']:.3f} -> {t['general']['loss']:.3f} ({out['general_change']:+.3f})")
+        ci = out.get("general_change_ci")
+        log(f"  general loss {b['general']['loss']:.3f} -> {t['general']['loss']:.3f} ({out['general_change']:+.3f}"
+            + (f", 95% CI {ci[0]:+.3f} to {ci[1]:+.3f}" if ci else "") + f", n={t['general']['examples']})")
     g = t.get("generation", {})
     if g:
         log(f"  tuned generations: ROUGE-L {g['rougeL']}, chrF {g['chrF']}, BLEU {g['BLEU']} "
             f"(base {b['generation']['rougeL']}, {b['generation']['chrF']}, {b['generation']['BLEU']}; "
             f"n={out['n_generated']})")
+    for label, comparison in out.get("evidence", {}).items():
+        for measure, c in comparison.items():
+            if measure not in ev_.LOSSES or label != "tuned_vs_base":
+                log(f"  {describe(c)}")
     if t.get("end_of_turn"):
         log(f"  ended with the end-of-turn token: base {b['end_of_turn']['ended']}/{b['end_of_turn']['n']}, "
             f"tuned {t['end_of_turn']['ended']}/{t['end_of_turn']['n']}")
     if out["status"] == "unverified":
         log("  [bold yellow]unverified[/]: no held-out loss and no judge verdict (enable eval.judge); "
             "the promote gate refuses it without --force")
+    for line in out.get("undecided", []):
+        log(f"  [bold yellow]inconclusive[/]: {line}; score more items (eval.max_examples, mix.test_fraction)")
     if "judge" in out:
         j = out["judge"]
         log(f"  judge: tuned preferred in {100 * j['win_rate']:.0f}% of {j['pairs']} pairs "

@@ -16,7 +16,7 @@ from ..errors import WebtuneError
 from ..paths import locate
 from ..fileio import atomic_path, iter_jsonl as read_jsonl
 from ..ledger import LedgerWriter
-from .split import assign
+from .split import assign, require_domain_test
 
 SPLIT_FILES = {"train": "data/train.jsonl", "val": "data/val.jsonl", "test": "data/test.jsonl"}
 
@@ -35,6 +35,7 @@ def run(cfg, run_dir: Path, console=None) -> dict:
     for ex in examples:
         test_fraction = 0.0 if (ex["side"] == "general" and has_general_test) else m.test_fraction
         splits[assign(ex["group"], m.seed, m.val_fraction, test_fraction)].append(ex)
+    require_domain_test(splits["test"], examples, m.test_fraction, m.seed)
     general_test = []
     for path in (m.general.test_files if m.general.enabled else []):
         general_test += [{"messages": r["messages"]} for r in read_jsonl(locate(path))]
