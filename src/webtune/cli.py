@@ -65,6 +65,8 @@ def add_run_commands(command) -> None:
     p = command("eval", "evaluate a past run again (overrides are kept in its config.yaml)")
     p.add_argument("run_dir")
     p.add_argument("overrides", nargs="*", help="e.g. eval.judge.enabled=true")
+    p.add_argument("--answers", metavar="FILE.jsonl", help="score answers produced elsewhere, one "
+                   '{"id": PROMPT_ID, "answer": TEXT} a line (ids from RUN/eval/generations.jsonl)')
     p = command("compare", "write a comparison report of runs")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", default="compare.html")

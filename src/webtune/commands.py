@@ -209,6 +209,10 @@ def cmd_eval(ns) -> int:
     run_dir = existing_run_dir(ns.run_dir)
     # the overrides go into RUN/config.yaml, so a later `resume` keys evaluate from what was run
     cfg = merge_run_config(run_dir, ns.overrides) if ns.overrides else load_run_config(run_dir)
+    if ns.answers:   # answers produced elsewhere, scored on this run's held-out prompts
+        from .evaluate.answers import score_answers
+        score_answers(cfg, run_dir, Path(ns.answers))
+        return 0
     attach_run_log(run_dir)
     execute(cfg, run_dir, fresh=False, only={"evaluate", "report"})
     return 0

@@ -182,7 +182,7 @@ def build_stages() -> list[Stage]:
               external=tokenizer_files, libraries=MODEL_LIBS, revisions=hub_revisions),
         Stage("ledger", run_ledger, config=[], inputs=[SOURCES_JSON, "ledger/prepare", "ledger/mix"],
               outputs=["ledger.jsonl"]),
-        Stage("train", run_train, config=["model", "mix.max_seq_len"], context=["runs_dir"],
+        Stage("train", run_train, config=["model", "mix.max_seq_len", "eval.max_examples"], context=["runs_dir"],
               inputs=["data/packed", "data/train.jsonl", "data/val.jsonl"], outputs=["model"],
               external=model_files, keep=["model/openai_job.json"], scratch=["checkpoints"],
               libraries=TRAIN_LIBS, revisions=hub_revisions),

@@ -19,6 +19,7 @@ from .metrics import rouge_l, run_check
 MEASURES = {
     "domain_loss": ("ratio", False, "domain test loss (nats/token)"),
     "general_loss": ("ratio", False, "general test loss (nats/token)"),
+    "old_loss": ("ratio", False, "the promoted version's frozen test set loss (a refresh; nats/token)"),
     "chrF": ("mean", True, "chrF per answer"),
     "rougeL": ("mean", True, "ROUGE-L per answer"),
     "unsupported_values": ("binary", False, "answers stating a value the prompt does not show"),
@@ -58,8 +59,8 @@ def item_scores(result: dict, prompts: list, outputs: list[str], checks_of, grou
     detector's spans per answer for the report."""
     import sacrebleu
     scores: dict = {}
-    for name in ("domain", "general"):
-        for pid, (nats, tokens) in (result.get(name, {}).get("items") or {}).items():
+    for name, held_out in result.items():   # each held-out set's per-example loss
+        for pid, (nats, tokens) in (held_out.get("items") or {}).items() if isinstance(held_out, dict) else ():
             scores.setdefault(f"{name}_loss", {})[pid] = nats
             scores.setdefault(f"{name}_loss_tokens", {})[pid] = tokens
     for p, out in zip(prompts, outputs):
@@ -90,6 +91,8 @@ def grounding_values(finding) -> dict:
 def spec(measure: str) -> tuple[str, bool, str]:
     if measure.startswith("check:"):
         return "binary", True, f"check {measure[6:]} passes"
+    if measure.endswith("_loss") and measure not in MEASURES:   # a set of compare()'s own
+        return "ratio", False, f"{measure[:-5]} test loss (nats/token)"
     return MEASURES[measure]
 
 

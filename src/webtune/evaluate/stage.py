@@ -34,6 +34,9 @@ def run(cfg, run_dir: Path, console=None) -> dict:
                            f"(raise mix.test_fraction or add records)")
     sets = {"domain": ev_.sample(domain_all, e.max_examples, e.seed),
             "general": ev_.sample(general_all, e.max_examples, e.seed)}
+    old_all = read_test(run_dir / "data/test_old.jsonl", required=False)   # a refresh: the promoted version's
+    if old_all:
+        sets["old"] = ev_.sample(old_all, e.max_examples, e.seed)
     checks_of = task_checks(cfg, run_dir)
     prompts = sets["domain"][: max(0, e.generation_examples, e.samples)]   # the side-by-side samples are generated too
     if cfg.model.kind == "openai":
@@ -478,7 +481,7 @@ def say_summary(out: dict) -> None:
             f"n={out['n_generated']})")
     for label, comparison in out.get("evidence", {}).items():
         for measure, c in comparison.items():
-            if measure not in ev_.LOSSES or label != "tuned_vs_base":
+            if c["n"] and (measure not in ev_.LOSSES or label != "tuned_vs_base"):
                 log(f"  {describe(c)}")
     if t.get("end_of_turn"):
         log(f"  ended with the end-of-turn token: base {b['end_of_turn']['ended']}/{b['end_of_turn']['n']}, "
