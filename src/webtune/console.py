@@ -11,12 +11,15 @@ from rich.console import Console
 from rich.errors import LiveError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .redaction import redact
+
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 _file_log = logging.getLogger("webtune")
 _MARKUP = re.compile(r"\[/?[a-z ]+\]")
 
 
 def log(message: str) -> None:
+    message = redact(message)
     console.print(message)
     _file_log.info(_MARKUP.sub("", message))
 

@@ -1,6 +1,8 @@
 """Errors meant for people: one line saying what went wrong, where, and how to fix it."""
 import os
 
+from .redaction import redact
+
 
 class WebtuneError(Exception):
     """A problem the user can fix. The CLI prints it as one line, without a traceback."""
@@ -15,7 +17,8 @@ def wants_traceback() -> bool:
 
 
 def one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or exc.__class__.__name__
+    """The error as people see it: its message on one line, any secret in it masked."""
+    text = redact(str(exc).strip()) or exc.__class__.__name__
     if isinstance(exc, WebtuneError):
         return text
     return f"{exc.__class__.__name__}: {' '.join(text.split())}"

@@ -4,12 +4,12 @@ the registry read."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 from urllib.parse import urlsplit
 
 from .errors import WebtuneError
+from .redaction import redact, secret_env
 
 MODEL_FILE = "openai_model.json"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -24,7 +24,7 @@ def make_client(api_key_env: str = "OPENAI_API_KEY", base_url: Optional[str] = N
     except ImportError:
         raise WebtuneError("talking to an OpenAI-compatible API needs the openai package: "
                            "pip install 'webtune[openai]'") from None
-    key = os.environ.get(api_key_env)
+    key = secret_env(api_key_env)
     if not key:
         if not (keyless_loopback and base_url and urlsplit(base_url).hostname in LOOPBACK):
             raise WebtuneError(f"{setting}: environment variable {api_key_env} is not set; export it with your "
@@ -34,7 +34,7 @@ def make_client(api_key_env: str = "OPENAI_API_KEY", base_url: Optional[str] = N
 
 
 def api_error(exc: Exception, doing: str, api_key_env: str = "OPENAI_API_KEY") -> WebtuneError:
-    """One line for an SDK exception: status, code, message, param."""
+    """One line for an SDK exception: status, code, message, param; a key the server echoed is masked."""
     import openai
     if isinstance(exc, openai.APIStatusError):
         body = exc.body if isinstance(exc.body, dict) else {}
@@ -43,12 +43,12 @@ def api_error(exc: Exception, doing: str, api_key_env: str = "OPENAI_API_KEY") -
         param = body.get("param")
         hint = f"; check the key in {api_key_env}" if exc.status_code == 401 else ""
         where = f", param: {param}" if param else ""
-        return WebtuneError(f"OpenAI answered {exc.status_code} while {doing}: {code or exc.__class__.__name__}: "
-                            f"{message}{where}{hint}")
+        return WebtuneError(redact(f"OpenAI answered {exc.status_code} while {doing}: "
+                                   f"{code or exc.__class__.__name__}: {message}{where}{hint}"))
     if isinstance(exc, openai.APIConnectionError):
-        return WebtuneError(f"could not reach the OpenAI API while {doing} ({exc.__class__.__name__}: {exc}); "
-                            f"check model.base_url and the network")
-    return WebtuneError(f"OpenAI error while {doing}: {exc}")
+        return WebtuneError(redact(f"could not reach the OpenAI API while {doing} ({exc.__class__.__name__}: "
+                                   f"{exc}); check model.base_url and the network"))
+    return WebtuneError(redact(f"OpenAI error while {doing}: {exc}"))
 
 
 def load_model_record(model_json: Path) -> dict:

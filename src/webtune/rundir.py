@@ -100,8 +100,10 @@ def hub_revision(repo: str, repo_type: str = "model") -> str | None:
 
 
 def attach_run_log(run_dir: Path) -> None:
+    from .redaction import RedactingFormatter
+
     handler = logging.FileHandler(Path(run_dir) / "run.log")
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    handler.setFormatter(RedactingFormatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)

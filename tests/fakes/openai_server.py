@@ -45,6 +45,7 @@ class FakeOpenAI(LocalServer):
         self.fail_jobs: Optional[dict] = None    # {"code", "message", "param"}: jobs fail after validation
         self.refuse_create: Optional[tuple[int, str, str]] = None  # (status, code, message) on POST jobs
         self.hold_running = False                # jobs stay in `running` (for Ctrl-C tests)
+        self.echo_key = False                    # a 401 quotes the key it refused, as some compatible servers do
         self.files: dict[str, dict] = {}
         self.file_contents: dict[str, bytes] = {}
         self.jobs: dict[str, dict] = {}
@@ -305,7 +306,9 @@ class _Handler(BaseHTTPRequestHandler):
         """Auth and injected errors; False when a response was already sent."""
         fake = self.server_fake
         if self.headers.get("Authorization") != f"Bearer {fake.api_key}":
-            self._error(401, "Incorrect API key provided.", code="invalid_api_key")
+            given = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+            self._error(401, f"Incorrect API key provided: {given}." if fake.echo_key else "Incorrect API key provided.",
+                        code="invalid_api_key")
             return False
         inj = fake._take_injected(self.command, urlsplit(self.path).path)
         if inj is not None:

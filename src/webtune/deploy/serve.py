@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -35,6 +34,7 @@ from webtune.deploy.serve_model import DEFAULT_REGISTRY, ModelHolder, ModelSourc
 from webtune.deploy.serve_routes import router
 from webtune.deploy.serve_state import Gate, ServeConfig, Server
 from webtune.errors import WebtuneError
+from webtune.redaction import secret_env
 
 __all__ = ["DEFAULT_REGISTRY", "ServeConfig", "create_app", "serve"]
 
@@ -66,7 +66,7 @@ def api_key_of(config: ServeConfig) -> Optional[str]:
     """The bearer key clients must send (from the env var `--api-key-env` names), or None; refuses a
     network host without one unless `--no-auth`."""
     if config.api_key_env:
-        key = os.environ.get(config.api_key_env)
+        key = secret_env(config.api_key_env)
         if not key:
             raise WebtuneError(f"--api-key-env names {config.api_key_env}, but it is not set; export it, or "
                                f"leave --api-key-env out on 127.0.0.1")

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..console import log, progress
 from .. import openai_client
 from ..errors import WebtuneError
+from ..redaction import redact
 
 SYSTEM = ("You are an impartial judge comparing two answers, A and B, to the same conversation. {rubric} "
           "Do not let the order of the answers or their length alone decide. Reply with JSON only: "
@@ -117,10 +118,10 @@ def ask(client, judge_cfg, job: dict) -> dict:
     except openai.APIStatusError as exc:
         body = exc.body if isinstance(exc.body, dict) else {}
         hint = f"; check the key in {judge_cfg.api_key_env}" if exc.status_code == 401 else ""
-        raise WebtuneError(f"judge {judge_cfg.model} answered {exc.status_code} on pair {job['pair']} "
-                           f"({job['order']}): {body.get('message') or exc.message}{hint}") from None
+        raise WebtuneError(redact(f"judge {judge_cfg.model} answered {exc.status_code} on pair {job['pair']} "
+                                  f"({job['order']}): {body.get('message') or exc.message}{hint}")) from None
     except openai.APIConnectionError as exc:
-        raise WebtuneError(f"judge: cannot reach {client.base_url} ({exc}); check eval.judge.base_url") from None
+        raise WebtuneError(redact(f"judge: cannot reach {client.base_url} ({exc}); check eval.judge.base_url")) from None
     text = resp.choices[0].message.content if resp.choices else ""
     usage = resp.usage
     return {**job, "reply": text or "", "verdict": parse_verdict(text or ""),

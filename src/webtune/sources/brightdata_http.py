@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import email.utils
-import os
 import re
 import threading
 import time
@@ -27,6 +26,7 @@ from urllib3.util import Retry
 
 from .. import __version__
 from ..errors import WebtuneError
+from ..redaction import redact, secret_env
 
 USER_AGENT = f"webtune/{__version__} (+https://github.com/webtune/webtune)"
 RETRIES_5XX = 3              # per GET, by urllib3 (5xx and connection errors)
@@ -172,7 +172,7 @@ def _session(token: str, retry: Retry) -> requests.Session:
 
 
 def token(cfg, setting: str = "source.brightdata.api_key_env") -> str:
-    value = os.environ.get(cfg.api_key_env, "").strip()
+    value = secret_env(cfg.api_key_env)
     if not value:
         raise WebtuneError(f"the environment variable {cfg.api_key_env} ({setting}) is "
                            "not set: export your Bright Data API token in it")
@@ -180,7 +180,8 @@ def token(cfg, setting: str = "source.brightdata.api_key_env") -> str:
 
 
 def body_message(resp: requests.Response) -> str:
-    """The useful part of an answer body: JSON or plain text, never assumed to be JSON."""
+    """The useful part of an answer body: JSON or plain text, never assumed to be JSON; a token it
+    echoes is masked."""
     text = resp.text.strip()
     try:
         body = orjson.loads(text)
@@ -197,7 +198,7 @@ def body_message(resp: requests.Response) -> str:
         if body.get("index") is not None:
             parts.append(f"input index {body['index']}")
         text = "; ".join(parts) or text
-    text = " ".join(text.split())
+    text = redact(" ".join(text.split()))
     return (text[:400] + "…" if len(text) > 400 else text) or (resp.reason or "empty body")
 
 
@@ -213,10 +214,6 @@ def read_state(path: Path) -> dict | None:
         raise WebtuneError(f"{path} is damaged ({err}); put the snapshot id back in it, or set "
                            "source.brightdata.snapshot_id") from None
     return state
-
-
-def redact(text: str, secret: str | None) -> str:
-    return text.replace(secret, "***") if secret else text
 
 
 def snapshot_id_of(resp, request: str, not_sent_again: str) -> str:

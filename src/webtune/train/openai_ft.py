@@ -23,6 +23,7 @@ from ..console import progress
 from ..errors import WebtuneError
 from ..fileio import sha256_file, write_json
 from ..openai_client import MODEL_FILE, api_error, load_model_record, make_client
+from ..redaction import redact
 from ..chat import cookbook
 
 JOB_FILE = "openai_job.json"
@@ -262,10 +263,10 @@ def _start_job(client, cfg, run_dir: Path, train_path: Path, val_path: Optional[
         except openai.APIStatusError as exc:
             if 400 <= exc.status_code < 500 and exc.status_code not in (401, 429):
                 body = exc.body if isinstance(exc.body, dict) else {}
-                raise WebtuneError(
+                raise WebtuneError(redact(
                     f"OpenAI refused to create the fine-tuning job for {m.name_or_path} ({exc.status_code} "
                     f"{body.get('code') or exc.__class__.__name__}: {body.get('message') or exc}); "
-                    f"{CLOSURE_NOTE}") from None
+                    f"{CLOSURE_NOTE}")) from None
             raise api_error(exc, "creating the fine-tuning job", m.api_key_env) from None
         except openai.OpenAIError as exc:
             raise api_error(exc, "creating the fine-tuning job", m.api_key_env) from None
