@@ -36,7 +36,7 @@ class LedgerWriter:
 
     def event(self, id: str, source: str, status: str, reason: str = "", detail: str = "",
               duplicate_of: str | None = None, example_ids: list[str] | None = None,
-              step: str | None = None) -> None:
+              step: str | None = None, extra: dict | None = None) -> None:
         ev = {"id": id, "source": source, "stage": step or self.stage, "status": status, "reason": reason}
         if detail:
             ev["detail"] = detail[:500]
@@ -44,6 +44,8 @@ class LedgerWriter:
             ev["duplicate_of"] = duplicate_of
         if example_ids:
             ev["example_ids"] = example_ids
+        if extra:
+            ev.update(extra)      # e.g. the teacher's per-question fates
         self._fh.write(orjson.dumps(ev) + b"\n")
 
     def kept(self, id, source, **kw):

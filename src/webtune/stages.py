@@ -70,7 +70,10 @@ def run_prepare(ctx: StageContext) -> dict:
     inputs = [prepare.PrepareInput(side=side, source=src, template=templates[side], paths=paths,
                                    read=sources.iter_records)
               for side, src, paths in raw_inputs(ctx.cfg, ctx.run_dir)]
-    return prepare.run(ctx.cfg, ctx.run_dir, inputs, console=ctx.console)
+    stats = prepare.run(ctx.cfg, ctx.run_dir, inputs, console=ctx.console)
+    from . import teacher   # template tasks whose requests a teacher model writes (none: nothing happens)
+    asked = teacher.run(ctx.cfg, ctx.run_dir, inputs, stats, console=ctx.console)
+    return {**stats, "teacher": asked} if asked else stats
 
 
 def template_files(cfg) -> list[Path]:
@@ -174,7 +177,7 @@ def build_stages() -> list[Stage]:
     return [
         Stage("source", run_source, config=["source", "template", "prepare"] + GENERAL,
               context=["runs_dir"], outputs=["data/raw"], cacheable=False),
-        Stage("prepare", run_prepare, config=["source", "template", "prepare"] + GENERAL,
+        Stage("prepare", run_prepare, config=["source", "template", "prepare", "teacher"] + GENERAL,
               context=["runs_dir"], inputs=[SOURCES_JSON], outputs=["data/examples.jsonl", "ledger/prepare"],
               external=template_files, libraries=PREPARE_LIBS),
         Stage("mix", run_mix, config=["mix"] + MIX_MODEL, context=["runs_dir"],

@@ -16,6 +16,7 @@ import jinja2
 import jinja2.meta
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
+from ..config import TeacherTurn, teacher_turn
 from ..errors import WebtuneError
 from .validate import InputSchema, Invalid
 from .template_filters import FILTERS, TESTS
@@ -78,6 +79,7 @@ class Task:
     fields: list[str] = field(default_factory=list)
     schema: InputSchema | None = None
     variables: set[str] | None = None   # record fields the templates read (None: unknown, e.g. includes)
+    teacher: TeacherTurn | None = None  # the user turn is the teacher's prompt; the teacher step writes the requests
 
     def check(self, fields: dict) -> list[str]:
         """Fields the task needs, then its input schema (coercing in place); returns the repairs."""
@@ -147,8 +149,15 @@ def turn_specs(task) -> list[tuple[str, str | None, str | None]]:
     else:
         if not task.get("user") or not task.get("assistant"):
             raise WebtuneError(f"template task {task.name!r}: needs user and assistant template files, or a turns list")
-        specs += [("user", task.user, None), ("assistant", task.assistant, None)]
+        specs += [("user", user_template(task), None), ("assistant", task.assistant, None)]
     return specs
+
+
+def user_template(task) -> str:
+    """The user turn's Jinja file: the template, or the teacher's prompt (rendered here, sent to the
+    teacher by the teacher step, which puts the requests it writes in its place)."""
+    turn = teacher_turn(task)
+    return turn.prompt if turn else task.user
 
 
 def _variables(env: SandboxedEnvironment, source: str) -> set[str] | None:
@@ -170,12 +179,14 @@ def load_task(task) -> Task:
             where, env, source = f"{task.name}.{role} (inline)", _environment(Path.cwd()), text
             static = text.strip() if not any(tag in text for tag in ("{{", "{%", "{#")) else None
         turns.append(Turn(role, _compile(env, source, where), where, static))
+        if role == "user" and teacher_turn(task):
+            turns[-1].template.globals["n"] = teacher_turn(task).n   # the prompt asks for this many
         found = _variables(env, source)
         variables = None if found is None or variables is None else variables | found
     schema = None
     if task.get("input_schema"):
         schema = InputSchema(resolve(task.input_schema, f"template task {task.name!r}: input_schema"))
-    return Task(task.name, turns, list(task.get("fields") or []), schema, variables)
+    return Task(task.name, turns, list(task.get("fields") or []), schema, variables, teacher_turn(task))
 
 
 def load_tasks(cfg_template) -> list[Task]:
