@@ -32,6 +32,7 @@ Role = choices("Role", "system", "user", "assistant")
 DedupeEngine = choices("DedupeEngine", "rensa", "datasketch")
 Executor = choices("Executor", "local", "ray")
 Overflow = choices("Overflow", "truncate", "drop", "split")
+Grounding = choices("Grounding", "trim", "drop", "flag", "off")
 ShortPolicy = choices("ShortPolicy", "cap", "oversample")
 ModelKind = choices("ModelKind", "hf", "openai")
 Method = choices("Method", "full", "lora", "qlora")
@@ -252,6 +253,8 @@ class PrepareConfig:
     filters: FiltersConfig = field(default_factory=FiltersConfig)
     dedupe: DedupeConfig = field(default_factory=DedupeConfig)
     validate_output: bool = True
+    grounding: Grounding = Grounding.trim   # trim|drop|flag|off: targets that state what their prompt does not (grounding/targets.py)
+    grounding_min_kept: float = 0.5     # trim: drop the example when less than this share of its target is left
 
 
 # ---------------------------------------------------------------- mix

@@ -12,7 +12,7 @@ from .clean import Cleaner
 from .dedupe import Signer
 from .filters import Filters
 from .render import load_tasks
-from .steps import (Clean, Filter, FilterWords, InputPlan, Parse, Render, Serialize, Shard, Sign, Timer,
+from .steps import (Clean, Filter, FilterWords, InputPlan, Learn, Parse, Render, Serialize, Shard, Sign, Timer,
                     Validate, Write, batched)
 
 
@@ -57,6 +57,11 @@ def map_shard(cfg, run_dir: Path, work: Path, inputs: list[PrepareInput], shard:
         docs = Validate(at)(docs)
         docs = Filter(at, ready.filters, p.filters.length_field, bool(p.filters.mask_pii))(docs)
         docs = Render(at, bool(p.validate_output))(docs)
+        learnt = None
+        if grounding_policy(cfg) != "off":
+            from ..grounding import VocabularyCounts
+            learnt = VocabularyCounts()
+            docs = Learn(at, learnt)(docs)
         docs = Serialize(at)(docs)
         batches = FilterWords(at, ready.filters)(batched(docs))
         batches = Sign(at, ready.signer)(batches)
@@ -64,7 +69,14 @@ def map_shard(cfg, run_dir: Path, work: Path, inputs: list[PrepareInput], shard:
         for _ in write(batches):
             pass
         write.finish(plans)
+        if learnt is not None:
+            learnt.save(work / f"vocab-{shard}")
     return {"counts": counts, "seconds": dict(timer.seconds)}
+
+
+def grounding_policy(cfg) -> str:
+    name = cfg.prepare.get("grounding") or "off"
+    return str(getattr(name, "value", name))
 
 
 def input_plan(ready: Setup, index: int, inp: PrepareInput, counts: dict) -> InputPlan:

@@ -70,7 +70,9 @@ def run(cfg, run_dir: Path, inputs: list[PrepareInput], console=None) -> dict:
         load_tasks(inp.template)
     done = _executor(cfg)(cfg, run_dir, work, inputs, console)
     t0 = time.perf_counter()
-    assemble(run_dir, work, done.shards, done.plan)
+    assemble(run_dir, work, done.shards, done.plan, done.finals)
+    if done.plan.grounding is not None:   # evaluate checks answers with the same vocabulary
+        done.plan.grounding.vocab.save(run_dir / "data" / "grounding_vocab.json")
     order_ledger(run_dir, inputs, done.shards)
     done.seconds["write"] = done.seconds.get("write", 0.0) + time.perf_counter() - t0
     shutil.rmtree(work, ignore_errors=True)
@@ -94,8 +96,23 @@ def _stats(cfg, inputs: list[PrepareInput], done: Outcome, total: float) -> dict
         "seconds": {"total": round(total, 3), **{k: round(v, 3) for k, v in done.seconds.items()}},
         "worker_seconds": {k: round(v, 3) for k, v in sorted(_summed(st["seconds"] for st in done.mapped).items())},
         "records_per_s": round(n_in / total, 1) if total > 0 else None,
+        **_grounding(done),
         **done.extra,
     }
+
+
+def _grounding(done: Outcome) -> dict:
+    """prepare.grounding's counts by kind and fate, and the commonest unsupported phrases with advice."""
+    if done.plan.grounding is None:
+        return {}
+    from collections import Counter
+
+    from ..grounding.targets import summary
+    totals = [final.get("grounding") or {} for final in done.finals]
+    stats = Counter(_summed(t.get("stats", {}) for t in totals))
+    phrases = Counter({tuple(k.split("\t", 1)): n for k, n in _summed(t.get("phrases", {}) for t in totals).items()})
+    return {"grounding": summary(stats, phrases, done.plan.grounding.policy)
+            | {"vocabulary": len(done.plan.grounding.vocab)}}
 
 
 def _summed(dicts) -> dict:
@@ -119,6 +136,8 @@ def _source_counts(inputs: list[PrepareInput], done: Outcome) -> dict[str, dict]
         for name, n in final["kept"].items():
             sources[name]["kept"] += n
         for name, n in final["duplicates"].items():
+            sources[name]["rejected"] += n
+        for name, n in final.get("ungrounded", {}).items():   # every example dropped by prepare.grounding
             sources[name]["rejected"] += n
     for name, c in sources.items():
         if c["in"] != c["kept"] + c["rejected"]:

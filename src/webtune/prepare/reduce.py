@@ -26,6 +26,7 @@ class Plan:
     n_examples: np.ndarray
     keeper: np.ndarray       # global index of the record kept for its group (itself when kept)
     first_copy: np.ndarray   # global index of the first record with the same normalised text
+    grounding: object = None  # grounding.targets.GroundingPlan (None: prepare.grounding=off)
 
     def kept(self) -> np.ndarray:
         return self.keeper == np.arange(len(self.keeper))
@@ -75,7 +76,21 @@ def reduce_signatures(cfg, work: Path, n_shards: int, gather=None) -> Plan:
     if n and (d.exact or d.near):
         groups = _gathered(parts, order, gather) if gather else _collisions(parts, order, bool(d.near))
         keeper, first_copy = keepers(n, *groups, bool(d.exact), bool(d.near))
-    return Plan(shard, row, key[:, 3], key[:, 4], keeper, first_copy)
+    return Plan(shard, row, key[:, 3], key[:, 4], keeper, first_copy, grounding_plan(cfg, work, n_shards))
+
+
+def grounding_plan(cfg, work: Path, n_shards: int):
+    """The vocabulary over the whole corpus (every shard's counts added up) and the policy."""
+    from .mapper import grounding_policy
+    policy = grounding_policy(cfg)
+    if policy == "off":
+        return None
+    from ..grounding import VocabularyCounts
+    from ..grounding.targets import GroundingPlan
+    counts = VocabularyCounts()
+    for s in range(n_shards):
+        counts.merge(VocabularyCounts.load(work / f"vocab-{s}"))
+    return GroundingPlan(policy, counts.vocabulary(), float(cfg.prepare.get("grounding_min_kept", 0.5)))
 
 
 def _collisions(parts, order: np.ndarray, near: bool):
@@ -117,22 +132,58 @@ def finish_shard(run_dir: Path, work: Path, shard: int, plan: Plan, names: dict[
     """Second map: this shard's kept examples (in input order) and every candidate's final event."""
     mine = np.flatnonzero(plan.shard == shard)
     kept, dups, per_template = defaultdict(int), defaultdict(int), defaultdict(int)
+    ungrounded, lines_kept, grounding = defaultdict(int), [], _GroundingTally(plan.grounding)
     with open(work / f"examples-{shard}.jsonl", "wb") as out, \
             LedgerWriter(run_dir, "prepare", part=f"dedupe-{shard}") as ledger:
         for i, c in zip(mine.tolist(), read_candidates(work, shard, plan.offset[mine].tolist())):
             if plan.keeper[i] == i:
-                out.writelines(c.lines)
-                ledger.kept(c.id, c.source, detail=c.note, example_ids=c.example_ids, step="dedupe")
+                lines, ids, templates = grounding.apply(c, ledger)
+                out.writelines(lines)
+                lines_kept.append(len(lines))
+                if not lines:
+                    ungrounded[c.source] += 1
+                    continue
+                ledger.kept(c.id, c.source, detail=c.note, example_ids=ids, step="dedupe")
                 kept[c.source] += 1
-                for t in c.templates:
+                for t in templates:
                     per_template[t] += 1
             else:
                 ledger.rejected(c.id, c.source, step="dedupe", **duplicate_event(plan, names, i))
                 dups[c.source] += 1
-    return {"kept": dict(kept), "duplicates": dict(dups), "examples": dict(per_template)}
+    return {"kept": dict(kept), "duplicates": dict(dups), "examples": dict(per_template),
+            "ungrounded": dict(ungrounded), "lines": lines_kept, "grounding": grounding.totals()}
 
 
-def assemble(run_dir: Path, work: Path, n_shards: int, plan: Plan) -> None:
+class _GroundingTally:
+    """finish_shard's grounding: each kept record's examples through the policy, its ledger
+    events, and the shard's counts and phrases."""
+
+    def __init__(self, gplan):
+        self.plan = gplan
+        self.stats: dict[str, int] = defaultdict(int)
+        self.phrases: dict[str, int] = defaultdict(int)
+
+    def apply(self, c, ledger) -> tuple[list[bytes], list[str], list[str]]:
+        if self.plan is None:
+            return c.lines, c.example_ids, c.templates
+        from ..grounding.targets import apply
+        done = apply(self.plan, c.lines)
+        for status, reason, detail, spans in done.events:
+            ledger.event(c.id, c.source, status, reason, detail, step="grounding", extra={"spans": spans})
+        for k, n in done.stats.items():
+            self.stats[k] += n
+        for (kind, phrase), n in done.phrases.items():
+            self.phrases[f"{kind}\t{phrase}"] += n
+        if len(done.lines) == len(c.lines):
+            return done.lines, c.example_ids, c.templates
+        left = [orjson.loads(line) for line in done.lines]
+        return done.lines, [ex["id"] for ex in left], [ex["template"] for ex in left]
+
+    def totals(self) -> dict:
+        return {"stats": dict(self.stats), "phrases": dict(self.phrases)}
+
+
+def assemble(run_dir: Path, work: Path, n_shards: int, plan: Plan, finals: list[dict] | None = None) -> None:
     """data/examples.jsonl from the shards' parts: a concatenation when each shard holds one block of
     the input order (byte-range sharding), else a merge in input order."""
     out_path = Path(run_dir) / "data" / "examples.jsonl"
@@ -147,7 +198,19 @@ def assemble(run_dir: Path, work: Path, n_shards: int, plan: Plan) -> None:
                 with open(work / f"examples-{s}.jsonl", "rb") as part:
                     shutil.copyfileobj(part, out, 1 << 22)
         else:
-            _merge(out, work, n_shards, shard_seq.tolist(), plan.n_examples[kept].tolist())
+            _merge(out, work, n_shards, shard_seq.tolist(), _lines_kept(plan, finals))
+
+
+def _lines_kept(plan: Plan, finals: list[dict] | None) -> list[int]:
+    """Lines per kept record in input order: as rendered, or as grounding left them."""
+    kept = plan.kept()
+    n = plan.n_examples[kept].copy()
+    if finals:
+        shard_seq = plan.shard[kept]
+        for s, final in enumerate(finals):
+            if "lines" in final:
+                n[shard_seq == s] = final["lines"]
+    return n.tolist()
 
 
 def _merge(out, work: Path, n_shards: int, shard_seq: list[int], n_examples: list[int]) -> None:

@@ -7,6 +7,7 @@ record's ledger events (repairs, or the one rejection) and says whether the reco
   Validate   the fields each task needs and its input schema, coercing in place   ("validate")
   Filter     PII masking, then the quality rules that need no word split          ("filter")
   Render     each viable task's chat example, checked against the chat format     ("render")
+  Learn      its fields into the shard's grounding vocabulary counts              ("grounding")
   Serialize  the candidate's bytes, its place in input order, the text to sign    ("write")
   Batched    groups of BATCH docs for the numpy steps below
   FilterWords  the word rules on a whole batch at once                            ("filter")
@@ -285,6 +286,28 @@ class Render(Step):
                 doc.failures.append(e)
         doc.examples = examples
         return bool(examples) or self.reject_failures(doc)
+
+
+class Learn(Step):
+    """A domain record's fields (those its templates read) into the shard's grounding vocabulary
+    counts, which the reduce adds up over every shard (grounding.VocabularyCounts)."""
+
+    name = "grounding"
+
+    def __init__(self, shard: Shard, counts):
+        super().__init__(shard)
+        self.counts = counts
+
+    def keep(self, doc: Doc) -> bool:
+        if doc.input.side == "domain":
+            names: set | None = set()
+            for task in doc.tasks:
+                if task.variables is None:
+                    names = None
+                    break
+                names |= task.variables | set(task.fields)
+            self.counts.add(doc.fields if names is None else {k: v for k, v in doc.fields.items() if k in names})
+        return True
 
 
 class Serialize(Step):
