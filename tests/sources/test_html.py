@@ -1,5 +1,6 @@
 """HTML main-content extraction, as a files source, on gen_pages.py output and hand-made pages."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +153,107 @@ def test_docs_qa_template_renders_extracted_pages(pages):
         assert answer[2]["content"].startswith(m["first_sentence"])   # the title line is not repeated
         assert summary[2]["content"].startswith(m["first_sentence"])
         assert m["first_sentence"] not in summary[1]["content"]        # the answer is not in the prompt
+
+
+# ---------------------------------------------------------------- real doc generators' pages
+# tests/fixtures/pages: trimmed real pages (SQLite docs: public domain; Python docs: PSF licence;
+# mkdocs-literate-nav's MkDocs Material docs and argparse4j's Javadoc: MIT) and one of our own.
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures/pages"
+GENERATORS = {  # page: (its title, its headings below the title, text that is chrome, not content)
+    "sqlite_deterministic.html": ("Deterministic SQL Functions", [
+        "Overview", "Restrictions on the use of non-deterministic functions",
+        "Special-case Processing For Date/Time Functions"], ["Choose any three", "last modified", "Search Changelog"]),
+    "python_copy.html": ("copy — Shallow and deep copy operations", [
+        "`copy.copy(x)`", "`copy.deepcopy(x[, memo])`", "`exception copy.Error`"],
+        ["Previous topic", "Navigation", "Last updated on", "Created using", "Please donate"]),
+    "mkdocs_reference.html": ("Reference", ["Literate nav syntax", "Explicit nav mark", "Nav list syntax", "Wildcards",
+                                            "Subdirectory cross-link"], ["Made with", "Overview"]),
+    "javadoc_argumentparser.html": ("Interface ArgumentParser", ["Method Detail", "addArgument", "addArgumentGroup"],
+                                    ["Skip navigation", "All Classes", "Copyright"]),
+    "plain_lists.html": ("Backups", ["Schedules", "Settings"], ["Home", "All rights reserved", "Last updated"]),
+}
+
+
+def list_items(path: Path) -> list[str]:
+    """The page's own list items' text (their nested lists apart), outside its navigation."""
+    import lxml.html
+
+    tree = lxml.html.fromstring(path.read_bytes())
+    for chrome in tree.xpath("//nav | //footer | //*[contains(@class, 'related') or contains(@class, 'sphinxsidebar')"
+                             " or contains(@class, 'menu') or contains(@class, 'md-')][not(self::article)]"):
+        if not chrome.xpath(".//article"):
+            chrome.drop_tree()
+    items = []
+    for li in tree.xpath("//li | //dd"):
+        for nested in li.xpath("./ul | ./ol | ./dl"):
+            nested.drop_tree()
+        text = " ".join(li.text_content().split())
+        if len(text.split()) >= 3:
+            items.append(text)
+    return items
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_real_doc_pages_keep_their_title_headings_and_no_chrome(name):
+    title, headings, chrome = GENERATORS[name]
+    got = html.extract((FIXTURES / name).read_bytes()).fields
+    assert got["title"] == title
+    found = [h["title"] for h in got["headings"]]
+    assert all(h in found for h in headings), found
+    assert not [c for c in chrome if c in got["text"]]
+
+
+@pytest.mark.parametrize("name", ["plain_lists.html", "sqlite_deterministic.html", "python_copy.html"])
+def test_every_list_item_reaches_the_text(name):
+    items = list_items(FIXTURES / name)
+    assert len(items) >= 4
+    text = " ".join(html.extract((FIXTURES / name).read_bytes()).fields["text"].replace("*", "").replace("`", "").split())
+    assert [i for i in items if i not in text] == []
+
+
+def test_nested_lists_and_definition_lists_keep_their_shape():
+    text = html.extract((FIXTURES / "plain_lists.html").read_bytes()).fields["text"]
+    assert ("- People delete the wrong table.\n  - Sometimes on purpose.\n  - Mostly by accident, late on a Friday.\n"
+            "- An upgrade can go wrong halfway.") in text
+    assert "1. Hourly snapshots, kept for two days.\n2. Daily full copies" in text
+    assert "How many days a copy is kept before it is deleted." in text
+
+
+def docs_sections(path: Path, **pages_cfg) -> list[Record]:
+    from webtune.config import PagesConfig
+    cfg = OmegaConf.structured(FilesConfig(paths=[str(path)]))
+    pages_cfg = OmegaConf.structured(PagesConfig(**{"split": "section", "min_chars": 200, "max_chars": 1200, **pages_cfg}))
+    got = list(files.iter_records(cfg, "docs", files.resolve(cfg), pages=pages_cfg))
+    assert all(isinstance(r, Record) for r in got)
+    return got
+
+
+def test_a_page_whose_extractor_loses_its_headings_is_sectioned_by_them():
+    # trafilatura alone returns none of this SQLite page's <h1>/<h2> (numbered "1. Overview")
+    got = docs_sections(FIXTURES / "sqlite_deterministic.html", min_chars=0)
+    assert [r.fields["section_title"] for r in got] == [
+        "Overview", "Restrictions on the use of non-deterministic functions",
+        "Special-case Processing For Date/Time Functions"]
+    assert {r.fields["sectioned_by"] for r in got} == {"headings"}
+    assert {r.fields["page_title"] for r in got} == {"Deterministic SQL Functions"}
+    assert got[1].fields["text"].startswith("There are some contexts")
+    assert "- In the WHERE clause of a partial index." in got[1].fields["text"]
+
+
+def test_a_page_without_headings_says_it_was_cut_by_size(tmp_path):
+    body = "".join(f"<p>{'Backups run every hour and are kept for two days by default. ' * 12} ({i})</p>" for i in range(6))
+    (tmp_path / "flat.html").write_text(f"<html><head><title>Flat</title></head><body><article>{body}</article></body></html>")
+    got = docs_sections(tmp_path / "flat.html")
+    assert len(got) > 1 and {r.fields["sectioned_by"] for r in got} == {"size"}
+    assert {r.fields["sections"] for r in got} == {len(got)}
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_no_section_ends_with_another_heading_or_a_footer(name):
+    from webtune.prose import blocks
+    all_headings = {h.strip("`") for h in GENERATORS[name][1]} | {GENERATORS[name][0]}
+    for r in docs_sections(FIXTURES / name):
+        last = blocks(r.fields["text"])[-1]
+        assert last.kind != "heading", r.id
+        assert last.text.strip("*_`# ") not in all_headings, r.id
+        assert not re.search(r"(?i)last (modified|updated)|©|copyright|made with", last.text), r.id

@@ -155,6 +155,8 @@ def _heading_like(el) -> tuple[int | None, bool]:
         return (int(aria) if aria.isdigit() and 1 <= int(aria) <= 6 else 2), False
     if tag == "div" and classes == ["fancy_title"]:                     # SQLite: the page title
         return 1, True
+    if tag in ("h1", "h2") and "title" in classes and "header" in _classes(el.getparent()):  # Javadoc
+        return 1, True
     if tag == "div" and classes == ["title"] and "headertitle" in _classes(el.getparent()):  # Doxygen
         return 1, True
     if tag == "p" and "rubric" in classes:                             # Sphinx
@@ -244,10 +246,9 @@ def _hold_headings(tree, held: _Held) -> None:
         if not isinstance(el.tag, str) or (found and any(a is found[-1][0] for a in el.iterancestors())):
             continue
         tag = el.tag
-        if len(tag) == 2 and tag[0] == "h" and tag[1] in "123456":
-            level, titled = int(tag[1]), False
-        else:
-            level, titled = _heading_like(el)
+        level, titled = _heading_like(el)
+        if level is None and len(tag) == 2 and tag[0] == "h" and tag[1] in "123456":
+            level = int(tag[1])
         if level is None:
             continue
         found.append((el, level or min((found[-1][1] + 1) if found else 2, 6), titled))
@@ -449,8 +450,13 @@ def _list(el, held: _Held, headings: list[dict]) -> str:
             continue
         number += 1
         marker = f"{number}. " if ordered else "- "
-        lines.append(_prefixed("\n\n".join(inner), marker, " " * len(marker)))
+        # a nested list sits right under its item's text (a tight list), other blocks a blank line apart
+        joined = inner[0] + "".join(("\n" if _LIST_START.match(b) else "\n\n") + b for b in inner[1:])
+        lines.append(_prefixed(joined, marker, " " * len(marker)))
     return "\n\n".join(lines) if el.get("rend") == "dl" else "\n".join(lines)
+
+
+_LIST_START = re.compile(r"^(?:- |\d+\. )")
 
 
 def _term(item, headings: "_Headings") -> tuple[str, int | None]:

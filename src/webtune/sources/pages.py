@@ -5,7 +5,8 @@
   split: section   one sub-record per section, id `<page id>/s<N>` (N from 1, in page order), with
                    `page_title`, `section_title`, `section_path` (the heading trail, the page title
                    first), `text` (the section's Markdown without its own heading), `level`, and
-                   the page's metadata (`title`, `url`, `file`, `date`, ...).
+                   the page's metadata (`title`, `url`, `file`, `date`, ...), and how the page
+                   was cut (`sectioned_by`: `headings`, or `size` when it has none below its title).
 A section shorter than `min_chars` is merged into its neighbour (a heading with no text of its
 own only names its subsections, in their `section_path`); one longer than `max_chars` is split
 into parts (`part`, `parts`) between blocks, a paragraph longer than that between sentences;
@@ -74,16 +75,26 @@ def page_records(page_id: str, source: str, fields: dict, cfg, repairs: list[str
         return
     meta = {k: v for k, v in fields.items() if k not in _PAGE_ONLY and k not in ("lead", "outline")}
     parts = split(page_blocks, fields.get("title") or "", cfg.min_chars, cfg.max_chars, fields.get("language"))
+    by = sectioned_by(page_blocks)
     for n, sec in enumerate(parts, 1):
         sub = {**meta, "page_title": fields.get("title"), "section_title": sec.title,
                "section_path": sec.path, "text": sec.text, "level": sec.level,
-               "section": n, "sections": len(parts), "part": sec.part, "parts": sec.parts}
+               "section": n, "sections": len(parts), "part": sec.part, "parts": sec.parts, "sectioned_by": by}
         if n == 1 and "lead" in fields:
             sub["lead"], sub["outline"] = fields["lead"], fields["outline"]
         yield Record(f"{page_id}/s{n}", source, sub, group=group or page_id, repairs=repairs if n == 1 else [])
 
 
 # ---------------------------------------------------------------- sections
+def sectioned_by(page_blocks: list[Block]) -> str:
+    """"headings" when the page has a heading below its title, else "size" (cut by max_chars only):
+    preview and the report show it, so a page whose headings were not found is seen."""
+    for i, block in enumerate(page_blocks):
+        if block.kind == "heading" and (block.level > 1 or i > 0):
+            return "headings"
+    return "size"
+
+
 def split(page_blocks: list[Block], page_title: str, min_chars: int = 0, max_chars: int = 0,
           language: str | None = None) -> list[Section]:
     """The page's sections, tiny ones merged, long ones split into parts."""
