@@ -70,11 +70,13 @@ def add_run_commands(command) -> None:
     p = command("compare", "write a comparison report of runs")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", default="compare.html")
-    p = command("ledger", "what happened to each input record")
+    p = command("ledger", "what happened to each input record, and to each section of a page")
     p.add_argument("run_dir")
-    p.add_argument("--reason")
+    p.add_argument("--reason", help="records and page sections whose reason contains this (e.g. too_long)")
     p.add_argument("--source")
-    p.add_argument("--id")
+    p.add_argument("--id", help="one record (or section) id")
+    p.add_argument("--page", help="a page (its id, or its file: argparse.html): its line, then each section's")
+    p.add_argument("--section", help="one section, e.g. docs:argparse.html#1/s3")
     p.add_argument("--limit", type=int, default=50)
 
 

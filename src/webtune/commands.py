@@ -160,21 +160,20 @@ def existing_run_dir(path: str) -> Path:
 
 # ------------------------------------------------------------------ ledger
 def cmd_ledger(a) -> int:
-    from .ledger import read_ledger, summarize_iter
+    from .ledger import read_ledger, section_fates, summarize_iter, summarize_sections
     from rich.table import Table
     run_dir = existing_run_dir(a.run_dir)
     lines = list(read_ledger(run_dir))
-    if a.reason or a.source or a.id:
+    if a.reason or a.source or a.id or a.page or a.section:
         shown = 0
-        for ev in lines:
-            if ((a.reason and a.reason not in ev.get("reason", "")) or (a.source and ev["source"] != a.source)
-                    or (a.id and ev["id"] != a.id)):
-                continue
+        for ev in _ledger_matches(lines, a, section_fates):
             print(_ev_line(ev))
             shown += 1
-            if shown >= a.limit and not a.id:
+            if shown >= a.limit and not (a.id or a.section):
                 print(f"... (first {a.limit}; use --limit)")
                 break
+        if not shown:
+            print("no record or section matches", file=sys.stderr)
         return 0
     counts = summarize_iter(lines)
     t = Table(title=f"ledger of {run_dir}")
@@ -189,7 +188,42 @@ def cmd_ledger(a) -> int:
     for row in counts["reasons"]:
         r.add_row(row["source"], row["stage"], row["reason"], str(row["count"]))
     console.print(r)
+    sections = summarize_sections(lines)
+    if sections["sources"]:  # a page is kept if any of its sections is: what its sections lost is shown here
+        s = Table(title="page sections (a page is kept if any section is; `--reason R` lists them)")
+        for col in ("source", "pages", "sections", "kept", "rejected"):
+            s.add_column(col)
+        for name, c in sections["sources"].items():
+            s.add_row(name, str(c["pages"]), str(c["sections"]), str(c["kept"]), str(c["rejected"]))
+        console.print(s)
+        r = Table(title="rejected sections by reason")
+        for col in ("source", "stage", "reason", "count"):
+            r.add_column(col)
+        for row in sections["reasons"]:
+            r.add_row(row["source"], row["stage"], row["reason"], str(row["count"]))
+        console.print(r)
     return 0
+
+
+def _ledger_matches(lines: list[dict], a, section_fates):
+    """The lines (and page sections) the filters name: --reason and --source match either; --page
+    gives a page's line then its sections; --section and --id one section or record."""
+    for line in lines:
+        if a.source and line["source"] != a.source:
+            continue
+        if a.page and a.page not in (line["id"], line["id"].split(":", 1)[-1].rsplit("#", 1)[0]):
+            continue
+        units = list(section_fates(line))
+        if a.page:
+            units = [line] + units
+        elif not units or (a.id and line["id"] == a.id):
+            units = [line]
+        for ev in units:
+            if a.reason and a.reason not in ev.get("reason", ""):
+                continue
+            if (a.section or a.id) and ev["id"] not in (a.section, a.id):
+                continue
+            yield ev
 
 
 def _ev_line(ev: dict) -> str:

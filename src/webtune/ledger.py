@@ -183,6 +183,32 @@ def summarize_iter(events: Iterable[dict]) -> dict:
                         for (s, st, r), n in sorted(reasons.items(), key=lambda kv: -kv[1])]}
 
 
+def section_fates(line: dict) -> Iterator[dict]:
+    """A page line's sections, each as a line of its own (its id `<page>/s<N>`, its page's source)."""
+    for sec in line.get("sections", []):
+        yield {**sec, "source": line["source"], "page": line["id"]}
+
+
+def summarize_sections(lines: Iterable[dict]) -> dict:
+    """Per source: pages with sections, their sections kept and rejected; rejected sections per
+    (source, stage, reason). The page counts hide them: a page is kept if any section is."""
+    sources: dict[str, dict] = {}
+    reasons: collections.Counter = collections.Counter()
+    for line in lines:
+        if "sections" not in line:
+            continue
+        c = sources.setdefault(line["source"], {"pages": 0, "sections": 0, "kept": 0, "rejected": 0})
+        c["pages"] += 1
+        for sec in line["sections"]:
+            c["sections"] += 1
+            c[sec["status"]] += 1
+            if sec["status"] == REJECTED:
+                reasons[(line["source"], sec["stage"], sec.get("reason", ""))] += 1
+    return {"sources": sources,
+            "reasons": [{"source": s, "stage": st, "reason": r, "count": n}
+                        for (s, st, r), n in sorted(reasons.items(), key=lambda kv: -kv[1])]}
+
+
 def read_ledger(run_dir: Path) -> Iterator[dict]:
     path = Path(run_dir) / "ledger.jsonl"
     if not path.exists():

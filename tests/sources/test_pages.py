@@ -190,3 +190,56 @@ def test_the_urls_source_splits_fetched_pages_into_sections_too(tmp_path):
     assert [r.id for r in got] == [f"web:{url}#1/s1", f"web:{url}#1/s2"]
     assert [r.fields["section_title"] for r in got] == ["Guide", "Install"] and {r.group for r in got} == {url}
     assert got[1].fields["url"] == url and got[1].fields["text"] == paragraph(2)
+
+
+# ---------------------------------------------------------------- the ledger shows sections
+def folded_run(tmp_path):
+    """A run directory whose ledger holds two pages' sections (kept, too_long, duplicate) and a record."""
+    from webtune import ledger
+    with ledger.LedgerWriter(tmp_path, "prepare") as w:
+        w.kept("docs:a.html#1/s1", "docs", example_ids=["e1"])
+        w.rejected("docs:a.html#1/s2", "docs", "too_long", "9,000 chars over 8,000")
+        w.rejected("docs:a.html#1/s3", "docs", "exact_duplicate", duplicate_of="docs:b.html#1/s1")
+        w.kept("docs:b.html#1/s1", "docs", example_ids=["e2"])
+        w.rejected("docs:b.html#1/s2", "docs", "too_long", "12,000 chars")
+        w.rejected("docs:c.html#1", "docs", "no_main_content", "empty body")
+    ledger.fold(tmp_path, ["prepare"])
+    return tmp_path
+
+
+def ledger_cli(capsys, *args) -> str:
+    from webtune.cli import main
+    assert main(["ledger", *map(str, args)]) == 0
+    return capsys.readouterr().out
+
+
+def test_ledger_lists_the_sections_dropped_for_a_reason(tmp_path, capsys):
+    run = folded_run(tmp_path)
+    out = ledger_cli(capsys, run, "--reason", "too_long").splitlines()
+    assert [line.split()[0] for line in out] == ["docs:a.html#1/s2", "docs:b.html#1/s2"]
+    assert "prepare:too_long - 9,000 chars over 8,000" in out[0]
+    out = ledger_cli(capsys, run, "--reason", "duplicate")
+    assert "docs:a.html#1/s3" in out and "duplicate_of=docs:b.html#1/s1" in out
+
+
+def test_ledger_shows_a_page_and_its_sections_or_one_section(tmp_path, capsys):
+    run = folded_run(tmp_path)
+    out = ledger_cli(capsys, run, "--page", "a.html").splitlines()
+    assert [line.split()[:2] for line in out] == [["docs:a.html#1", "kept"], ["docs:a.html#1/s1", "kept"],
+                                                  ["docs:a.html#1/s2", "rejected"], ["docs:a.html#1/s3", "rejected"]]
+    out = ledger_cli(capsys, run, "--section", "docs:b.html#1/s2").splitlines()
+    assert len(out) == 1 and out[0].startswith("docs:b.html#1/s2  rejected  prepare:too_long")
+    out = ledger_cli(capsys, run, "--reason", "no_main_content")
+    assert out.startswith("docs:c.html#1  rejected")   # a page without sections is its own line
+
+
+def test_ledger_summary_counts_rejected_sections(tmp_path, capsys):
+    from webtune.ledger import read_ledger, summarize_sections
+    run = folded_run(tmp_path)
+    got = summarize_sections(read_ledger(run))
+    assert got["sources"] == {"docs": {"pages": 2, "sections": 5, "kept": 2, "rejected": 3}}
+    assert {(r["reason"], r["count"]) for r in got["reasons"]} == {("too_long", 2), ("exact_duplicate", 1)}
+    from webtune.cli import main
+    assert main(["ledger", str(run)]) == 0
+    out = capsys.readouterr()
+    assert "rejected sections by reason" in out.out + out.err and "too_long" in out.out + out.err
