@@ -1,16 +1,19 @@
 """The one copy of file helpers every stage uses: content hashes, atomic writes (a fresh file under a
 temporary name, fsync, rename: a killed run never leaves half a file, and a file shared by hard links
-is never written through), JSON and JSONL, link-or-copy."""
+is never written through), JSON and JSONL, link-or-copy; and the one place an input file's bytes are
+first opened (`open_input`: .gz decompressed, a byte-order mark skipped)."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 _UMASK = os.umask(0o22)
 os.umask(_UMASK)
@@ -95,6 +98,47 @@ def iter_jsonl(path: Path) -> Iterator[Any]:
         for line in fh:
             if line.strip():
                 yield json.loads(line)
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def compressed(path: Path | str) -> bool:
+    return str(path).lower().endswith(".gz")
+
+
+def uncompressed_name(path: Path | str) -> str:
+    """`products.jsonl.gz` -> `products.jsonl`: the name whose extension says the format."""
+    name = Path(path).name
+    return name[:-3] if compressed(name) else name
+
+
+def open_input(path: Path | str) -> BinaryIO:
+    """An input file's bytes as every reader should see them: a `.gz` decompressed, and a UTF-8
+    byte-order mark (Windows exports carry one) skipped, so the first record reads like the rest.
+    The stream is positioned after the mark (`tell()` is where the first record starts)."""
+    fh = gzip.open(path, "rb") if compressed(path) else open(path, "rb")
+    try:
+        if fh.read(3) != BOM:
+            fh.seek(0)
+    except BaseException:
+        fh.close()
+        raise
+    return fh
+
+
+def damaged(path: Path | str) -> str | None:
+    """For a .gz input, what is wrong with its compressed stream (cut short, bad data, not gzip), else
+    None. Checked before reading, so a damaged file is one rejection rather than half a file."""
+    if not compressed(path):
+        return None
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+    except (EOFError, OSError, zlib.error) as e:
+        return f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
+    return None
 
 
 def read_jsonl(path: Path) -> list:

@@ -3,11 +3,16 @@
 `conf/`, `templates/` and `examples/` ship inside the package (found with importlib.resources, so a
 wheel installed anywhere works). A relative path in a config is looked up in the working directory
 first, so a user's own folder overrides or extends what ships.
+
+Walking folders (`walk`, `safe_glob`) never follows a link into a folder it has already seen (by
+(st_dev, st_ino)) nor out of the folder being walked: a symlink loop or a link to `/` cannot make a
+`**` glob run for ever.
 """
 from __future__ import annotations
 
 import glob
 import os
+import re
 from importlib.resources import files
 from pathlib import Path
 
@@ -16,7 +21,7 @@ CONF_DIR = SHIPPED / "conf"
 
 
 def _exists(path: str) -> bool:
-    return os.path.exists(path) or bool(glob.glob(path, recursive=True))
+    return os.path.exists(path) or bool(safe_glob(path))
 
 
 def locate(spec: str | os.PathLike) -> Path:
@@ -32,3 +37,93 @@ def locate(spec: str | os.PathLike) -> Path:
 def search_dirs(folder: Path | None = None) -> list[Path]:
     """Where a template include is looked for: its own folder, the working directory, the shipped files."""
     return [d for d in (folder, Path.cwd(), SHIPPED) if d is not None]
+
+
+# ---------------------------------------------------------------- walking folders
+def inside(path: Path | str, folder: Path | str) -> bool:
+    """Whether `path`, links resolved, lies in `folder` (links resolved too)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def walk(root: Path | str) -> tuple[list[Path], list[Path]]:
+    """(files, links skipped) under `root`, hidden names left out. A link is followed only when it
+    leads inside `root`, and into a folder only when that folder was not seen yet on this walk."""
+    root = Path(root)
+    files: list[Path] = []
+    skipped: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            if entry.is_symlink() and not inside(path, root):
+                skipped.append(path)
+            elif entry.is_dir():
+                stack.append(path)
+            elif entry.is_file():
+                files.append(path)
+    return files, skipped
+
+
+def safe_glob(pattern: str, skipped: list[Path] | None = None) -> list[str]:
+    """glob.glob(pattern, recursive=True), except that `**` walks with `walk` (files only there);
+    the links it did not follow go to `skipped`."""
+    if "**" not in pattern:
+        return glob.glob(pattern)
+    parts = pattern.split("/")
+    first_magic = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base = "/".join(parts[:first_magic]) or ("/" if pattern.startswith("/") else ".")
+    regex = _glob_regex(parts[first_magic:])
+    files, links = walk(base)
+    out = []
+    for f, is_link in [(f, False) for f in files] + [(f, True) for f in links]:
+        rel = os.path.relpath(f, base).replace(os.sep, "/")
+        if not regex.fullmatch(rel):
+            continue
+        if not is_link:
+            out.append(str(f) if base != "." else rel)
+        elif skipped is not None:
+            skipped.append(f)
+    return out
+
+
+def _glob_regex(parts: list[str]) -> re.Pattern:
+    """A glob's parts as one regex over a relative path: `**` any folders, `*` `?` `[...]` in one name."""
+    out = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**":
+            out.append(".*" if last else "(?:[^/]+/)*")
+            continue
+        piece, j = "", 0
+        while j < len(part):
+            c = part[j]
+            if c == "*":
+                piece += "[^/]*"
+            elif c == "?":
+                piece += "[^/]"
+            elif c == "[" and "]" in part[j + 1:]:
+                end = part.index("]", j + 1)
+                body = part[j + 1:end].replace("\\", "\\\\")
+                piece += "[" + ("^" + body[1:] if body.startswith("!") else body) + "]"
+                j = end
+            else:
+                piece += re.escape(c)
+            j += 1
+        out.append(piece + ("" if last else "/"))
+    return re.compile("".join(out), re.S)

@@ -131,6 +131,9 @@ class Cleaner:
     def clean_text(self, text: str, repairs: set[str], markdown: bool = False) -> str:
         """One text; `markdown`: a page's Markdown from the HTML sources, whose `<...>` is literal
         text (the markup was read already), so it is never stripped and indentation is kept."""
+        if "\x00" in text:   # always: a NUL is padding or a broken export, never text (docs/hostile-input.md)
+            text = text.replace("\x00", "")
+            repairs.add("nul_removed")
         ascii_ = text.isascii()
         if self.fix_unicode and not ascii_:
             fixed = fix_unicode(text)

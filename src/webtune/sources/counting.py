@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 from pathlib import Path
 
 import orjson
 
 from ..config import plain
+from ..fileio import damaged, open_input
 from .json_scan import json_items
 
 BLANK = b" \t\r\n\xef\xbb\xbf"
@@ -41,7 +43,9 @@ def _files(cfg, paths: list[Path]) -> dict[str, dict]:
     for path in paths:
         fmt = files.format_of(path, fc.format)
         key = f"{cfg.name}:{files.relative(path, base)}"
-        if fmt == "jsonl":
+        if damaged(path):
+            out[key] = entry("files", 1)          # a damaged .gz: its one corrupt_compressed rejection
+        elif fmt == "jsonl":
             out[key] = entry("lines", jsonl_lines(path))
         elif fmt == "json":
             out[key] = _json_entry(path, fc.json_key)
@@ -79,7 +83,7 @@ def jsonl_lines(path: Path) -> int:
     """Lines of a JSONL file (a last line without a newline counts); an empty file is one record
     (its `empty_file` rejection)."""
     n, last, content = 0, b"\n", False
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         while chunk := fh.read(1 << 22):
             n += chunk.count(b"\n")
             last = chunk[-1:]
@@ -100,14 +104,14 @@ def gz_lines(path: Path) -> int:
 
 def cues(path: Path) -> int:
     """Timing lines (`00:00:01.000 --> 00:00:02.000`) of a VTT or SRT file."""
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         return sum(1 for line in fh if b"-->" in line)
 
 
 def _csv_entry(path: Path, fc) -> dict:
-    with open(path, encoding="utf-8-sig" if fc.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-              else fc.encoding, errors="surrogateescape", newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else fc.csv_delimiter)
+    with io.TextIOWrapper(open_input(path), encoding=fc.encoding, errors="surrogateescape", newline="") as fh:
+        tsv = path.name.lower().removesuffix(".gz").endswith(".tsv")
+        reader = csv.reader(fh, delimiter="\t" if tsv else fc.csv_delimiter)
         try:
             header = next(reader, None)
         except csv.Error:

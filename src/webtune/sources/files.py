@@ -9,12 +9,17 @@ whole page or transcript).
 Sharding: the union over shards is every record exactly once and ids never depend on the shard
 count. A JSONL file is split by byte range (each worker reads only its part); other formats are
 dealt out by item (JSON, CSV) or by file (HTML, transcripts) modulo the shard count.
+
+Hostile input (docs/hostile-input.md): every file is opened by `fileio.open_input` (a `.gz`
+decompressed, a byte-order mark skipped); a JSON item nesting deeper than `json_scan.MAX_DEPTH` is a
+`too_deep` rejection, found on ijson's event stream before the item is built; folders and `**` globs
+are walked by `paths.walk`, which follows no link out of the folder and none into a folder it has seen.
 """
 from __future__ import annotations
 
 import codecs
 import csv
-import glob
+import io
 import os
 import re
 import sys
@@ -25,9 +30,10 @@ import orjson
 
 from ..config import plain
 from ..errors import WebtuneError
-from ..fileio import atomic_path
-from ..paths import locate
+from ..fileio import atomic_path, compressed, damaged, open_input, uncompressed_name
+from ..paths import locate, safe_glob, walk
 from ..records import Record, Rejection, record_id
+from .json_scan import MAX_DEPTH, JsonValues, TooDeep, json_items, too_deep
 
 SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv",
             ".html": "html", ".htm": "html", ".xhtml": "html", ".vtt": "vtt", ".srt": "srt"}
@@ -48,13 +54,14 @@ def resolve(cfg) -> list[Path]:
     for spec in cfg.paths:
         spec = str(locate(spec))   # the working directory's file, else the shipped one
         if _GLOB_CHARS.search(spec):
-            matches = [Path(p) for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
+            links: list[Path] = []
+            matches = _readable(spec, [Path(p) for p in safe_glob(spec, links) if os.path.isfile(p)], links, cfg.format)
             if not matches:
-                raise WebtuneError(f"source.files.paths: {spec!r} matches no files")
+                raise WebtuneError(f"source.files.paths: {spec!r} matches no files webtune reads")
             found.update(matches)
         elif os.path.isdir(spec):
-            matches = [p for p in Path(spec).rglob("*")
-                       if p.is_file() and not p.name.startswith(".") and _readable_format(p, cfg.format)]
+            files, links = walk(spec)
+            matches = _readable(spec, files, links, cfg.format)
             if not matches:
                 raise WebtuneError(f"source.files.paths: directory {spec!r} holds no "
                                    f"{'/'.join(sorted(set(SUFFIXES.values()))) if cfg.format == 'auto' else cfg.format} files")
@@ -99,15 +106,39 @@ def acquire(cfg, raw_dir: Path) -> list[Path]:
     return out
 
 
-def _readable_format(path: Path, fmt: str) -> bool:
-    return fmt != "auto" or path.suffix.lower() in SUFFIXES
+_TOLD: set[str] = set()
+
+
+def _readable(spec: str, files: list[Path], links: list[Path], fmt: str) -> list[Path]:
+    """The files of a folder or glob whose format we can read; what is left out is said once."""
+    keep = [p for p in files if fmt != "auto" or _suffix(p) in SUFFIXES]
+    other = sorted({p.name for p in files} - {p.name for p in keep})
+    notes = []
+    if other:
+        notes.append(f"{len(other)} file(s) of no format webtune reads ({', '.join(other[:5])}"
+                     f"{', ...' if len(other) > 5 else ''}; set source.files.format to read them as one)")
+    if links:
+        notes.append(f"{len(links)} link(s) leading out of the folder ({', '.join(p.name for p in links[:5])}"
+                     f"{', ...' if len(links) > 5 else ''}; name their targets in source.files.paths to read them)")
+    for note in notes:
+        line = f"source.files.paths {spec!r}: skipped {note}"
+        if line not in _TOLD:
+            _TOLD.add(line)
+            from ..console import log
+            log(f"[yellow]{line}")
+    return keep
+
+
+def _suffix(path: Path) -> str:
+    """`.jsonl` for `a.jsonl` and `a.jsonl.gz` alike: a compressed file is read as what it holds."""
+    return Path(uncompressed_name(path)).suffix.lower()
 
 
 def format_of(path: Path, fmt: str = "auto") -> str:
     if fmt != "auto":
         return fmt
     try:
-        return SUFFIXES[path.suffix.lower()]
+        return SUFFIXES[_suffix(path)]
     except KeyError:
         raise WebtuneError(f"cannot tell the format of {path} from its extension; set source.files.format "
                            f"to one of {', '.join(FORMATS[1:])}") from None
@@ -138,7 +169,12 @@ def iter_records(cfg, source_name: str, paths: list[Path], shard: int = 0,
         path = Path(path)
         rel = relative(path, base)
         fmt = format_of(path, cfg.format)
-        if fmt == "jsonl":
+        damage = damaged(path)
+        if damage:   # a cut or corrupt .gz: one rejection, from the shard that owns the file
+            if file_no % n_shards == shard:
+                yield Rejection(record_id(source_name, rel, 1), source_name, "corrupt_compressed",
+                                f"{rel}: the compressed stream is damaged ({damage}); nothing was read from it")
+        elif fmt == "jsonl":
             yield from _jsonl(cfg, source_name, path, rel, shard, n_shards)
         elif fmt == "json":
             yield from _json(cfg, source_name, path, rel, turn)
@@ -174,25 +210,35 @@ def _empty(source: str, rel: str) -> Rejection:
 
 # ---------------------------------------------------------------- JSONL
 def _jsonl(cfg, source: str, path: Path, rel: str, shard: int, n_shards: int) -> Iterator[Record | Rejection]:
-    size = path.stat().st_size
-    if size == 0 or not _has_content(path):  # every shard asks: blank lines are then no records
+    if not _has_content(path):  # every shard asks: blank lines are then no records
         if shard == 0:
             yield _empty(source, rel)
         return
-    start, end = size * shard // n_shards, size * (shard + 1) // n_shards
+    if compressed(path):  # no byte ranges in a compressed stream: lines dealt out modulo the shards
+        yield from _jsonl_lines(cfg, source, path, rel, 0, None, (shard, n_shards))
+        return
+    size = path.stat().st_size
+    yield from _jsonl_lines(cfg, source, path, rel, size * shard // n_shards, size * (shard + 1) // n_shards, None)
+
+
+def _jsonl_lines(cfg, source, path, rel, start, end, deal) -> Iterator[Record | Rejection]:
+    """The lines of [start, end) (a line belongs to the range holding its first byte), or with `deal`
+    (shard, n) every n-th line of the whole file."""
     limit, prefix, loads, JSONDecodeError = cfg.max_record_bytes, f"{source}:{rel}#", orjson.loads, orjson.JSONDecodeError
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         if start > 0:
             # A line belongs to the shard holding its first byte: skip the line running into `start`.
             fh.seek(start - 1)
             fh.readline()
         pos = fh.tell()
-        line_no = _count_newlines(path, pos)
+        line_no = _count_newlines(path, pos) if start > 0 else 0
         for line in fh:  # the hot loop: kept flat, helpers only for the rare bad line
-            if pos >= end:
+            if end is not None and pos >= end:
                 break
             pos += len(line)
             line_no += 1
+            if deal and line_no % deal[1] != deal[0]:
+                continue
             if limit and len(line) > limit:
                 yield Rejection(prefix + str(line_no), source, "too_large",
                                 f"{rel} line {line_no}: {_too_large(cfg, len(line))}")
@@ -203,15 +249,23 @@ def _jsonl(cfg, source: str, path: Path, rel: str, shard: int, n_shards: int) ->
                 yield (_bad_line(source, rel, line_no, line, e) if line.strip() else
                        Rejection(prefix + str(line_no), source, "blank_line", f"{rel} line {line_no}: blank"))
                 continue
-            if type(obj) is dict:
-                yield Record(prefix + str(line_no), source, obj)
-            else:
+            if type(obj) is not dict:
                 yield Rejection(prefix + str(line_no), source, "not_an_object",
                                 f"{rel} line {line_no}: a JSON {type(obj).__name__}, not an object")
+            elif line.count(b"[") + line.count(b"{") > MAX_DEPTH and too_deep(obj):  # counts: memchr speed
+                yield _too_deep(source, rel, f"line {line_no}", record_id(source, rel, line_no))
+            else:
+                yield Record(prefix + str(line_no), source, obj)
+
+
+def _too_deep(source: str, rel: str, where: str, rid: str) -> Rejection:
+    return Rejection(rid, source, "too_deep", f"{rel} {where}: JSON nested deeper than {MAX_DEPTH} levels")
+
+
 
 
 def _has_content(path: Path) -> bool:
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         while chunk := fh.read(1 << 16):
             if chunk.strip():
                 return True
@@ -232,6 +286,8 @@ def _count_newlines(path: Path, upto: int) -> int:
 
 def _bad_line(source: str, rel: str, line_no: int, line: bytes, error: Exception) -> Rejection:
     rid = record_id(source, rel, line_no)
+    if "depth limit" in str(error):   # orjson's own cap (1,024 levels), past ours
+        return _too_deep(source, rel, f"line {line_no}", rid)
     if "UTF-8" in str(error):
         try:
             line.decode("utf-8")
@@ -250,23 +306,25 @@ def _json(cfg, source: str, path: Path, rel: str, turn: _Turns) -> Iterator[Reco
             yield _empty(source, rel)
         return
     if first == b"[":
-        prefix = "item"
-    elif first == b"{" and cfg.json_key:
-        prefix = f"{cfg.json_key}.item"
+        key = None           # the reader takes a top-level array whatever json_key says
     elif first == b"{":
-        prefix = ""  # one object: one record
+        key = cfg.json_key or ""   # no json_key: one object, one record
     else:
         if turn.mine():
             yield Rejection(record_id(source, rel, 1), source, "malformed_json",
                             f"{rel}: expected a JSON array or object, found {first!r}")
         return
     index = 0
-    with open(path, "rb") as raw:
+    with open_input(path) as raw:
+        values = JsonValues(_MarkBadUtf8(raw), key)
         try:
-            for index, obj in enumerate(ijson.items(_MarkBadUtf8(raw), prefix, use_float=True), 1):
+            for index, obj in enumerate(values, 1):
                 if not turn.mine():
                     continue
                 rid = record_id(source, rel, index)
+                if type(obj) is TooDeep:
+                    yield _too_deep(source, rel, f"item {index}", rid)
+                    continue
                 if not isinstance(obj, dict):
                     yield Rejection(rid, source, "not_an_object",
                                     f"{rel} item {index}: a JSON {type(obj).__name__}, not an object")
@@ -283,14 +341,13 @@ def _json(cfg, source: str, path: Path, rel: str, turn: _Turns) -> Iterator[Reco
         except (ijson.JSONError, ijson.IncompleteJSONError, UnicodeDecodeError) as e:
             # The rest of the file cannot be read: one rejection says where it broke.
             if turn.mine():
-                from .json_scan import json_items
-                stop = json_items(path, cfg.json_key if prefix != "item" else None).broke_at
+                stop = json_items(path, key or None).broke_at
                 where = f"at byte {stop:,}" if stop is not None else "near its end"
                 yield Rejection(record_id(source, rel, index + 1), source, "malformed_json",
                                 f"{rel}: reading stopped {where}, after item {index} ({type(e).__name__}: "
                                 f"{' '.join(str(e).split())[:200]}); nothing after it could be read")
             return
-    if index == 0 and prefix.endswith(".item") and not _has_key(path, cfg.json_key) and turn.mine():
+    if index == 0 and key and not values.found_key and turn.mine():
         yield Rejection(record_id(source, rel, 1), source, "missing_json_key",
                         f"{rel}: no array at key {cfg.json_key!r} (source.files.json_key)")
 
@@ -316,36 +373,25 @@ class _MarkBadUtf8:
 
 
 def _first_byte(path: Path) -> bytes | None:
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         while chunk := fh.read(1 << 16):
-            stripped = chunk.lstrip(b" \t\r\n\xef\xbb\xbf")
+            stripped = chunk.lstrip(b" \t\r\n")
             if stripped:
                 return stripped[:1]
     return None
 
 
-def _has_key(path: Path, key: str) -> bool:
-    import ijson
-
-    with open(path, "rb") as fh:
-        try:
-            return any(p == key and ev == "start_array" for p, ev, _ in ijson.parse(fh))
-        except ijson.JSONError:
-            return False
-
-
 # ---------------------------------------------------------------- CSV
 def _csv(cfg, source: str, path: Path, rel: str, turn: _Turns) -> Iterator[Record | Rejection]:
-    encoding = "utf-8-sig" if cfg.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else cfg.encoding
     list_fields = set(cfg.csv_list_fields)
     number_fields = set(getattr(cfg, "csv_number_fields", None) or [])
     sep = cfg.csv_list_separator
     try:
-        fh = open(path, encoding=encoding, errors="surrogateescape", newline="")
+        codecs.lookup(cfg.encoding)
     except LookupError:
         raise WebtuneError(f"source.files.encoding={cfg.encoding!r} is not a known encoding") from None
-    with fh:
-        tsv = path.suffix.lower() == ".tsv" and cfg.csv_delimiter == ","  # a .tsv with the default delimiter
+    with io.TextIOWrapper(open_input(path), encoding=cfg.encoding, errors="surrogateescape", newline="") as fh:
+        tsv = _suffix(path) == ".tsv" and cfg.csv_delimiter == ","  # a .tsv with the default delimiter
         reader = csv.reader(fh, delimiter="\t" if tsv else cfg.csv_delimiter)
         try:
             header = next(reader, None)
@@ -420,6 +466,11 @@ def _number(cell: str):
 
 
 # ---------------------------------------------------------------- HTML and transcripts
+def _read(path: Path) -> bytes:
+    with open_input(path) as fh:
+        return fh.read()
+
+
 def _html(cfg, source: str, path: Path, rel: str, pages) -> Iterator[Record | Rejection]:
     """One page: its record, or its sections' sub-records (`<page id>/s<N>`), or why there is none."""
     from .html import extract
@@ -431,7 +482,7 @@ def _html(cfg, source: str, path: Path, rel: str, pages) -> Iterator[Record | Re
     if too_large:
         yield Rejection(rid, source, "too_large", f"{rel}: {too_large}")
         return
-    page = extract(path.read_bytes())
+    page = extract(_read(path))
     if page.fields is None:
         yield Rejection(rid, source, page.reason, f"{rel}: {page.detail}")
         return
@@ -449,7 +500,7 @@ def _transcript(cfg, source: str, path: Path, rel: str, fmt: str) -> Iterator[Re
         yield Rejection(record_id(source, rel, 1), source, "too_large", f"{rel}: {too_large}")
         return
     try:
-        segments = tr.parse(path.read_bytes(), fmt)
+        segments = tr.parse(_read(path), fmt)
     except tr.TranscriptError as e:
         yield Rejection(record_id(source, rel, 1), source, e.reason, f"{rel}: {e.detail}")
         return

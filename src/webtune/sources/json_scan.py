@@ -1,13 +1,129 @@
-"""Counting the items of a JSON array from its bytes (a tokenizer, no parser), and where the JSON
-breaks: what the ledger's counts and the files parser's truncation repair rely on."""
+"""JSON arrays two ways. `json_values` builds a file's items from ijson's event stream with a depth
+cap (an item nesting deeper than MAX_DEPTH is skipped, never built: a 100k-level item costs no
+memory), linear in depth. `json_items` counts the items from the bytes (a tokenizer, no parser) and
+finds where the JSON breaks: what the ledger's counts and the files parser's truncation repair rely on.
+"""
 from __future__ import annotations
 
 import mmap
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import orjson
+
+from ..fileio import BOM, compressed, open_input
+
+# Deeper than any real export (a product record nests 3-4 levels), and far enough under orjson's
+# 254-level limit that a record wrapped in a ledger event or a shard line still serialises.
+MAX_DEPTH = 100
+
+
+class TooDeep:
+    """Stands in for an item that nests deeper than MAX_DEPTH (it was skipped, not built)."""
+
+
+_TOO_DEEP = TooDeep()
+_OPEN = {"start_map": dict, "start_array": list}
+_CLOSE = ("end_map", "end_array")
+
+
+class JsonValues:
+    """The items of the top-level array (key None), of the array at `key` of the top-level object,
+    or the document itself (key ""): each a value, or a TooDeep. Iterating raises ijson's errors
+    where the JSON breaks; everything after the array is still parsed, so trailing garbage raises
+    too. `found_key` says afterwards whether the object had an array at `key`."""
+
+    def __init__(self, fh, key: str | None):
+        self.fh, self.key, self.found_key = fh, key, False
+
+    def __iter__(self) -> Iterator[object]:
+        import ijson
+
+        events = iter(ijson.basic_parse(self.fh, use_float=True))
+        nxt = events.__next__
+        event, value = nxt()
+        if self.key == "":
+            yield _value(event, value, nxt)
+        elif self.key is None:
+            if event == "start_array":
+                yield from _array(nxt)
+        elif event == "start_map":
+            while (member := nxt())[0] != "end_map":
+                event, value = nxt()
+                if member[1] == self.key and event == "start_array" and not self.found_key:
+                    self.found_key = True
+                    yield from _array(nxt)
+                else:
+                    _skip(1 if event in _OPEN else 0, nxt)
+        for _ in events:
+            pass
+
+
+def _array(nxt: Callable) -> Iterator[object]:
+    while (ev := nxt())[0] != "end_array":
+        yield _value(ev[0], ev[1], nxt)
+
+
+def _value(event: str, value, nxt: Callable):
+    """One value from its first event: containers built with an explicit stack (no recursion, linear
+    in depth); past MAX_DEPTH the rest of the value is consumed by counting and a TooDeep returned."""
+    make = _OPEN.get(event)
+    if make is None:
+        return value
+    root = cur = make()
+    stack: list = []
+    key = None
+    while True:
+        event, value = nxt()
+        if event == "map_key":
+            key = value
+        elif event in _OPEN:
+            new = _OPEN[event]()
+            if type(cur) is dict:
+                cur[key] = new
+            else:
+                cur.append(new)
+            stack.append((cur, key))
+            cur = new
+            if len(stack) >= MAX_DEPTH:
+                _skip(len(stack) + 1, nxt)   # every container still open, the root included
+                return _TOO_DEEP
+        elif event in _CLOSE:
+            if not stack:
+                return root
+            cur, key = stack.pop()
+        elif type(cur) is dict:
+            cur[key] = value
+        else:
+            cur.append(value)
+
+
+def _skip(depth: int, nxt: Callable) -> None:
+    """Consume events until `depth` open containers have closed, keeping only the count."""
+    while depth:
+        event = nxt()[0]
+        if event in _OPEN:
+            depth += 1
+        elif event in _CLOSE:
+            depth -= 1
+
+
+def too_deep(obj) -> bool:
+    """Whether a parsed value nests deeper than MAX_DEPTH (iteratively: no recursion to run out of)."""
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if type(value) is dict else value if type(value) is list else ()
+        for child in children:
+            if type(child) in (dict, list):
+                if depth + 1 > MAX_DEPTH:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 @dataclass
@@ -22,11 +138,22 @@ _TOKEN = re.compile(rb'\s*(?:("(?:[^"\\]|\\.)*")|([\[\]{},:])|(-?[0-9][0-9eE.+-]
 def json_items(path: Path, key: str | None = None) -> JsonItems:
     """The complete items of the top-level array (or of the array at `key` of the top-level
     object), by a tokenizer over the bytes; where the JSON breaks, the offset of the break."""
-    size = Path(path).stat().st_size
+    if compressed(path):   # the tokenizer wants the bytes in one piece: decompressed into a temporary file
+        with tempfile.TemporaryFile() as tmp:
+            with open_input(path) as fh:
+                shutil.copyfileobj(fh, tmp)
+            tmp.flush()
+            return _scan_file(tmp, key)
+    with open(path, "rb") as fh:
+        return _scan_file(fh, key)
+
+
+def _scan_file(fh, key: str | None) -> JsonItems:
+    size = fh.seek(0, 2)
     if size == 0:
         return JsonItems(None, None)
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        start = 3 if mm[:3] == b"\xef\xbb\xbf" else 0
+    with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        start = 3 if mm[:3] == BOM else 0
         return _Scan(key).run(_TOKEN.finditer(mm, start), size)
 
 
