@@ -7,6 +7,7 @@ question that holds `off topic`, else 0.9. Usage counts 4 characters a token. Fa
   storm(k)          the next k requests get 429 with a short `retry-after-ms`
   garbage_on        sections holding this text get a reply that is no JSON and no question
   same_on           sections holding this text all get the same questions (duplicates across sections)
+  off_topic         the k-th question of every other section says "off topic" (the judge rejects it)
   hold_after(k)     after k answered requests the next ones wait until `release()` (a crash test kills the client)
   refuse_format     400 on any `response_format`, as `webtune serve` and llama.cpp do
 Counts: `requests` (every POST, 429s included), `answered` (200s), `bodies` (the 200s' bodies).
@@ -25,8 +26,10 @@ from tests.fakes.base import LocalServer
 _SECTION = re.compile(r"<section>\n?(.*?)\n?</section>", re.S)
 _N = re.compile(r"Write (\d+) different")
 _WORD = re.compile(r"[A-Za-z][A-Za-z_0-9]{3,}")
-FORMS = ["How do I make the {a} work with {b} and {c}?", "What does {a} return when {b} meets {c}?",
-         "Why would {a} need {b} before {c}?", "When should {a} and {b} replace {c}?"]
+FORMS = ["How do I make option {x} of the {a} work with option {y} of the {b}?",
+         "What does option {x} of the {a} return when option {y} meets the {b}?",
+         "Why would option {x} of the {a} need option {y} before the {b}?",
+         "When should option {x} of the {a} replace option {y} in the {b}?"]
 
 
 class FakeTeacher(LocalServer):
@@ -37,6 +40,7 @@ class FakeTeacher(LocalServer):
         self.storm_left = 0
         self.garbage_on: str | None = None
         self.same_on: str | None = None
+        self.off_topic: int | None = None       # the k-th question (1-based) of every section says "off topic"
         self.refuse_format = False
         self.hold_after: int | None = None
         self._release = threading.Event()
@@ -71,12 +75,16 @@ class FakeTeacher(LocalServer):
             return "Sure! Here are some thoughts about the section, in no particular format"
         n = int(_N.search(content).group(1)) if _N.search(content) else 3
         if self.same_on and self.same_on in section:
-            return json.dumps({"questions": [f"How do I configure the shared option number {k + 1}?" for k in range(n)]})
-        words = sorted(set(_WORD.findall(section)), key=lambda w: zlib.crc32(w.encode())) or ["it", "that"]
-        return json.dumps({"questions": [FORMS[k % len(FORMS)].format(a=words[(3 * k) % len(words)],
-                                                                      b=words[(3 * k + 1) % len(words)],
-                                                                      c=words[(3 * k + 2) % len(words)])
-                                         for k in range(n)]})
+            return json.dumps({"questions": [FORMS[k % len(FORMS)].format(x=11, y=22, a="knob", b="dial")
+                                             for k in range(n)]})
+        words = sorted(set(_WORD.findall(section)), key=lambda w: zlib.crc32(w.encode())) or ["it"]
+        nums = re.findall(r"\b\d+\b", section) or ["0", "1"]
+        questions = [FORMS[k % len(FORMS)].format(a=words[(2 * k) % len(words)], b=words[(2 * k + 1) % len(words)],
+                                                  x=nums[(2 * k) % len(nums)], y=nums[(2 * k + 1) % len(nums)])
+                     for k in range(n)]
+        if self.off_topic:
+            questions[self.off_topic - 1] = f"Is {words[0]} {nums[0]} off topic here?"
+        return json.dumps({"questions": questions})
 
 
 class _Handler(BaseHTTPRequestHandler):

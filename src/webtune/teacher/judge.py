@@ -32,7 +32,7 @@ SCHEMA = {"type": "object", "properties": {"scores": {"type": "array", "items": 
 
 
 def judge_job(section, model: str, settings: dict, max_tokens: int) -> Job:
-    questions = [f["q"] for f in section.fates]
+    questions = [f["q"] for f in section.fates if f["status"] == "kept"]
     content = PROMPT.format(section=section.target,
                             questions="\n".join(f"{i + 1}. {q}" for i, q in enumerate(questions)))
     messages = [{"role": "user", "content": content}]
@@ -58,8 +58,9 @@ def judge_parse(text: str, n: int) -> list[tuple[float, float]] | None:
 
 def judged(section, entry: dict | None, threshold: float, reason: str) -> None:
     """Mark the section's questions by the judge's scores (None entry: the cap left it unjudged)."""
-    scores = result_of(entry, lambda text: judge_parse(text, len(section.fates))) if entry else None
-    for fate, score in zip(section.fates, scores or [None] * len(section.fates)):
+    fates = [f for f in section.fates if f["status"] == "kept"]
+    scores = result_of(entry, lambda text: judge_parse(text, len(fates))) if entry else None
+    for fate, score in zip(fates, scores or [None] * len(fates)):
         if score is None:
             fate["judge"] = "not judged" if entry is None else "judge reply unparseable"
             continue

@@ -7,8 +7,8 @@ record that is dropped. This step then, in the main process, over data/examples.
   collect  one request per teacher example (the section text is in the prompt once), keyed by content
   plan     the uncached ones in one line (requests, tokens, cost) and the caps, before anything is sent
   ask      them with bounded concurrency (ask.py), each reply cached as it comes in
-  judge    optionally, one more request per section scoring its questions (answered? self-contained?)
   curate   exact and near-duplicate questions across all sections (the first in input order is kept)
+  judge    optionally, one more request per section scoring its questions (answered? self-contained?)
   render   each question as an example, in input order: `<example id>/q<k>`, the target unchanged
 
 Asking happens apart from rendering, so concurrency never touches the output: given the cache,
@@ -19,11 +19,12 @@ example ids, or rejected (`teacher:unparseable`, `teacher:cap_reached`, `teacher
 """
 from __future__ import annotations
 
+import math
+import re
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import orjson
 
@@ -78,9 +79,9 @@ def run(cfg, run_dir: Path, inputs, stats: dict, console=None) -> dict | None:
     budget = Budget(t)
     asked = Asker(t, cache, budget, console)
     plan = asked.questions(sections)
+    curate(sections, t)          # before the judge: a duplicate is not worth judging
     if t.judge.enabled:
         asked.judge(sections)
-    curate(sections, t)
     kept_per_source, rejected_per_source = render(path, Path(run_dir), sections, stats)
     for name, n in rejected_per_source.items():
         stats["sources"][name]["kept"] -= n
@@ -152,7 +153,7 @@ class Asker:
         model = self.t.judge.model or self.t.model
         jobs, keys = {}, {}
         for s in sections:
-            if not s.questions:
+            if not any(f["status"] == "kept" for f in s.fates):
                 continue
             job = judge_job(s, model, settings(self.t), self.t.max_tokens)
             keys[id(s)] = job.key
@@ -198,41 +199,49 @@ def _parser(n: int, answers: bool):
 
 # ---------------------------------------------------------------- curate
 def curate(sections: list[Section], t) -> None:
-    """Exact and near-duplicate questions across every section, in input order: the first is kept.
-    Near: MinHash LSH over word sets proposes candidates among the questions kept so far, and the
-    real Jaccard of the two word sets decides (short texts make LSH alone too eager)."""
+    """Exact and near-duplicate questions across every section, in input order: the first is kept
+    (near: word-set Jaccard >= teacher.dedupe_threshold; 0 or 1: exact copies only)."""
     items = [(s, k) for s in sections if s.questions for k, f in enumerate(s.fates) if f["status"] == "kept"]
-    if not items:
-        return
-    from ..prepare.dedupe import Signer
-    from ..prepare.words import analyse
-    texts = [_question(s.questions[k]) for s, k in items]
+    words = [_WORDS.findall(_question(s.questions[k]).lower()) for s, k in items]
     threshold = float(t.dedupe_threshold)
-    near = 0.0 < threshold < 1.0
-    signer = Signer(SimpleNamespace(exact=True, near=near, shingle=1, num_perm=128, engine="rensa",
-                                    threshold=threshold if near else 0.5))
-    exact, bands, _ = signer.sign(texts)
-    words = analyse(texts)
-    ends = words.counts.cumsum()
-    sets = [set(words.hashes[e - c:e].tolist()) for e, c in zip(ends.tolist(), words.counts.tolist())]
-    seen_exact: dict[int, int] = {}
-    seen_band: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, (s, k) in enumerate(items):
-        first = seen_exact.get(int(exact[i]))
-        if first is None and near:
-            candidates = {j for b, h in enumerate(bands[i].tolist()) for j in seen_band.get((b, h), ())}
+    firsts = near_duplicates(words, threshold if 0.0 < threshold < 1.0 else None)
+    for (s, k), first in zip(items, firsts):
+        if first is not None:
+            keeper, kk = items[first]
+            s.fates[k].update(status="rejected", reason=DUPLICATE, duplicate_of=f"{keeper.example['id']}/q{kk + 1}")
+
+
+_WORDS = re.compile(r"\w+")
+
+
+def near_duplicates(texts: list[list[str]], threshold: float | None) -> list[int | None]:
+    """For each word list, the first earlier kept one that it copies (same words in the same order)
+    or, with a threshold, whose word set has Jaccard >= threshold with its own; None when kept.
+    Exact, by prefix filtering (Bayardo et al. 2007): words ordered rarest first, two sets that
+    similar must share a word among the first |s| - ceil(t|s|) + 1 of each, so only those are indexed."""
+    df = Counter(w for text in texts for w in set(text))
+    exact: dict[str, int] = {}
+    index: dict[str, list[int]] = defaultdict(list)
+    sets = [frozenset(text) for text in texts]
+    out: list[int | None] = []
+    for i, text in enumerate(texts):
+        first = exact.get(" ".join(text))
+        if first is None and threshold is not None and sets[i]:
+            order = sorted(sets[i], key=lambda w: (df[w], w))
+            prefix = order[: len(order) - math.ceil(threshold * len(order)) + 1]
+            candidates = {j for w in prefix for j in index.get(w, ())}
             first = min((j for j in candidates if _jaccard(sets[i], sets[j]) >= threshold), default=None)
+        out.append(first)
         if first is None:
-            seen_exact.setdefault(int(exact[i]), i)
-            for b, h in enumerate(bands[i].tolist()):
-                seen_band[(b, h)].append(i)
-            continue
-        keeper, kk = items[first]
-        s.fates[k].update(status="rejected", reason=DUPLICATE, duplicate_of=f"{keeper.example['id']}/q{kk + 1}")
+            exact.setdefault(" ".join(text), i)
+            if threshold is not None and sets[i]:
+                for w in prefix:
+                    index[w].append(i)
+    return out
 
 
-def _jaccard(a: set, b: set) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
+def _jaccard(a: frozenset, b: frozenset) -> float:
+    return len(a & b) / len(a | b)
 
 
 def _question(item) -> str:
