@@ -3,6 +3,7 @@ character offsets so a finding points at the exact place in the text."""
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # A word: letters/digits/underscore runs, dotted names kept whole (os.path.join, 3.45.1).
 _WORD = re.compile(r"\w+(?:[.']\w+)*")
@@ -21,6 +22,7 @@ ideal easy small large big extra super top real true
 """.split())
 
 
+@lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
     """lower case, and a plural's last s off (pockets = pocket, batteries = battery)."""
     w = word.lower().replace("\u2019", "'")

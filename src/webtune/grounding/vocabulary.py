@@ -46,12 +46,29 @@ def is_identifier(word: str) -> bool:
     return bool(re.fullmatch(r"[a-z]+[A-Z][A-Za-z0-9]*", word))
 
 
+_DIGIT = re.compile(r"\d")
+
+
 def _phrase_ok(gram: tuple[str, ...]) -> bool:
     if gram[0] in STOP_WORDS or gram[-1] in STOP_WORDS:
         return False
-    if any(any(c.isdigit() for c in t) for t in gram):   # values are the value checker's business
+    if any(_DIGIT.search(t) for t in gram):   # values are the value checker's business
         return False
     return not (len(gram) == 1 and len(gram[0]) < 3)
+
+
+def _good_grams(toks: list[str]) -> list[tuple[str, ...]]:
+    """The 1..MAX_PHRASE-grams of toks that pass _phrase_ok (per-token flags worked out once)."""
+    edge_bad = [t in STOP_WORDS or bool(_DIGIT.search(t)) for t in toks]
+    digit = [bool(_DIGIT.search(t)) for t in toks]
+    out = []
+    for n in range(1, MAX_PHRASE + 1):
+        for i in range(len(toks) - n + 1):
+            j = i + n - 1
+            if edge_bad[i] or edge_bad[j] or (n == 1 and len(toks[i]) < 3) or (n > 2 and any(digit[i + 1:j])):
+                continue
+            out.append(tuple(toks[i:i + n]))
+    return out
 
 
 def is_prose(s: str) -> bool:
@@ -113,9 +130,9 @@ class VocabularyCounts:
                             if _phrase_ok(tuple(toks)):
                                 whole.add((name, " ".join(toks)))
                             continue
-                        candidates.update((name, " ".join(g)) for g in grams if _phrase_ok(g))
+                        candidates.update((name, " ".join(g)) for g in _good_grams(toks))
                     else:
-                        prose |= {g for g in grams if _phrase_ok(g)}
+                        prose.update(_good_grams(toks))
         self.df.update(candidates | whole)
         self.whole.update(whole)
         self.idents.update(idents)
