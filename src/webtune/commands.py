@@ -233,9 +233,9 @@ def _ev_line(ev: dict) -> str:
 
 
 # ------------------------------------------------------------------ others
-def cmd_preview(overrides: list[str], allow_trigger: bool = False) -> int:
+def cmd_preview(overrides: list[str], allow_trigger: bool = False, allow_teacher: bool = False) -> int:
     from .preview import preview
-    return preview(overrides, allow_trigger=allow_trigger)
+    return preview(overrides, allow_trigger=allow_trigger, allow_teacher=allow_teacher)
 
 
 def cmd_eval(ns) -> int:

@@ -30,7 +30,7 @@ console = Console(highlight=False)  # stdout; wraps long lines inside panels (th
 SCAN_PER_SHOWN = 20
 
 
-def preview(args: list[str], allow_trigger: bool = False) -> int:
+def preview(args: list[str], allow_trigger: bool = False, allow_teacher: bool = False) -> int:
     opts, rest = own_args(args)
     cfg = validate_overrides(rest)  # composed once, config mistakes reported in one line
     from . import sources
@@ -63,6 +63,13 @@ def preview(args: list[str], allow_trigger: bool = False) -> int:
                 messages = task.render(fields)
             except Invalid as exc:
                 tally.unrendered[f"{task.name} ({exc.reason})"] += 1
+                continue
+            if task.teacher:   # the teacher writes the user turn: its questions (cached, or asked with --allow-teacher)
+                from .teacher.preview import teacher_examples
+                written, note = teacher_examples(cfg, task, item.id, messages, allow_teacher, Console(stderr=True))
+                for k, each in enumerate(written):
+                    show(item.id, f"{task.name} {note or f'teacher q{k + 1}'}", each, chat, repairs, sectioning(fields))
+                shown += 1
                 continue
             show(item.id, task.name, messages, chat, repairs, sectioning(fields))
             shown += 1

@@ -102,6 +102,8 @@ class Runner:
             sorted({n for s in stages for n in s.libraries}))
         self.manifest = read_json(self.run_dir / MANIFEST) or {
             "webtune": __version__, "git_commit": git_commit(), "packages": package_versions(), "stages": {}}
+        from .base_model import run_provenance   # the base's package, sha256 and licence, before any stage
+        self.manifest.setdefault("base_model", run_provenance(cfg.get("model")))
 
     def run(self, only: set[str] | None = None) -> dict:
         for stage in self.stages:

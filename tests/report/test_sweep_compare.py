@@ -35,6 +35,7 @@ def make_run(root: Path, name: str, domain_loss: float | None, passed=True, lr=1
     (run / "metrics.json").write_text(json.dumps({"eval": ev, "train": {"steps": 10, "loss_curve": [
         {"step": 5, "loss": 6.0}, {"step": 10, "loss": domain_loss}, {"step": 10, "eval_loss": domain_loss + 0.1}]},
         "mix": {"examples": {"train": 100}}}))
+    (run / "report.html").write_text("<!doctype html>")
     (run / "eval").mkdir()
     (run / "eval/samples.jsonl").write_bytes(orjson.dumps({"prompt": PROMPT, "reference": "The Acme mug holds tea.",
                                                           "base": "mug", "tuned": answer}) + b"\n")
@@ -50,18 +51,19 @@ def test_sweep_ranks_passing_runs_first_and_unfinished_last(tmp_path):
     rows = sweep_summary(sweep)
     assert [r["run"] for r in rows] == ["2_lr=0.0001", "0_lr=0.001", "1_lr=0.0003", "3_lr=0.01"]
     assert [r["rank"] for r in rows] == [1, 2, 3, None]
-    assert rows[0]["overrides"] == "model.train.learning_rate=0.0001"
+    assert rows[0]["overrides"] == ["model.train.learning_rate=0.0001"]
     assert json.loads((sweep / "summary.json").read_text())[0]["run"] == "2_lr=0.0001"
     html = (sweep / "summary.html").read_text()
     assert html.index("2_lr=0.0001/report.html") < html.index("0_lr=0.001/report.html") < html.index("1_lr=0.0003/report.html")
-    assert "Best: <a href=\"2_lr=0.0001/report.html\">" in html and "flagged" in html and "unfinished" in html
+    assert "Best: <a href=\"2_lr=0.0001/report.html\"><b>#2</b>" in html and "flagged" in html and "unfinished" in html
 
 
 def test_sweep_can_rank_by_a_metric_where_higher_is_better(tmp_path):
     make_run(tmp_path, "a", 5.0, judge=0.4)
     make_run(tmp_path, "b", 5.2, judge=0.7)
-    rows = sweep_summary(tmp_path, metric="eval.judge.win_rate", higher_is_better=True)
+    rows = sweep_summary(tmp_path, "eval.judge.win_rate")      # a rate: higher is better without saying so
     assert [r["run"] for r in rows] == ["b", "a"]
+    assert [r["run"] for r in sweep_summary(tmp_path, "judge_win_rate", higher_is_better=False)] == ["a", "b"]
 
 
 def test_compare_marks_the_better_run_and_the_config_that_differs(tmp_path):

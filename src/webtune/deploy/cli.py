@@ -19,7 +19,7 @@ from rich.table import Table
 
 from ..console import console
 from ..errors import WebtuneError
-from . import registry as reg
+from . import registry as reg, summary
 
 DEFAULT_REGISTRY = "runs/registry"
 
@@ -50,14 +50,21 @@ def models_command(ns: Namespace) -> int:
             table.add_row(*[str(v) for v in row.values()])
         console.print(table)
     elif action == "show":
-        print(json.dumps(reg.show(registry, name), indent=2, default=str))
+        data = reg.show(registry, name)
+        if _get(ns, "json"):
+            print(json.dumps(data, indent=2, default=str))
+        else:
+            console.print(summary.show_table(data))
+            console.print("\n".join(["recent moves:", *summary.history_lines(data)]) if data["history"] else "")
     elif action == "register":
         print(f"registered {name}@v{reg.register(registry, name, ns.run_dir)}")
-    elif action == "promote":
-        print(json.dumps(reg.promote(registry, name, _version(ns.version), force=bool(_get(ns, "force"))),
-                         default=str))
-    elif action == "rollback":
-        print(json.dumps(reg.rollback(registry, name), default=str))
+    elif action in ("promote", "rollback"):
+        before = reg.read_current(registry, name)
+        pointer = reg.promote(registry, name, _version(ns.version), force=bool(_get(ns, "force"))) \
+            if action == "promote" else reg.rollback(registry, name)
+        unchanged = before is not None and before["seq"] == pointer["seq"]
+        print(json.dumps(pointer, default=str) if _get(ns, "json") else
+              summary.moved(name, pointer, reg.show(registry, name), unchanged))
     elif action == "delete":
         version = _version(_get(ns, "version"))
         reg.delete(registry, name, version, force=bool(_get(ns, "force")))
@@ -77,6 +84,12 @@ def chat_command(ns: Namespace) -> int:
     return 0
 
 
+def vllm_settings(command: Optional[str]):
+    from .vllm_engine import VllmSettings
+
+    return VllmSettings(command=command)
+
+
 def serve_command(ns: Namespace) -> int:
     from .serve import ServeConfig, serve
 
@@ -89,6 +102,7 @@ def serve_command(ns: Namespace) -> int:
         queue_size=_get(ns, "queue_size", defaults.queue_size), threads=_get(ns, "threads", defaults.threads),
         max_request_sequences=_get(ns, "max_request_sequences", defaults.max_request_sequences),
         max_body_bytes=_get(ns, "max_body_bytes", defaults.max_body_bytes),
-        log_prompts=bool(_get(ns, "log_prompts")))
+        log_prompts=bool(_get(ns, "log_prompts")), engine=_get(ns, "engine", defaults.engine),
+        system=_get(ns, "system"), vllm=vllm_settings(_get(ns, "vllm_command")))
     serve(ns.target, _get(ns, "registry", DEFAULT_REGISTRY), config)
     return 0

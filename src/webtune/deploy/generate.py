@@ -59,13 +59,22 @@ class LocalModel:
         self.eos_ids = sorted(eos)
         cfg = model.config
         self.max_context = int(getattr(cfg, "max_position_embeddings", None) or tokenizer.model_max_length)
+        from webtune.deploy.system_prompt import default_system
+
+        self.default_system = default_system(path)  # for conversations without one: the trained prompt
+
+    def with_system(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        if self.default_system and (not messages or messages[0].get("role") != "system"):
+            return [{"role": "system", "content": self.default_system}, *messages]
+        return messages
 
     def chat_prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                  return_dict=False)
+        return self.tokenizer.apply_chat_template(self.with_system(messages), add_generation_prompt=True,
+                                                  tokenize=True, return_dict=False)
 
     def chat_prompt_text(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer.apply_chat_template(self.with_system(messages), add_generation_prompt=True,
+                                                  tokenize=False)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text)["input_ids"]
@@ -76,20 +85,14 @@ class LocalModel:
 
 def load_model(path: str | Path) -> LocalModel:
     """Load an HF model directory (full model, or a PEFT adapter whose base loads by path)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     path = Path(path)
     if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
         raise WebtuneError(f"{path}: no config.json or adapter_config.json; expected a model saved with "
                            f"save_pretrained")
     adapter = (path / "adapter_config.json").exists()
-    tok_path = path
-    if adapter and not (path / "tokenizer_config.json").exists():  # an adapter saved without it
-        tok_path = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
-    tokenizer = AutoTokenizer.from_pretrained(tok_path)
-    if not tokenizer.chat_template:
-        raise WebtuneError(f"{path}: the tokenizer has no chat_template; save the one the model was "
-                           f"trained with (model.chat_template in the config)")
+    tokenizer = load_tokenizer(path)
     if adapter:
         from peft import AutoPeftModelForCausalLM
         model = AutoPeftModelForCausalLM.from_pretrained(path, dtype="auto")
@@ -101,6 +104,21 @@ def load_model(path: str | Path) -> LocalModel:
         model.to("cuda")
     model.eval()
     return LocalModel(model, tokenizer, path)
+
+
+def load_tokenizer(path: Path) -> Any:
+    """The tokenizer saved with a model directory (an adapter's base's if it has none), which must
+    carry a chat template."""
+    from transformers import AutoTokenizer
+
+    tok_path = path
+    if (path / "adapter_config.json").exists() and not (path / "tokenizer_config.json").exists():
+        tok_path = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+    tokenizer = AutoTokenizer.from_pretrained(tok_path)
+    if not tokenizer.chat_template:
+        raise WebtuneError(f"{path}: the tokenizer has no chat_template; save the one the model was "
+                           f"trained with (model.chat_template in the config)")
+    return tokenizer
 
 
 def check_context(lm: LocalModel, prompt_len: int, max_tokens: Optional[int]) -> int:

@@ -3,7 +3,7 @@ chat template renders, the template's default system prompt, and its stop tokens
 
 Ollama renders its TEMPLATE with Go's text/template over `.Messages` (each `.Role`, `.Content`) and
 llama.cpp puts BOS in front when the GGUF says `tokenizer.ggml.add_bos_token`. A chat layout we know
-(Llama 3, ChatML) is written as a Go template; a template that injects a default system message when
+(Llama 3, ChatML, Gemma 3) is written as a Go template; a template that injects a default system message when
 the conversation has none (SmolLM2's ChatML) gets the same fallback in Go:
 `{{ if ne (index .Messages 0).Role "system" }}...default...{{ end }}`. The Modelfile is written only if
 the layout, rendered the way the Go template does (`Layout.render`), equals the Jinja template's output
@@ -48,10 +48,38 @@ class Layout:
         return "".join(self.turn.format(role=m["role"], content=m["content"]) for m in messages) + self.open_assistant
 
 
+class GemmaLayout(Layout):
+    """Gemma 3: no system role (a system message opens the first user turn, then a blank line), and
+    the assistant's role is `model`. The Go template remembers the previous role (`$prev`, Go 1.11+
+    variable assignment) to leave the user turn open after a system message."""
+
+    def go_template(self, default_system: str = "") -> str:
+        if default_system:
+            raise ValueError("Gemma's template has no default system message")
+        return ('{{ $prev := "" }}{{ range .Messages }}{{ if eq .Role "system" }}<start_of_turn>user\n{{ .Content }}\n\n'
+                '{{ else if eq .Role "user" }}{{ if ne $prev "system" }}<start_of_turn>user\n{{ end }}'
+                '{{ .Content }}<end_of_turn>\n{{ else }}<start_of_turn>model\n{{ .Content }}<end_of_turn>\n'
+                '{{ end }}{{ $prev = .Role }}{{ end }}<start_of_turn>model\n')
+
+    def render(self, messages: list[dict], default_system: str = "") -> str:
+        out, prev = [], ""
+        for m in messages:
+            if m["role"] == "system":
+                out.append(f"<start_of_turn>user\n{m['content']}\n\n")
+            elif m["role"] == "user":
+                out.append(("" if prev == "system" else "<start_of_turn>user\n") + f"{m['content']}<end_of_turn>\n")
+            else:
+                out.append(f"<start_of_turn>model\n{m['content']}<end_of_turn>\n")
+            prev = m["role"]
+        return "".join(out) + self.open_assistant
+
+
 LAYOUTS = [
     Layout("llama3", "<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>",
            "<|start_header_id|>assistant<|end_header_id|>\n\n", ["<|eot_id|>"]),
     Layout("chatml", "<|im_start|>{role}\n{content}<|im_end|>\n", "<|im_start|>assistant\n", ["<|im_end|>"]),
+    GemmaLayout("gemma3", "<start_of_turn>{role}\n{content}<end_of_turn>\n", "<start_of_turn>model\n",
+                ["<end_of_turn>"]),
 ]
 PROBES = [
     [{"role": "system", "content": "You write product copy."},

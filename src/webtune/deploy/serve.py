@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from fastapi import FastAPI, Request
 
+from webtune.deploy.generate import LocalModel, load_model
 from webtune.deploy.openai_api import APIError, BodyLimit, install_error_handlers
 from webtune.deploy.serve_engine import EngineFactory, batch_engine
 from webtune.deploy.serve_model import DEFAULT_REGISTRY, ModelHolder, ModelSource, gpu_present
@@ -37,6 +39,7 @@ from webtune.errors import WebtuneError
 from webtune.redaction import secret_env
 
 __all__ = ["DEFAULT_REGISTRY", "ServeConfig", "create_app", "serve"]
+log = logging.getLogger("uvicorn.error")
 
 
 def create_app(target: str | Path, registry: str | Path = DEFAULT_REGISTRY,
@@ -48,18 +51,57 @@ def create_app(target: str | Path, registry: str | Path = DEFAULT_REGISTRY,
     api_key = api_key_of(config)
     source = ModelSource.parse(target, registry)
     free_first = gpu_present() if config.free_before_load is None else config.free_before_load
+    load_lm, close = load_model, None
+    if make_engine is None and engine_of(config) == "vllm":  # vLLM decodes in its own process
+        from webtune.deploy import vllm_engine
+
+        pool = vllm_engine.VllmPool(config.vllm or vllm_engine.VllmSettings())
+        make_engine, load_lm, close = pool.factory(source.name), vllm_engine.load_front, pool.close
     make_engine = make_engine or batch_engine(config.max_concurrency, config.threads)
-    holder = ModelHolder(source, make_engine, free_first)
-    holder.served = holder.load(*source.current())
+    holder = ModelHolder(source, make_engine, free_first, with_system(load_lm, config.system))
+    try:
+        holder.served = holder.load(*source.current())
+    except BaseException:
+        if close:
+            close()
+        raise
     app = FastAPI(title="webtune", docs_url=None, redoc_url=None)
     app.state.server = Server(source.name, config, holder, Gate(config.max_concurrency + config.queue_size),
                               api_key)
     app.router.add_event_handler("shutdown", app.state.server.close)
+    if close:
+        app.state.vllm_pool = pool
+        app.router.add_event_handler("shutdown", close)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)  # inside the key check: no key, no read
     app.middleware("http")(require_key)
     app.include_router(router)
     return app
+
+
+def engine_of(config: ServeConfig) -> str:
+    """The engine `config.engine` names; `auto` is vLLM when its environment is found, and says so."""
+    if config.engine not in ("transformers", "vllm", "auto"):
+        raise WebtuneError(f"--engine {config.engine} is unknown; use transformers, vllm or auto")
+    if config.engine != "auto":
+        return config.engine
+    from webtune.deploy.vllm_engine import find_vllm
+
+    found = find_vllm(getattr(config.vllm, "command", None))
+    log.info("--engine auto: %s", f"vLLM ({found})" if found else "transformers (no vLLM found: `make vllm`)")
+    return "vllm" if found else "transformers"
+
+
+def with_system(load_lm: Callable[[Path], LocalModel], system: Optional[str]) -> Callable[[Path], LocalModel]:
+    """The loader, with `--system` (if given) as the system prompt of requests that send none."""
+    if system is None:
+        return load_lm
+
+    def load(path: Path) -> LocalModel:
+        lm = load_lm(path)
+        lm.default_system = system or None  # --system "": no system prompt at all
+        return lm
+    return load
 
 
 def api_key_of(config: ServeConfig) -> Optional[str]:

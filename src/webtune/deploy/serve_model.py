@@ -11,7 +11,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from webtune.deploy import registry as reg
 from webtune.deploy.generate import LocalModel, load_model
@@ -77,8 +77,10 @@ class ModelHolder:
     """The model being served, swapped when the source's pointer moves. `acquire`/`release` bracket
     every request, so a swap knows when the old version's requests have finished."""
 
-    def __init__(self, source: ModelSource, make_engine: EngineFactory, free_before_load: bool):
+    def __init__(self, source: ModelSource, make_engine: EngineFactory, free_before_load: bool,
+                 load_lm: Callable[[Path], LocalModel] = load_model):
         self.source, self.make_engine, self.free_before_load = source, make_engine, free_before_load
+        self.load_lm = load_lm  # vLLM's engine loads no weights here: vllm_engine.load_front
         self.served: Optional[Served] = None
         self.lock = asyncio.Lock()
         self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webtune-load")
@@ -87,7 +89,7 @@ class ModelHolder:
         self.retiring: set[asyncio.Task] = set()  # old versions finishing their requests
 
     def load(self, label: str, model_dir: Path) -> Served:
-        lm = load_model(model_dir)
+        lm = self.load_lm(model_dir)
         gc.collect()
         self.resident.add(lm.model)
         self.peak_resident = max(self.peak_resident, len(self.resident))

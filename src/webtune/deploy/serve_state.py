@@ -13,7 +13,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, Iterator, Optional
+from typing import Any, AsyncIterator, Callable, Iterator, Optional
 
 from webtune.deploy.generate import Generation, LocalModel
 from webtune.deploy.openai_api import APIError, SamplingRequest, Usage, check_model
@@ -37,6 +37,9 @@ class ServeConfig:
     threads: int = 0                    # torch threads of the decode thread (0: half the cores)
     log_prompts: bool = False           # put prompt text in the request log
     free_before_load: Optional[bool] = None  # release the old model before loading a new one (None: on GPU)
+    engine: str = "transformers"        # transformers | vllm | auto (vllm if found): see vllm_engine
+    vllm: Optional[Any] = None          # vllm_engine.VllmSettings for engine vllm (None: defaults)
+    system: Optional[str] = None        # system prompt for requests with none (None: the run's trained one)
 
     def new_tokens(self, max_context: int, prompt_len: int, wanted: Optional[int], param: str) -> int:
         """New tokens for one prompt: the request's max_tokens, or the server's default; else a 400."""

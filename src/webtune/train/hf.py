@@ -20,7 +20,7 @@ from . import distributed
 from ..console import log
 from ..errors import WebtuneError
 from ..models import model_source, resolve_attn, resolve_dtype
-from . import memory
+from . import budget, memory
 
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
@@ -129,6 +129,7 @@ def training_arguments(cfg, run_dir: Path, per_device: int, total_steps: int, dt
         ddp_find_unused_parameters=False if world_size() > 1 else None,
         disable_tqdm=rank() != 0,
     )
+        include_num_input_tokens_seen="all",   # the tokens trained, for the report (budget.trained)
 
 
 @dataclass
@@ -144,6 +145,7 @@ class Plan:
 
 
 def plan(cfg, run_dir: Path) -> Plan:
+    coverage: dict        # what the steps cover of the prepared data (budget.coverage)
     from .packed_data import PackedRows
     m, t = cfg.model, cfg.model.train
     world, seq_len = world_size(), cfg.mix.max_seq_len
@@ -158,7 +160,10 @@ def plan(cfg, run_dir: Path) -> Plan:
         f"process(es) x {t.grad_accum} accumulation, {total_steps} optimizer steps")
     if mem:
         say("  " + memory.describe(mem, memory.device_memory_gib()))
-    return Plan(train_rows, val_rows, per_device, world, total_steps, mem)
+    cov = budget.coverage(len(train_rows), train_rows.n_tokens(), per_device * world * t.grad_accum, total_steps)
+    say("  " + budget.describe(cov, budget.expected_time(mem, m.method, resolve_dtype(m.dtype), cov["tokens_planned"],
+                                                         world)))
+    return Plan(train_rows, val_rows, per_device, world, total_steps, mem, cov)
 
 
 def bounded(rows, limit: int, seed: int):
@@ -222,7 +227,8 @@ def train_stats(trainer, result, p: Plan) -> dict:
     eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
     stats = {"steps": trainer.state.global_step, "train_loss": result.training_loss,
              "eval_loss": eval_losses[-1] if eval_losses else None,
-             "train_runtime": result.metrics.get("train_runtime"), "tokens": p.train_rows.n_tokens(),
+             "train_runtime": result.metrics.get("train_runtime"),
+             **budget.trained(trainer.state, p.coverage, p.per_device * p.world * trainer.args.gradient_accumulation_steps),
              "processes": p.world, "memory_estimate": p.memory, "loss_curve": curve}
     if torch.cuda.is_available():
         stats["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / memory.GIB, 3)

