@@ -19,7 +19,7 @@ HYDRA_COMMANDS = {
     "run": ("run every stage into a new run directory", []),
     "prepare": ("run the data stages only (source, prepare, mix, ledger); `run` continues from them", []),
     "validate": ("compose the config and check everything that can be checked without running", []),
-    "preview": ("render a few examples (n=5) with token counts and the loss mask", ["--allow-trigger"]),
+    "preview": ("render a few examples (n=5) with token counts and the loss mask", ["--allow-trigger", "--allow-teacher"]),
 }
 HYDRA_EPILOG = ("Everything else is passed to Hydra: overrides (key=value, group=option), -m for a sweep, "
                 "--config-dir DIR, hydra.* keys.")
@@ -48,6 +48,8 @@ def add_hydra_commands(command) -> None:
         if name == "preview":
             p.add_argument("--allow-trigger", action="store_true",
                            help="allow a paid request (Bright Data trigger, scrape, marketplace filter)")
+            p.add_argument("--allow-teacher", action="store_true",
+                           help="ask the teacher for the questions of the sections shown (cached for the run)")
         p.add_argument("overrides", nargs="*", help="Hydra overrides")
 
 

@@ -16,6 +16,7 @@ from webtune.console import console
 from webtune.hydra_setup import compose
 from webtune.runner import StageContext
 
+FIXTURE_MODEL = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_model"
 TOPICS = ["parser", "encoder", "scheduler", "archive", "socket", "logger", "matrix", "cursor", "thread", "buffer",
           "template", "session", "router", "cipher", "stream", "tokenizer"]
 VERBS = ["reads", "writes", "checks", "returns", "opens", "closes", "keeps", "sends", "builds", "parses"]

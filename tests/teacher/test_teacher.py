@@ -145,3 +145,17 @@ def test_duplicates_across_sections_and_judged_questions_are_rejected_in_the_led
     assert len(judged) == 14 and all(q["judge"]["answered"] < 0.5 for q in judged)   # q2 of every other section
     assert stats["teacher"]["requests"]["sent"] == 16 + 15      # the judge: only sections with questions left
     assert stats["teacher"]["questions"]["rejected"] == {"teacher:duplicate": 3, "teacher:judge_rejected": 14}
+
+
+def test_preview_asks_the_teacher_only_when_allowed(tmp_path, pages, fake, capsys):
+    from webtune.preview import preview
+    args = ["source=docs_pages", f"source.files.paths=[{pages}/*.html]", "template=docs_qa_teacher",
+            f"teacher.base_url={fake.base_url}", "teacher.model=fake-teacher", f"runs_dir={tmp_path / 'runs'}",
+            "mix.general.enabled=false", "model=openai_gpt4o_mini", "n=2"]   # no tokenizer to load
+    preview(args)
+    assert fake.requests == 0 and "(--allow-teacher asks)" in capsys.readouterr().out
+    preview(args, allow_teacher=True)
+    shown = capsys.readouterr().out
+    assert fake.requests == 2 and shown.count("teacher q") == 6 and "How do I make option" in shown
+    preview(args)                               # now cached: shown without a request
+    assert fake.requests == 2 and capsys.readouterr().out.count("teacher q") == 6

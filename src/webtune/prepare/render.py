@@ -19,6 +19,7 @@ from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from ..config import TeacherTurn, teacher_turn
 from ..config import TeacherTurn, teacher_turn
 from ..config import TeacherTurn, teacher_turn
+from ..config import TeacherTurn, teacher_turn
 from ..errors import WebtuneError
 from .validate import InputSchema, Invalid
 from .template_filters import FILTERS, TESTS
@@ -81,6 +82,7 @@ class Task:
     fields: list[str] = field(default_factory=list)
     schema: InputSchema | None = None
     variables: set[str] | None = None   # record fields the templates read (None: unknown, e.g. includes)
+    teacher: TeacherTurn | None = None  # the user turn is the teacher's prompt; the teacher step writes the requests
     teacher: TeacherTurn | None = None  # the user turn is the teacher's prompt; the teacher step writes the requests
     teacher: TeacherTurn | None = None  # the user turn is the teacher's prompt; the teacher step writes the requests
     teacher: TeacherTurn | None = None  # the user turn is the teacher's prompt; the teacher step writes the requests
@@ -178,6 +180,13 @@ def user_template(task) -> str:
     return turn.prompt if turn else task.user
 
 
+def user_template(task) -> str:
+    """The user turn's Jinja file: the template, or the teacher's prompt (rendered here, sent to the
+    teacher by the teacher step, which puts the requests it writes in its place)."""
+    turn = teacher_turn(task)
+    return turn.prompt if turn else task.user
+
+
 def _variables(env: SandboxedEnvironment, source: str) -> set[str] | None:
     ast = env.parse(source)
     if next(jinja2.meta.find_referenced_templates(ast), False) is not False:
@@ -197,6 +206,8 @@ def load_task(task) -> Task:
             where, env, source = f"{task.name}.{role} (inline)", _environment(Path.cwd()), text
             static = text.strip() if not any(tag in text for tag in ("{{", "{%", "{#")) else None
         turns.append(Turn(role, _compile(env, source, where), where, static))
+        if role == "user" and teacher_turn(task):
+            turns[-1].template.globals["n"] = teacher_turn(task).n   # the prompt asks for this many
         if role == "user" and teacher_turn(task):
             turns[-1].template.globals["n"] = teacher_turn(task).n   # the prompt asks for this many
         if role == "user" and teacher_turn(task):

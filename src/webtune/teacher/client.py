@@ -48,7 +48,7 @@ class Teacher:
         try:
             resp = self.client.chat.completions.create(**kwargs, **fmt)
         except openai.BadRequestError as exc:
-            if not fmt or self.format != "auto" or "response_format" not in str(exc):
+            if not fmt or str(t.response_format) != "auto" or "response_format" not in str(exc):
                 raise api_error(exc, "asking the teacher", t.api_key_env) from None
             with self._lock:
                 self.format = "none"      # the server takes no response_format: parse the plain reply
