@@ -29,6 +29,42 @@ def problems(cfg) -> list[str]:
     return found
 
 
+def config_files(cfg) -> Iterator[str]:
+    """Every template, schema and teacher prompt file a config names lies in the domain's folder or
+    the shipped files (paths.domain_folders): `user: ../../../../etc/passwd` would otherwise render
+    that file into every example (docs/hostile-input.md). Includes keep to the same folders (render._Loader)."""
+    from .paths import confined, domain_folders, locate
+    folders = ", ".join(str(f) for f in domain_folders())
+    for key, value in _named_files(cfg):
+        if not confined(locate(value)):
+            yield (f"{key}: {value!r} lies outside the domain's folder and webtune's shipped templates "
+                   f"({folders}); move the file into the domain's folder")
+
+
+def _named_files(cfg) -> Iterator[tuple[str, str]]:
+    """(config key, path) of each file a template config names (domain and general templates)."""
+    for side, tpl in zip(("template", "mix.general.template"), _templates(cfg)):
+        for i, task in enumerate(tpl.tasks):
+            at = f"{side}.tasks[{i}]"
+            user = task.get("user")
+            if user is not None and not isinstance(user, str):   # {teacher: prompt.j2, n: 3}
+                user = user.get("teacher")
+                at_user = f"{at}.user.teacher"
+            else:
+                at_user = f"{at}.user"
+            named = [(at_user, user)] + [(f"{at}.{k}", task.get(k)) for k in ("assistant", "input_schema")]
+            named += [(f"{at}.turns[{j}].template", turn.get("template")) for j, turn in enumerate(task.get("turns") or [])]
+            yield from ((key, str(value)) for key, value in named if value)
+
+
+def runs_dir(cfg) -> Iterator[str]:
+    """runs_dir is a folder of its own: not `/`, a system or home folder, or a file."""
+    from .paths import runs_dir_problem
+    problem = runs_dir_problem(cfg.runs_dir)
+    if problem:
+        yield problem
+
+
 def templates(cfg) -> Iterator[str]:
     """Every Jinja and schema file exists and compiles (domain and general templates)."""
     from .prepare.render import load_tasks, template_files
@@ -129,4 +165,4 @@ def tokens_per_step(cfg) -> Iterator[str]:
     return iter(())
 
 
-CHECKS: list[Callable] = [templates, source_files, env_vars, model_path, tokens_per_step]
+CHECKS: list[Callable] = [runs_dir, config_files, templates, source_files, env_vars, model_path, tokens_per_step]

@@ -1,4 +1,5 @@
 """Errors meant for people: one line saying what went wrong, where, and how to fix it."""
+import errno
 import os
 
 from .redaction import redact
@@ -21,4 +22,11 @@ def one_line(exc: BaseException) -> str:
     text = redact(str(exc).strip()) or exc.__class__.__name__
     if isinstance(exc, WebtuneError):
         return text
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return (f"{exc.strerror}{where}: free space on that disk, or set runs_dir to a folder on another disk "
+                f"(stage caches live in runs_dir/.cache)")
     return f"{exc.__class__.__name__}: {' '.join(text.split())}"
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}   # no room: the disk, the quota, or a file size limit

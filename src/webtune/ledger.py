@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import re
+import sys
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
@@ -87,6 +88,19 @@ def fold(run_dir: Path, stages: Iterable[str], read: dict[str, dict] | None = No
     `read` is what the sources counted (`{"<source>:<where>": {"n", "first", "unit"}}`); every id
     `#first..#first+n-1` of each file must have exactly one line, and no line may name an id
     outside them. Raises naming the file and the ids otherwise."""
+    lines = group_sections(final_fates(run_dir, stages))
+    out = Path(run_dir) / "ledger.jsonl"
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        for ev in lines.values():
+            fh.write(orjson.dumps(ev) + b"\n")
+    counts = summarize_iter(lines.values())
+    if read:
+        counts["files"] = reconcile(lines, read)
+    return counts
+
+
+def final_fates(run_dir: Path, stages: Iterable[str]) -> dict[str, dict]:
+    """{record id: its last kept/rejected event, with the repairs on the way}."""
     final: dict[str, dict] = {}
     repairs: dict[str, list[str]] = collections.defaultdict(list)
     for ev in iter_events(run_dir, stages):
@@ -97,15 +111,7 @@ def fold(run_dir: Path, stages: Iterable[str], read: dict[str, dict] | None = No
     for rid, ev in final.items():
         if rid in repairs:
             ev["repairs"] = repairs[rid]
-    lines = group_sections(final)
-    out = Path(run_dir) / "ledger.jsonl"
-    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
-        for ev in lines.values():
-            fh.write(orjson.dumps(ev) + b"\n")
-    counts = summarize_iter(lines.values())
-    if read:
-        counts["files"] = reconcile(lines, read)
-    return counts
+    return final
 
 
 def group_sections(final: dict[str, dict]) -> dict[str, dict]:
@@ -210,9 +216,25 @@ def summarize_sections(lines: Iterable[dict]) -> dict:
 
 
 def read_ledger(run_dir: Path) -> Iterator[dict]:
+    """ledger.jsonl; for a run that stopped before its ledger stage (a stage raised), the stages'
+    events folded here, so `webtune ledger RUN` answers the error that pointed at it."""
     path = Path(run_dir) / "ledger.jsonl"
-    if not path.exists():
+    if path.exists():
+        with open(path, "rb") as fh:
+            for line in fh:
+                yield orjson.loads(line)
+        return
+    stages = stages_with_events(run_dir)
+    if not stages:
         raise WebtuneError(f"{path} not found: is {run_dir} a finished webtune run directory?")
-    with open(path, "rb") as fh:
-        for line in fh:
-            yield orjson.loads(line)
+    print(f"{run_dir} stopped before its ledger stage: its {', '.join(stages)} events are folded here "
+          f"(not reconciled with the source counts)", file=sys.stderr)
+    yield from group_sections(final_fates(run_dir, stages)).values()
+
+
+def stages_with_events(run_dir: Path) -> list[str]:
+    """The stages that wrote events, in the order they ran (their folders' oldest event file first)."""
+    folder = Path(run_dir) / "ledger"
+    found = {d.name: min(f.stat().st_mtime_ns for f in files)
+             for d in (folder.iterdir() if folder.is_dir() else []) if d.is_dir() and (files := list(d.glob("*.jsonl")))}
+    return sorted(found, key=found.get)

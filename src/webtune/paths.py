@@ -39,6 +39,25 @@ def search_dirs(folder: Path | None = None) -> list[Path]:
     return [d for d in (folder, Path.cwd(), SHIPPED) if d is not None]
 
 
+# ---------------------------------------------------------------- the one rule for files a config names
+def domain_folders() -> list[Path]:
+    """Where a file a config names (a template, a schema, an include) may lie: the working directory,
+    the user's config folder (--config-dir, else ./conf) and the folder holding it (a domain as
+    `webtune init` lays it out), and webtune's shipped files. Never the filesystem root."""
+    from hydra_plugins.webtune_searchpath import ENV   # set by hydra_setup.use_config_dir
+    folders = [Path.cwd()]
+    conf = os.environ.get(ENV) or ("conf" if os.path.isdir("conf") else None)
+    if conf:
+        conf = Path(conf).resolve()
+        folders += [conf] + ([conf.parent] if conf.parent != conf.parent.parent else [])
+    return list(dict.fromkeys(folders + [SHIPPED]))
+
+
+def confined(path: Path | str, folders: list[Path] | None = None) -> bool:
+    """Whether `path` (links resolved) lies inside one of `folders` (default: domain_folders())."""
+    return any(inside(path, folder) for folder in (folders if folders is not None else domain_folders()))
+
+
 # ---------------------------------------------------------------- walking folders
 def inside(path: Path | str, folder: Path | str) -> bool:
     """Whether `path`, links resolved, lies in `folder` (links resolved too)."""
@@ -127,3 +146,22 @@ def _glob_regex(parts: list[str]) -> re.Pattern:
             j += 1
         out.append(piece + ("" if last else "/"))
     return re.compile("".join(out), re.S)
+
+
+# ---------------------------------------------------------------- runs_dir
+_SYSTEM = {"/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/root", "/run", "/sbin",
+           "/sys", "/usr", "/var", "/opt", "/srv", "/home", "/tmp", "/mnt", "/media"}
+
+
+def runs_dir_problem(runs_dir: str) -> str | None:
+    """Why `runs_dir` cannot hold run directories and the `.cache` beside them (None: it can): the
+    filesystem root, a system folder itself (/usr, /etc, /tmp, ...), the home folder itself, or a
+    path that is (or lies under) a file."""
+    path = Path(os.path.expanduser(str(runs_dir))).resolve()
+    if path == Path(path.anchor) or str(path) in _SYSTEM or path == Path.home().resolve():
+        return (f"runs_dir={runs_dir!r} is {'the filesystem root' if path == Path(path.anchor) else 'a system or home folder'}"
+                f" ({path}): runs and their .cache would be written there; give a folder of its own, e.g. runs_dir=runs")
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            return f"runs_dir={runs_dir!r}: {parent} is a file, not a folder; give a folder, e.g. runs_dir=runs"
+    return None

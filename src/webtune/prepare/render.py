@@ -8,6 +8,7 @@ else to the webtune checkout (so the shipped `templates/` work from anywhere).
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,14 +18,11 @@ import jinja2.meta
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from ..config import TeacherTurn, teacher_turn
-from ..config import TeacherTurn, teacher_turn
-from ..config import TeacherTurn, teacher_turn
-from ..config import TeacherTurn, teacher_turn
 from ..errors import WebtuneError
 from .validate import InputSchema, Invalid
 from .template_filters import FILTERS, TESTS
 
-from ..paths import SHIPPED, locate, search_dirs
+from ..paths import SHIPPED, confined, locate, search_dirs
 _UNDEFINED = [re.compile(r"^'([^']+)' is undefined"), re.compile(r"has no attribute '([^']+)'"),
               re.compile(r"has no element (\S+)")]
 
@@ -49,8 +47,19 @@ def resolve(path: str, what: str) -> Path:
                        f"fix the path in the template config")
 
 
+class _Loader(jinja2.FileSystemLoader):
+    """Jinja's own rule for includes (a name under one of the search folders, no `..`), kept for
+    links too: a name whose file, links resolved, lies outside every search folder is not found."""
+
+    def get_source(self, environment, template):
+        source, filename, uptodate = super().get_source(environment, template)
+        if not confined(filename, [Path(d) for d in self.searchpath]):
+            raise jinja2.TemplateNotFound(f"{template} (a link leading out of {', '.join(self.searchpath)})")
+        return source, filename, uptodate
+
+
 def _environment(folder: Path) -> SandboxedEnvironment:
-    loader = jinja2.FileSystemLoader([str(d) for d in search_dirs(folder)])
+    loader = _Loader([str(d) for d in search_dirs(folder)])
     env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, loader=loader, autoescape=False,
                                finalize=_finalize, keep_trailing_newline=False)
     env.filters.update(FILTERS)
@@ -83,9 +92,6 @@ class Task:
     schema: InputSchema | None = None
     variables: set[str] | None = None   # record fields the templates read (None: unknown, e.g. includes)
     teacher: TeacherTurn | None = None  # the user turn is the teacher's prompt; the teacher step writes the requests
-    teacher: TeacherTurn | None = None  # the user turn is the teacher's prompt; the teacher step writes the requests
-    teacher: TeacherTurn | None = None  # the user turn is the teacher's prompt; the teacher step writes the requests
-    teacher: TeacherTurn | None = None  # the user turn is the teacher's prompt; the teacher step writes the requests
 
     def check(self, fields: dict) -> list[str]:
         """Fields the task needs, then its input schema (coercing in place); returns the repairs."""
@@ -112,6 +118,9 @@ class Task:
                 raise WebtuneError(f"{e.filename or turn.where}:{e.lineno}: template syntax error: {e.message}") from None
             except SecurityError as e:
                 raise WebtuneError(f"{turn.where}: the template does something the sandbox forbids: {e}") from None
+            except RecursionError:
+                raise WebtuneError(f"{turn.where}: the template includes itself (through a name computed while "
+                                   f"rendering); remove the include") from None
             except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
                 raise Invalid("render_error", f"template {self.name} ({turn.where}): {type(e).__name__}: {e}") from None
             messages.append({"role": turn.role, "content": text.strip()})
@@ -166,27 +175,6 @@ def user_template(task) -> str:
     return turn.prompt if turn else task.user
 
 
-def user_template(task) -> str:
-    """The user turn's Jinja file: the template, or the teacher's prompt (rendered here, sent to the
-    teacher by the teacher step, which puts the requests it writes in its place)."""
-    turn = teacher_turn(task)
-    return turn.prompt if turn else task.user
-
-
-def user_template(task) -> str:
-    """The user turn's Jinja file: the template, or the teacher's prompt (rendered here, sent to the
-    teacher by the teacher step, which puts the requests it writes in its place)."""
-    turn = teacher_turn(task)
-    return turn.prompt if turn else task.user
-
-
-def user_template(task) -> str:
-    """The user turn's Jinja file: the template, or the teacher's prompt (rendered here, sent to the
-    teacher by the teacher step, which puts the requests it writes in its place)."""
-    turn = teacher_turn(task)
-    return turn.prompt if turn else task.user
-
-
 def _variables(env: SandboxedEnvironment, source: str) -> set[str] | None:
     ast = env.parse(source)
     if next(jinja2.meta.find_referenced_templates(ast), False) is not False:
@@ -202,16 +190,11 @@ def load_task(task) -> Task:
             path = resolve(file, f"template task {task.name!r}: {role} template")
             where, env, source = str(path), _environment(path.parent), path.read_text()
             static = None
+            _included(source, path.parent, (where,))   # an include cycle fails here, in one line
         else:
             where, env, source = f"{task.name}.{role} (inline)", _environment(Path.cwd()), text
             static = text.strip() if not any(tag in text for tag in ("{{", "{%", "{#")) else None
         turns.append(Turn(role, _compile(env, source, where), where, static))
-        if role == "user" and teacher_turn(task):
-            turns[-1].template.globals["n"] = teacher_turn(task).n   # the prompt asks for this many
-        if role == "user" and teacher_turn(task):
-            turns[-1].template.globals["n"] = teacher_turn(task).n   # the prompt asks for this many
-        if role == "user" and teacher_turn(task):
-            turns[-1].template.globals["n"] = teacher_turn(task).n   # the prompt asks for this many
         if role == "user" and teacher_turn(task):
             turns[-1].template.globals["n"] = teacher_turn(task).n   # the prompt asks for this many
         found = _variables(env, source)
@@ -240,7 +223,7 @@ def template_files(cfg_template) -> list[Path]:
             if file:
                 path = resolve(file, f"template task {task.name!r}: {role} template")
                 out.append(path)
-                out += _included(path.read_text(), path.parent)
+                out += _included(path.read_text(), path.parent, (str(path),))
             elif text:
                 out += _included(text, Path.cwd())
         if task.get("input_schema"):
@@ -248,7 +231,9 @@ def template_files(cfg_template) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def _included(source: str, folder: Path) -> list[Path]:
+def _included(source: str, folder: Path, chain: tuple[str, ...] = ()) -> list[Path]:
+    """The files `source` includes (imports, extends), and theirs, found by the loader Jinja renders
+    with. `chain`: the files on the way here, so a template that includes itself is one error."""
     env = _environment(folder)
     try:
         names = jinja2.meta.find_referenced_templates(env.parse(source))
@@ -258,9 +243,15 @@ def _included(source: str, folder: Path) -> list[Path]:
     for name in names:
         if name is None:
             continue
-        for base in search_dirs(folder):
-            if (base / name).is_file():
-                found.append(base / name)
-                found += _included((base / name).read_text(), (base / name).parent)
-                break
+        try:
+            text, filename, _ = env.loader.get_source(env, name)
+        except jinja2.TemplateNotFound as e:
+            raise WebtuneError(f"{chain[0] if chain else folder}: includes {name!r}, which is not a file in "
+                               f"{', '.join(map(str, search_dirs(folder)))} ({e.message})") from None
+        path = Path(filename)
+        if any(os.path.samefile(path, c) for c in chain if os.path.exists(c)):
+            names_ = " -> ".join(Path(c).name for c in chain) + f" -> {path.name}"
+            raise WebtuneError(f"{chain[0]}: the template includes itself ({names_}); remove the include")
+        found.append(path)
+        found += _included(text, path.parent, chain + (str(path),))
     return found

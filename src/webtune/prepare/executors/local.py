@@ -2,6 +2,7 @@
 each (in this process when there is one worker), with a rich progress line for the map."""
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import queue
@@ -9,7 +10,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from ...errors import WebtuneError
+from ...errors import WebtuneError, one_line
 from ..dedupe import pool_started
 from ..mapper import map_shard
 from ..reduce import finish_shard, keeper_ids, reduce_signatures
@@ -89,8 +90,10 @@ class _Pool:
 def _payload(shard: int, status: str, payload):
     if status == "error":
         raise WebtuneError(payload)
-    if status == "crash":
-        raise RuntimeError(f"prepare worker {shard} crashed: {payload}")
+    if status == "crash":   # one line for people; the worker's traceback goes to run.log
+        summary, trace = payload
+        logging.getLogger("webtune").error("prepare worker %s crashed:\n%s", shard, trace)
+        raise RuntimeError(f"prepare worker {shard} crashed: {summary}")
     return payload
 
 
@@ -99,9 +102,11 @@ def _worker(fn, args, shard, progress, results):
         results.put((shard, "ok", fn(*args, progress) if progress is not None else fn(*args)))
     except WebtuneError as e:
         results.put((shard, "error", str(e)))
+    except OSError as e:   # a full disk, a quota: the user's to fix, said in one line
+        results.put((shard, "error", f"prepare worker {shard}: {one_line(e)}"))
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises
         import traceback
-        results.put((shard, "crash", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+        results.put((shard, "crash", (one_line(e), traceback.format_exc())))
 
 
 def _start_method() -> str:
