@@ -154,6 +154,13 @@ def model_files(cfg) -> list[Path]:
     return [path] if cfg.model.kind == "hf" and path.exists() else []
 
 
+def evaluate_files(cfg) -> list[Path]:
+    """The base model, and with eval.compare_to the registry's serving pointer (a promotion re-evaluates)."""
+    name = cfg.eval.get("compare_to")
+    pointer = Path(cfg.registry.path) / name / "current.json" if name else None
+    return model_files(cfg) + ([pointer] if pointer is not None and pointer.exists() else [])
+
+
 def run_evaluate(ctx: StageContext) -> dict:
     from .evaluate import stage
     return stage.run(ctx.cfg, ctx.run_dir, console=ctx.console)
@@ -191,7 +198,8 @@ def build_stages() -> list[Stage]:
               external=model_files, keep=["model/openai_job.json"], scratch=["checkpoints"],
               libraries=TRAIN_LIBS, revisions=hub_revisions),
         Stage("evaluate", run_evaluate, config=["eval", "model", "template", "mix.max_seq_len", "mix.packing"],
-              context=["runs_dir"], inputs=["model"] + SPLITS, outputs=["eval"], external=model_files,
+              context=["runs_dir", "registry.path"], inputs=["model"] + SPLITS, outputs=["eval"],
+              external=evaluate_files,
               libraries=EVAL_LIBS, revisions=hub_revisions),
         Stage("report", run_report, config=["name"], whole_config=True,
               inputs=["stats", "eval", "ledger.jsonl", "data/mix.json"],

@@ -74,6 +74,15 @@ def test_report_renders_every_section_without_errors(browser, tiny_run, tmp_path
     rows = browser.find_elements(By.CSS_SELECTOR, "#samples table.sample tr")
     assert len(rows) == 1 + 4                                        # header + eval.samples
     assert "preferred the tuned answer" in browser.find_element(By.ID, "judge").text
+    # the paired evidence: one row per measure with its interval drawn, the items, the data fixes
+    evidence = browser.find_element(By.ID, "evidence")
+    measures = evidence.find_elements(By.CSS_SELECTOR, "table.evidence tr")
+    assert len(measures) >= 1 + 4 and "domain test loss" in measures[1].text and "95% CI" in evidence.text
+    plots = evidence.find_elements(By.CSS_SELECTOR, "svg.ci")
+    assert len(plots) == len(measures) - 1 and all(p.size["width"] > 100 and p.size["height"] > 20 for p in plots)
+    assert len(evidence.find_elements(By.CSS_SELECTOR, "table.items tr")) == 1 + 6    # every generated prompt
+    assert "Items that got worse" in evidence.text
+    assert "Grounded targets and decontamination" in browser.find_element(By.ID, "data").text
 
     shot = browser.get_screenshot_as_png()
     assert shot[:8] == b"\x89PNG\r\n\x1a\n"

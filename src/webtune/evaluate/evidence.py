@@ -28,6 +28,7 @@ MEASURES = {
     "parent_f": ("mean", True, "PARENT F (n-grams against prompt and reference)"),
 }
 LOSSES = ("domain_loss", "general_loss")
+GROUNDING = ("unsupported_values", "unsupported_attributes", "coverage", "parent_f")
 
 
 def prompt_id(messages: list[dict]) -> str:

@@ -104,7 +104,7 @@ def strip_items(result: dict) -> dict:
 def grounding_rates(items: dict) -> dict:
     """The tuned answers' grounding rates over the generations (the per-item values are in `items`)."""
     out = {}
-    for measure in ("unsupported_values", "unsupported_attributes", "coverage", "parent_f"):
+    for measure in ev_.GROUNDING:
         values = [v for v in items.get(measure, {}).values() if v is not None]
         if values:
             out[measure] = {"rate": round(sum(values) / len(values), 4), "n": len(values)}
@@ -436,7 +436,7 @@ def generation_rows(prompts, outputs: dict, checks_of, items: dict) -> list[dict
             row[f"{label}_rougeL"] = round(scores["rougeL"][pid], 1)
             row[f"{label}_checks"] = {c[6:]: bool(v[pid]) for c, v in scores.items() if c.startswith("check:") and pid in v}
             if "spans" in scores:
-                row[f"{label}_grounding"] = {m: scores[m][pid] for m in ev_.MEASURES if m in scores and "loss" not in m}
+                row[f"{label}_grounding"] = {m: scores[m].get(pid) for m in (*ev_.GROUNDING, "spans") if m in scores}
         rows.append(row)
     return rows
 
@@ -447,7 +447,7 @@ def loss_rows(sets: dict, items: dict) -> list[dict]:
     for name, conversations in sets.items():
         for c in conversations:
             pid = ev_.prompt_id(c)
-            row = {"id": pid, "set": name}
+            row = {"id": pid, "set": name, "prompt": c[-2]["content"][:200] if len(c) > 1 else ""}
             for label, scores in items.items():
                 nats, tokens = scores.get(f"{name}_loss", {}).get(pid), scores.get(f"{name}_loss_tokens", {}).get(pid)
                 if nats is not None:

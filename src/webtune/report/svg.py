@@ -181,3 +181,33 @@ def grouped_bars(groups: dict[str, dict[str, float]], width=560, height=200, uni
                      f"<text x='{width - 55}' y='{13 + 15 * k}' font-size='12'>{escape(name)}</text>")
     parts.append("</svg>")
     return "".join(parts)
+
+
+def paired_interval(diff: float | None, low: float | None, high: float | None, significant: str | None = None,
+                    threshold: float | None = None, width=240, height=30, label="difference") -> str:
+    """A small inline plot of a paired difference and its 95% interval on an axis that holds 0 (a dashed
+    line) and the gate's threshold (dotted, red): green when significantly better, red when significantly
+    worse, grey otherwise."""
+    if diff is None:
+        return ""
+    points = [diff, 0.0] + [v for v in (low, high, threshold) if v is not None]
+    lo, hi = min(points), max(points)
+    pad = (hi - lo) * 0.08 or 1.0
+    lo, hi = lo - pad, hi + pad
+    sx = lambda v: 8 + (v - lo) / (hi - lo) * (width - 16)  # noqa: E731
+    color = {"better": "#16a34a", "worse": "#dc2626"}.get(significant or "", "#64748b")
+    ci = f" (95% CI {low:+.4g} to {high:+.4g})" if low is not None else " (no interval: too few items)"
+    parts = [f"<svg class='ci' viewBox='0 0 {width} {height}' width='{width}' height='{height}' role='img' "
+             f"aria-label='{escape(label)} {diff:+.4g}{escape(ci)}' xmlns='http://www.w3.org/2000/svg'>",
+             f"<line x1='8' x2='{width - 8}' y1='{height / 2}' y2='{height / 2}' stroke='#e2e8f0' stroke-width='2'/>",
+             f"<line x1='{sx(0):.1f}' x2='{sx(0):.1f}' y1='3' y2='{height - 3}' stroke='#64748b' stroke-dasharray='3,2'>"
+             f"<title>0: no difference</title></line>"]
+    if threshold is not None:
+        parts.append(f"<line x1='{sx(threshold):.1f}' x2='{sx(threshold):.1f}' y1='3' y2='{height - 3}' stroke='#dc2626' "
+                     f"stroke-dasharray='1,2' stroke-width='2'><title>threshold {threshold:+.4g}</title></line>")
+    if low is not None:
+        parts.append(f"<line x1='{sx(low):.1f}' x2='{sx(high):.1f}' y1='{height / 2}' y2='{height / 2}' stroke='{color}' "
+                     f"stroke-width='5' stroke-linecap='round' opacity='0.55'/>")
+    parts.append(f"<circle cx='{sx(diff):.1f}' cy='{height / 2}' r='5' fill='{color}'><title>{escape(label)} "
+                 f"{diff:+.4g}{ci}</title></circle></svg>")
+    return "".join(parts)
