@@ -15,12 +15,6 @@ from omegaconf import MISSING, OmegaConf
 
 from .errors import WebtuneError
 
-from .errors import WebtuneError
-
-from .errors import WebtuneError
-
-from .errors import WebtuneError
-
 
 def choices(name: str, *values: str) -> type[StrEnum]:
     """An enum-like config value: Hydra rejects anything else while composing, naming the key and
@@ -44,12 +38,6 @@ ModelKind = choices("ModelKind", "hf", "openai")
 Method = choices("Method", "full", "lora", "qlora")
 Dtype = choices("Dtype", "auto", "float32", "bfloat16", "float16")
 Attention = choices("Attention", "auto", "sdpa", "eager", "flex_attention", "flash_attention_2")
-ResponseFormat = choices("ResponseFormat", "auto", "json_schema", "json_object", "none")
-OnCap = choices("OnCap", "refuse", "partial")
-ResponseFormat = choices("ResponseFormat", "auto", "json_schema", "json_object", "none")
-OnCap = choices("OnCap", "refuse", "partial")
-ResponseFormat = choices("ResponseFormat", "auto", "json_schema", "json_object", "none")
-OnCap = choices("OnCap", "refuse", "partial")
 ResponseFormat = choices("ResponseFormat", "auto", "json_schema", "json_object", "none")
 OnCap = choices("OnCap", "refuse", "partial")
 
@@ -163,114 +151,6 @@ class TaskConfig:
     input_schema: Optional[str] = None  # JSON Schema file the record must satisfy
     fields: list[str] = field(default_factory=list)        # fields the task needs
     checks: list[str] = field(default_factory=list)        # eval task checks: json, mentions:<regex on the prompt>
-
-
-@dataclass(frozen=True)
-class TeacherTurn:
-    """A user turn the teacher writes (`user: {teacher: templates/docs_qa/question_prompt.j2, n: 3}`):
-    the prompt file is rendered with the record's fields and sent to `teacher`, which answers with
-    `n` requests; each becomes an example whose target is the task's own assistant template."""
-
-    prompt: str                 # Jinja file: what the teacher is asked (the section text, once)
-    n: int = 3                  # requests (questions) asked for, in one call
-    answers: bool = False       # the teacher writes the answers too: NOT grounded by construction
-
-
-def teacher_turn(task) -> Optional[TeacherTurn]:
-    """The task's teacher turn, or None when its user turn is a template file; a malformed one
-    fails naming the task and key."""
-    user = task.get("user") if hasattr(task, "get") else getattr(task, "user", None)
-    if user is None or isinstance(user, str):
-        return None
-    user = container(user)
-    name = task.get("name") if hasattr(task, "get") else getattr(task, "name", "?")
-    where = f"template task {name!r}: user"
-    if not isinstance(user, dict):
-        raise WebtuneError(f"{where} must be a template file or {{teacher: <prompt file>, n: 3}}, got {user!r}")
-    unknown = sorted(set(user) - {"teacher", "n", "answers"})
-    if unknown:
-        raise WebtuneError(f"{where}.{unknown[0]} is not a teacher setting; use teacher (the prompt file), "
-                           f"n (requests asked for) and answers (true: the teacher writes the answers too)")
-    prompt, n, answers = user.get("teacher"), user.get("n", 3), user.get("answers", False)
-    if not isinstance(prompt, str) or not prompt:
-        raise WebtuneError(f"{where}.teacher must name the prompt file (e.g. templates/docs_qa/question_prompt.j2)")
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 20:
-        raise WebtuneError(f"{where}.n must be a whole number from 1 to 20, got {n!r}")
-    if not isinstance(answers, bool):
-        raise WebtuneError(f"{where}.answers must be true or false, got {answers!r}")
-    return TeacherTurn(prompt, n, answers)
-
-
-@dataclass(frozen=True)
-class TeacherTurn:
-    """A user turn the teacher writes (`user: {teacher: templates/docs_qa/question_prompt.j2, n: 3}`):
-    the prompt file is rendered with the record's fields and sent to `teacher`, which answers with
-    `n` requests; each becomes an example whose target is the task's own assistant template."""
-
-    prompt: str                 # Jinja file: what the teacher is asked (the section text, once)
-    n: int = 3                  # requests (questions) asked for, in one call
-    answers: bool = False       # the teacher writes the answers too: NOT grounded by construction
-
-
-def teacher_turn(task) -> Optional[TeacherTurn]:
-    """The task's teacher turn, or None when its user turn is a template file; a malformed one
-    fails naming the task and key."""
-    user = task.get("user") if hasattr(task, "get") else getattr(task, "user", None)
-    if user is None or isinstance(user, str):
-        return None
-    user = container(user)
-    name = task.get("name") if hasattr(task, "get") else getattr(task, "name", "?")
-    where = f"template task {name!r}: user"
-    if not isinstance(user, dict):
-        raise WebtuneError(f"{where} must be a template file or {{teacher: <prompt file>, n: 3}}, got {user!r}")
-    unknown = sorted(set(user) - {"teacher", "n", "answers"})
-    if unknown:
-        raise WebtuneError(f"{where}.{unknown[0]} is not a teacher setting; use teacher (the prompt file), "
-                           f"n (requests asked for) and answers (true: the teacher writes the answers too)")
-    prompt, n, answers = user.get("teacher"), user.get("n", 3), user.get("answers", False)
-    if not isinstance(prompt, str) or not prompt:
-        raise WebtuneError(f"{where}.teacher must name the prompt file (e.g. templates/docs_qa/question_prompt.j2)")
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 20:
-        raise WebtuneError(f"{where}.n must be a whole number from 1 to 20, got {n!r}")
-    if not isinstance(answers, bool):
-        raise WebtuneError(f"{where}.answers must be true or false, got {answers!r}")
-    return TeacherTurn(prompt, n, answers)
-
-
-@dataclass(frozen=True)
-class TeacherTurn:
-    """A user turn the teacher writes (`user: {teacher: templates/docs_qa/question_prompt.j2, n: 3}`):
-    the prompt file is rendered with the record's fields and sent to `teacher`, which answers with
-    `n` requests; each becomes an example whose target is the task's own assistant template."""
-
-    prompt: str                 # Jinja file: what the teacher is asked (the section text, once)
-    n: int = 3                  # requests (questions) asked for, in one call
-    answers: bool = False       # the teacher writes the answers too: NOT grounded by construction
-
-
-def teacher_turn(task) -> Optional[TeacherTurn]:
-    """The task's teacher turn, or None when its user turn is a template file; a malformed one
-    fails naming the task and key."""
-    user = task.get("user") if hasattr(task, "get") else getattr(task, "user", None)
-    if user is None or isinstance(user, str):
-        return None
-    user = container(user)
-    name = task.get("name") if hasattr(task, "get") else getattr(task, "name", "?")
-    where = f"template task {name!r}: user"
-    if not isinstance(user, dict):
-        raise WebtuneError(f"{where} must be a template file or {{teacher: <prompt file>, n: 3}}, got {user!r}")
-    unknown = sorted(set(user) - {"teacher", "n", "answers"})
-    if unknown:
-        raise WebtuneError(f"{where}.{unknown[0]} is not a teacher setting; use teacher (the prompt file), "
-                           f"n (requests asked for) and answers (true: the teacher writes the answers too)")
-    prompt, n, answers = user.get("teacher"), user.get("n", 3), user.get("answers", False)
-    if not isinstance(prompt, str) or not prompt:
-        raise WebtuneError(f"{where}.teacher must name the prompt file (e.g. templates/docs_qa/question_prompt.j2)")
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 20:
-        raise WebtuneError(f"{where}.n must be a whole number from 1 to 20, got {n!r}")
-    if not isinstance(answers, bool):
-        raise WebtuneError(f"{where}.answers must be true or false, got {answers!r}")
-    return TeacherTurn(prompt, n, answers)
 
 
 @dataclass(frozen=True)
@@ -525,230 +405,6 @@ class TeacherConfig:
     judge: TeacherJudgeConfig = field(default_factory=TeacherJudgeConfig)
 
 
-# ---------------------------------------------------------------- teacher
-@dataclass
-class TeacherJudgeConfig:
-    enabled: bool = False           # score each question: answered by the section? self-contained?
-    threshold: float = 0.5          # both scores (0..1) must reach this, else teacher:judge_rejected
-    model: Optional[str] = None     # default: the teacher's model, on the same endpoint
-
-
-@dataclass
-class TeacherConfig:
-    """An OpenAI-compatible chat endpoint that writes prompts (`user: {teacher: ...}` in a template)."""
-
-    base_url: Optional[str] = "http://127.0.0.1:8000/v1"   # null: OpenAI
-    model: str = "default"
-    api_key_env: str = "OPENAI_API_KEY"   # a loopback endpoint needs no key
-    temperature: float = 0.7
-    top_p: float = 1.0
-    seed: Optional[int] = 0
-    max_tokens: int = 400           # per reply (also the cost estimate's ceiling)
-    response_format: ResponseFormat = ResponseFormat.auto  # auto: json_schema, dropped if the server refuses it
-    max_concurrency: int = 4        # requests in flight
-    timeout: float = 120.0
-    max_retries: int = 8            # the openai SDK's own retries of 429/5xx (Retry-After, else backoff)
-    price_input_per_1m: Optional[float] = None    # USD per 1M input tokens, for the plan
-    price_output_per_1m: Optional[float] = None   # USD per 1M output tokens
-    max_requests: Optional[int] = None   # refuse (before any request) a plan with more requests
-    max_cost: Optional[float] = None     # refuse a plan above this estimate (USD); also stops a run that reaches it
-    on_cap: OnCap = OnCap.refuse     # refuse|partial: ask what fits, the rest rejected as teacher:cap_reached
-    dedupe_threshold: float = 0.8    # near-duplicate questions (word-set Jaccard, across sections); 0: exact only
-    judge: TeacherJudgeConfig = field(default_factory=TeacherJudgeConfig)
-
-
-# ---------------------------------------------------------------- teacher
-@dataclass
-class TeacherJudgeConfig:
-    enabled: bool = False           # score each question: answered by the section? self-contained?
-    threshold: float = 0.5          # both scores (0..1) must reach this, else teacher:judge_rejected
-    model: Optional[str] = None     # default: the teacher's model, on the same endpoint
-
-
-@dataclass
-class TeacherConfig:
-    """An OpenAI-compatible chat endpoint that writes prompts (`user: {teacher: ...}` in a template)."""
-
-    base_url: Optional[str] = "http://127.0.0.1:8000/v1"   # null: OpenAI
-    model: str = "default"
-    api_key_env: str = "OPENAI_API_KEY"   # a loopback endpoint needs no key
-    temperature: float = 0.7
-    top_p: float = 1.0
-    seed: Optional[int] = 0
-    max_tokens: int = 400           # per reply (also the cost estimate's ceiling)
-    response_format: ResponseFormat = ResponseFormat.auto  # auto: json_schema, dropped if the server refuses it
-    max_concurrency: int = 4        # requests in flight
-    timeout: float = 120.0
-    max_retries: int = 8            # the openai SDK's own retries of 429/5xx (Retry-After, else backoff)
-    price_input_per_1m: Optional[float] = None    # USD per 1M input tokens, for the plan
-    price_output_per_1m: Optional[float] = None   # USD per 1M output tokens
-    max_requests: Optional[int] = None   # refuse (before any request) a plan with more requests
-    max_cost: Optional[float] = None     # refuse a plan above this estimate (USD); also stops a run that reaches it
-    on_cap: OnCap = OnCap.refuse     # refuse|partial: ask what fits, the rest rejected as teacher:cap_reached
-    dedupe_threshold: float = 0.8    # near-duplicate questions (word-set Jaccard, across sections); 0: exact only
-    judge: TeacherJudgeConfig = field(default_factory=TeacherJudgeConfig)
-
-
-# ---------------------------------------------------------------- teacher
-@dataclass
-class TeacherJudgeConfig:
-    enabled: bool = False           # score each question: answered by the section? self-contained?
-    threshold: float = 0.5          # both scores (0..1) must reach this, else teacher:judge_rejected
-    model: Optional[str] = None     # default: the teacher's model, on the same endpoint
-
-
-@dataclass
-class TeacherConfig:
-    """An OpenAI-compatible chat endpoint that writes prompts (`user: {teacher: ...}` in a template)."""
-
-    base_url: Optional[str] = "http://127.0.0.1:8000/v1"   # null: OpenAI
-    model: str = "default"
-    api_key_env: str = "OPENAI_API_KEY"   # a loopback endpoint needs no key
-    temperature: float = 0.7
-    top_p: float = 1.0
-    seed: Optional[int] = 0
-    max_tokens: int = 400           # per reply (also the cost estimate's ceiling)
-    response_format: ResponseFormat = ResponseFormat.auto  # auto: json_schema, dropped if the server refuses it
-    max_concurrency: int = 4        # requests in flight
-    timeout: float = 120.0
-    max_retries: int = 8            # the openai SDK's own retries of 429/5xx (Retry-After, else backoff)
-    price_input_per_1m: Optional[float] = None    # USD per 1M input tokens, for the plan
-    price_output_per_1m: Optional[float] = None   # USD per 1M output tokens
-    max_requests: Optional[int] = None   # refuse (before any request) a plan with more requests
-    max_cost: Optional[float] = None     # refuse a plan above this estimate (USD); also stops a run that reaches it
-    on_cap: OnCap = OnCap.refuse     # refuse|partial: ask what fits, the rest rejected as teacher:cap_reached
-    dedupe_threshold: float = 0.8    # near-duplicate questions (word-set Jaccard, across sections); 0: exact only
-    judge: TeacherJudgeConfig = field(default_factory=TeacherJudgeConfig)
-
-
-# ---------------------------------------------------------------- teacher
-@dataclass
-class TeacherJudgeConfig:
-    enabled: bool = False           # score each question: answered by the section? self-contained?
-    threshold: float = 0.5          # both scores (0..1) must reach this, else teacher:judge_rejected
-    model: Optional[str] = None     # default: the teacher's model, on the same endpoint
-
-
-@dataclass
-class TeacherConfig:
-    """An OpenAI-compatible chat endpoint that writes prompts (`user: {teacher: ...}` in a template)."""
-
-    base_url: Optional[str] = "http://127.0.0.1:8000/v1"   # null: OpenAI
-    model: str = "default"
-    api_key_env: str = "OPENAI_API_KEY"   # a loopback endpoint needs no key
-    temperature: float = 0.7
-    top_p: float = 1.0
-    seed: Optional[int] = 0
-    max_tokens: int = 400           # per reply (also the cost estimate's ceiling)
-    response_format: ResponseFormat = ResponseFormat.auto  # auto: json_schema, dropped if the server refuses it
-    max_concurrency: int = 4        # requests in flight
-    timeout: float = 120.0
-    max_retries: int = 8            # the openai SDK's own retries of 429/5xx (Retry-After, else backoff)
-    price_input_per_1m: Optional[float] = None    # USD per 1M input tokens, for the plan
-    price_output_per_1m: Optional[float] = None   # USD per 1M output tokens
-    max_requests: Optional[int] = None   # refuse (before any request) a plan with more requests
-    max_cost: Optional[float] = None     # refuse a plan above this estimate (USD); also stops a run that reaches it
-    on_cap: OnCap = OnCap.refuse     # refuse|partial: ask what fits, the rest rejected as teacher:cap_reached
-    dedupe_threshold: float = 0.8    # near-duplicate questions (word-set Jaccard, across sections); 0: exact only
-    judge: TeacherJudgeConfig = field(default_factory=TeacherJudgeConfig)
-
-
-# ---------------------------------------------------------------- teacher
-@dataclass
-class TeacherJudgeConfig:
-    enabled: bool = False           # score each question: answered by the section? self-contained?
-    threshold: float = 0.5          # both scores (0..1) must reach this, else teacher:judge_rejected
-    model: Optional[str] = None     # default: the teacher's model, on the same endpoint
-
-
-@dataclass
-class TeacherConfig:
-    """An OpenAI-compatible chat endpoint that writes prompts (`user: {teacher: ...}` in a template)."""
-
-    base_url: Optional[str] = "http://127.0.0.1:8000/v1"   # null: OpenAI
-    model: str = "default"
-    api_key_env: str = "OPENAI_API_KEY"   # a loopback endpoint needs no key
-    temperature: float = 0.7
-    top_p: float = 1.0
-    seed: Optional[int] = 0
-    max_tokens: int = 400           # per reply (also the cost estimate's ceiling)
-    response_format: ResponseFormat = ResponseFormat.auto  # auto: json_schema, dropped if the server refuses it
-    max_concurrency: int = 4        # requests in flight
-    timeout: float = 120.0
-    max_retries: int = 8            # the openai SDK's own retries of 429/5xx (Retry-After, else backoff)
-    price_input_per_1m: Optional[float] = None    # USD per 1M input tokens, for the plan
-    price_output_per_1m: Optional[float] = None   # USD per 1M output tokens
-    max_requests: Optional[int] = None   # refuse (before any request) a plan with more requests
-    max_cost: Optional[float] = None     # refuse a plan above this estimate (USD); also stops a run that reaches it
-    on_cap: OnCap = OnCap.refuse     # refuse|partial: ask what fits, the rest rejected as teacher:cap_reached
-    dedupe_threshold: float = 0.8    # near-duplicate questions (word-set Jaccard, across sections); 0: exact only
-    judge: TeacherJudgeConfig = field(default_factory=TeacherJudgeConfig)
-
-
-# ---------------------------------------------------------------- teacher
-@dataclass
-class TeacherJudgeConfig:
-    enabled: bool = False           # score each question: answered by the section? self-contained?
-    threshold: float = 0.5          # both scores (0..1) must reach this, else teacher:judge_rejected
-    model: Optional[str] = None     # default: the teacher's model, on the same endpoint
-
-
-@dataclass
-class TeacherConfig:
-    """An OpenAI-compatible chat endpoint that writes prompts (`user: {teacher: ...}` in a template)."""
-
-    base_url: Optional[str] = "http://127.0.0.1:8000/v1"   # null: OpenAI
-    model: str = "default"
-    api_key_env: str = "OPENAI_API_KEY"   # a loopback endpoint needs no key
-    temperature: float = 0.7
-    top_p: float = 1.0
-    seed: Optional[int] = 0
-    max_tokens: int = 400           # per reply (also the cost estimate's ceiling)
-    response_format: ResponseFormat = ResponseFormat.auto  # auto: json_schema, dropped if the server refuses it
-    max_concurrency: int = 4        # requests in flight
-    timeout: float = 120.0
-    max_retries: int = 8            # the openai SDK's own retries of 429/5xx (Retry-After, else backoff)
-    price_input_per_1m: Optional[float] = None    # USD per 1M input tokens, for the plan
-    price_output_per_1m: Optional[float] = None   # USD per 1M output tokens
-    max_requests: Optional[int] = None   # refuse (before any request) a plan with more requests
-    max_cost: Optional[float] = None     # refuse a plan above this estimate (USD); also stops a run that reaches it
-    on_cap: OnCap = OnCap.refuse     # refuse|partial: ask what fits, the rest rejected as teacher:cap_reached
-    dedupe_threshold: float = 0.8    # near-duplicate questions (word-set Jaccard, across sections); 0: exact only
-    judge: TeacherJudgeConfig = field(default_factory=TeacherJudgeConfig)
-
-
-# ---------------------------------------------------------------- teacher
-@dataclass
-class TeacherJudgeConfig:
-    enabled: bool = False           # score each question: answered by the section? self-contained?
-    threshold: float = 0.5          # both scores (0..1) must reach this, else teacher:judge_rejected
-    model: Optional[str] = None     # default: the teacher's model, on the same endpoint
-
-
-@dataclass
-class TeacherConfig:
-    """An OpenAI-compatible chat endpoint that writes prompts (`user: {teacher: ...}` in a template)."""
-
-    base_url: Optional[str] = "http://127.0.0.1:8000/v1"   # null: OpenAI
-    model: str = "default"
-    api_key_env: str = "OPENAI_API_KEY"   # a loopback endpoint needs no key
-    temperature: float = 0.7
-    top_p: float = 1.0
-    seed: Optional[int] = 0
-    max_tokens: int = 400           # per reply (also the cost estimate's ceiling)
-    response_format: ResponseFormat = ResponseFormat.auto  # auto: json_schema, dropped if the server refuses it
-    max_concurrency: int = 4        # requests in flight
-    timeout: float = 120.0
-    max_retries: int = 8            # the openai SDK's own retries of 429/5xx (Retry-After, else backoff)
-    price_input_per_1m: Optional[float] = None    # USD per 1M input tokens, for the plan
-    price_output_per_1m: Optional[float] = None   # USD per 1M output tokens
-    max_requests: Optional[int] = None   # refuse (before any request) a plan with more requests
-    max_cost: Optional[float] = None     # refuse a plan above this estimate (USD); also stops a run that reaches it
-    on_cap: OnCap = OnCap.refuse     # refuse|partial: ask what fits, the rest rejected as teacher:cap_reached
-    dedupe_threshold: float = 0.8    # near-duplicate questions (word-set Jaccard, across sections); 0: exact only
-    judge: TeacherJudgeConfig = field(default_factory=TeacherJudgeConfig)
-
-
 # ---------------------------------------------------------------- registry
 @dataclass
 class RegistryConfig:
@@ -769,9 +425,6 @@ class WebtuneConfig:
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
 
 def register_configs() -> None:
@@ -782,9 +435,6 @@ def register_configs() -> None:
     cs.store(group="mix", name="schema", node=MixConfig)
     cs.store(group="model", name="schema", node=ModelConfig)
     cs.store(group="eval", name="schema", node=EvalConfig)
-    cs.store(group="teacher", name="schema", node=TeacherConfig)
-    cs.store(group="teacher", name="schema", node=TeacherConfig)
-    cs.store(group="teacher", name="schema", node=TeacherConfig)
     cs.store(group="teacher", name="schema", node=TeacherConfig)
 
 

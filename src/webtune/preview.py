@@ -71,13 +71,6 @@ def preview(args: list[str], allow_trigger: bool = False, allow_teacher: bool = 
                     show(item.id, f"{task.name} {note or f'teacher q{k + 1}'}", each, chat, repairs, sectioning(fields))
                 shown += 1
                 continue
-            if task.teacher:   # the teacher writes the user turn: its questions (cached, or asked with --allow-teacher)
-                from .teacher.preview import teacher_examples
-                written, note = teacher_examples(cfg, task, item.id, messages, allow_teacher, Console(stderr=True))
-                for k, each in enumerate(written):
-                    show(item.id, f"{task.name} {note or f'teacher q{k + 1}'}", each, chat, repairs, sectioning(fields))
-                shown += 1
-                continue
             show(item.id, task.name, messages, chat, repairs, sectioning(fields))
             shown += 1
     tally.print(shown)
