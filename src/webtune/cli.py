@@ -94,6 +94,8 @@ def add_registry_commands(command) -> None:
         "delete": ("delete a model or one version", ["name", "version?"])})
     made["promote"].add_argument("--force", action="store_true",
                                  help="promote even if its evaluation failed, is inconclusive or unverified")
+    for action in ("show", "promote", "rollback"):
+        made[action].add_argument("--json", action="store_true", help="the whole record as JSON, not a summary")
     made["delete"].add_argument("--force", action="store_true")
 
 
@@ -105,8 +107,6 @@ def add_deploy_commands(command) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key-env", help="env var holding the bearer key clients must send")
-    for action in ("show", "promote", "rollback"):
-        made[action].add_argument("--json", action="store_true", help="the whole record as JSON, not a summary")
     p.add_argument("--no-auth", action="store_true", help="allow a non-loopback host without an API key")
     p.add_argument("--max-tokens", type=int, help="server default and maximum for max_tokens")
     p.add_argument("--max-concurrency", type=int, default=32, help="streams decoded together in one batch")
@@ -143,6 +143,16 @@ def add_deploy_commands(command) -> None:
     p.add_argument("--registry", default=REGISTRY)
 
 
+def add_sweep_summary_command(command) -> None:
+    p = command("sweep-summary", "rank a sweep's points again (runs/sweeps/<timestamp>/summary.html, .json)")
+    p.add_argument("sweep_dir", help="runs/sweeps/<timestamp>")
+    p.add_argument("--by", default="gate", help="gate (default: the gate, then domain gain), domain_gain, domain_loss, "
+                   "general_change, chrF, rougeL, judge_win_rate, train_seconds, or a dotted path in metrics.json")
+    direction = p.add_mutually_exclusive_group()
+    direction.add_argument("--higher-is-better", dest="higher_is_better", action="store_true", default=None)
+    direction.add_argument("--lower-is-better", dest="higher_is_better", action="store_false")
+
+
 def add_cache_commands(command) -> None:
     """The base model and source snapshot caches."""
     p = command("fetch-base", "get a base model into the model cache (default SmolLM2-135M-Instruct)")
@@ -163,16 +173,6 @@ def add_cache_commands(command) -> None:
 
 def add_actions(parser: argparse.ArgumentParser, flag: str, default: str,
                 actions: dict[str, tuple[str, list[str]]]) -> dict[str, argparse.ArgumentParser]:
-def add_sweep_summary_command(command) -> None:
-    p = command("sweep-summary", "rank a sweep's points again (runs/sweeps/<timestamp>/summary.html, .json)")
-    p.add_argument("sweep_dir", help="runs/sweeps/<timestamp>")
-    p.add_argument("--by", default="gate", help="gate (default: the gate, then domain gain), domain_gain, domain_loss, "
-                   "general_change, chrF, rougeL, judge_win_rate, train_seconds, or a dotted path in metrics.json")
-    direction = p.add_mutually_exclusive_group()
-    direction.add_argument("--higher-is-better", dest="higher_is_better", action="store_true", default=None)
-    direction.add_argument("--lower-is-better", dest="higher_is_better", action="store_false")
-
-
     """Sub-actions (`models promote NAME V`) with their positionals (`NAME?`: optional); the shared
     option (`--registry`) is accepted before or after the action."""
     parser.add_argument(flag, default=default)
@@ -193,6 +193,7 @@ DELEGATED = {
     "chat": ("webtune.deploy.cli", "chat_command"),
     "export": ("webtune.deploy.export", "export_command"),
     "fetch-base": ("webtune.base_model", "fetch_base_command"),
+    "sweep-summary": ("webtune.report.sweep", "sweep_summary_command"),
 }
 
 
@@ -211,7 +212,6 @@ def dispatch(argv: list[str]) -> int:
         return getattr(commands, f"cmd_{argv[0]}")(overrides, **flags) or 0
     ns = parser.parse_args(argv)
     if ns.command == "sources":
-    "sweep-summary": ("webtune.report.sweep", "sweep_summary_command"),
         target = ("webtune.sources.brightdata_market", "datasets_command") if ns.action == "datasets" \
             else ("webtune.sources.cache", "command")
     elif ns.command in DELEGATED:

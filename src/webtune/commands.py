@@ -34,6 +34,8 @@ def cmd_run(args: list[str], only: set[str] | None = None) -> int:
     args, config_dir = split_config_dir(args)
     use_config_dir(config_dir)
 
+    failed_points = []
+
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def task(cfg):
         run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -45,7 +47,12 @@ def cmd_run(args: list[str], only: set[str] | None = None) -> int:
             if wants_traceback():
                 raise
             console.print(f"[red]error:[/red] {one_line(exc)} (traceback in {run_dir / 'run.log'})")
-            raise SystemExit(2 if isinstance(exc, WebtuneError) else 1)
+            if HydraConfig.get().mode.name != "MULTIRUN":
+                raise SystemExit(2 if isinstance(exc, WebtuneError) else 1)
+            from .report.sweep import record_failure   # a sweep goes on; its summary marks the point failed
+            record_failure(cfg, run_dir, exc)
+            failed_points.append(run_dir)
+            return None
 
     if "-m" in args or "--multirun" in args:
         args = args + [sweep_dirname_override(args)]
@@ -55,7 +62,7 @@ def cmd_run(args: list[str], only: set[str] | None = None) -> int:
         task()
     finally:
         sys.argv = saved
-    return 0
+    return 1 if failed_points else 0
 
 
 def cmd_prepare(args: list[str]) -> int:

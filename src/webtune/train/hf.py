@@ -126,10 +126,10 @@ def training_arguments(cfg, run_dir: Path, per_device: int, total_steps: int, dt
         bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16,
         **checkpointing_arguments(t.gradient_checkpointing),
         remove_unused_columns=False, dataloader_num_workers=0, use_cpu=not on_gpu,
+        include_num_input_tokens_seen="all",   # the tokens trained, for the report (budget.trained)
         ddp_find_unused_parameters=False if world_size() > 1 else None,
         disable_tqdm=rank() != 0,
     )
-        include_num_input_tokens_seen="all",   # the tokens trained, for the report (budget.trained)
 
 
 @dataclass
@@ -142,10 +142,10 @@ class Plan:
     world: int            # processes
     total_steps: int
     memory: dict | None   # the memory estimate, where one can be made
+    coverage: dict        # what the steps cover of the prepared data (budget.coverage)
 
 
 def plan(cfg, run_dir: Path) -> Plan:
-    coverage: dict        # what the steps cover of the prepared data (budget.coverage)
     from .packed_data import PackedRows
     m, t = cfg.model, cfg.model.train
     world, seq_len = world_size(), cfg.mix.max_seq_len
