@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from webtune.console import console
-from webtune.deploy import llamacpp, registry as reg
+from webtune.deploy import llamacpp, registry as reg, system_prompt
 from webtune.deploy.generate import GenerationSettings, LocalModel, generate, load_model
 from webtune.deploy.modelfile import modelfile
 from webtune.errors import WebtuneError
@@ -249,8 +249,9 @@ def _pre_tokenizer_from_json(folder: Path) -> Optional[str]:
     return None
 
 
-def convert(folder: Path, out_file: Path, quant: str) -> None:
-    """HF folder -> GGUF with llama.cpp's converter (f16 / q8_0), chat template embedded."""
+def convert(folder: Path, out_file: Path, quant: str, name: Optional[str] = None) -> None:
+    """HF folder -> GGUF with llama.cpp's converter (f16 / q8_0), chat template embedded, and
+    `general.name` = `name` (else the converter names it after the folder: `.merged` gave '.Merged')."""
     gguf, ModelBase, ModelType, get_model_architecture, get_model_class = _converter()
     import torch
 
@@ -277,7 +278,7 @@ def convert(folder: Path, out_file: Path, quant: str) -> None:
                 return name
 
     with torch.inference_mode():
-        Converter(folder, getattr(gguf.LlamaFileType, CONVERTER_QUANTS[quant]), out_file).write()
+        Converter(folder, getattr(gguf.LlamaFileType, CONVERTER_QUANTS[quant]), out_file, model_name=name).write()
 
 
 def quantize(f16_file: Path, out_file: Path, quant: str) -> None:
@@ -297,7 +298,7 @@ def gguf_metadata(path: Path) -> dict[str, Any]:
 
     reader = gguf.GGUFReader(path)
     out = {}
-    for key in ("general.architecture", "tokenizer.chat_template", "tokenizer.ggml.pre"):
+    for key in ("general.architecture", "general.name", "tokenizer.chat_template", "tokenizer.ggml.pre"):
         field = reader.fields.get(key)
         out[key] = bytes(field.parts[field.data[0]]).decode() if field is not None else None
     return out
@@ -424,6 +425,7 @@ def _build(source: Source, fmt: str, quant: Optional[str], ollama: bool, tmp: Pa
     merged = tmp if fmt == "merged" else tmp / ".merged"
     with console.status(f"merging into {merged}"):
         save_merged(lm, merged)
+        system_prompt.record(tmp, system_prompt.trained_system_prompts(source.model_dir))
     record = {"format": fmt, "quant": quant, "source": source.label, "model_dir": str(source.model_dir),
               "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if fmt == "merged":
@@ -433,9 +435,9 @@ def _build(source: Source, fmt: str, quant: Optional[str], ollama: bool, tmp: Pa
         gguf_file = tmp / f"{source.stem}-{quant}.gguf"
         with console.status(f"converting to GGUF {quant} with llama.cpp's converter"):
             if quant in CONVERTER_QUANTS:
-                convert(merged, gguf_file, quant)
+                convert(merged, gguf_file, quant, source.stem)
             else:
-                convert(merged, tmp / "f16.gguf", "f16")
+                convert(merged, tmp / "f16.gguf", "f16", source.stem)
                 quantize(tmp / "f16.gguf", gguf_file, quant)
                 (tmp / "f16.gguf").unlink()
         with console.status("reading the GGUF back with transformers' GGUF loader and comparing"):
@@ -444,7 +446,8 @@ def _build(source: Source, fmt: str, quant: Optional[str], ollama: bool, tmp: Pa
         (tmp / "chat_template.jinja").write_text(lm.tokenizer.chat_template)  # for --chat-template-file
         record["file"] = gguf_file.name
         if ollama:
-            text = modelfile(lm.tokenizer, lm.eos_ids, gguf_file.name, gguf_adds_bos(gguf_file), lm.path)
+            text = modelfile(lm.tokenizer, lm.eos_ids, gguf_file.name, gguf_adds_bos(gguf_file), lm.path,
+                             lm.default_system)
             (tmp / "Modelfile").write_text(text)
     record["seconds"] = round(time.time() - started, 1)
     return record

@@ -103,21 +103,28 @@ def jinja_renderer(tokenizer: Any, add_bos: bool) -> Callable[[list[dict]], str]
     return render
 
 
-def modelfile(tokenizer: Any, eos_ids: list[int], gguf_name: str, add_bos: bool, where: Path) -> str:
-    """The Modelfile text; a WebtuneError naming `where` if no known layout renders like the template."""
+def modelfile(tokenizer: Any, eos_ids: list[int], gguf_name: str, add_bos: bool, where: Path,
+              trained_system: Optional[str] = None) -> str:
+    """The Modelfile text; a WebtuneError naming `where` if no known layout renders like the template.
+    `trained_system` (the prompt the run trained with, see system_prompt.py) replaces the template's
+    own default system message, in the TEMPLATE's fallback and the SYSTEM line."""
     jinja = jinja_renderer(tokenizer, add_bos)
     for layout in LAYOUTS:
         system = default_system(jinja, layout)
         if system is None:
             continue
-        template = layout.go_template(system)
-        if '"""' in template or "{{" in system:
+        served = system if trained_system is None else trained_system
+        try:
+            template = layout.go_template(served)
+        except ValueError:  # a layout without a system fallback: Ollama sends SYSTEM itself
+            template = layout.go_template(system)
+        if '"""' in template or "{{" in served or '"""' in served:
             continue  # cannot be quoted in a Modelfile / would be read as template code
         stops = list(dict.fromkeys(layout.stops + [tokenizer.decode([i]) for i in eos_ids]))
         lines = [f"# written by webtune export from the run's chat template (layout {layout.name})",
                  f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""']
-        if system:  # the same message the TEMPLATE falls back to; Ollama also sends it when none is given
-            lines.append(f'SYSTEM """{system}"""')
+        if served:  # the same message the TEMPLATE falls back to; Ollama also sends it when none is given
+            lines.append(f'SYSTEM """{served}"""')
         lines += [f'PARAMETER stop "{s}"' for s in stops]
         return "\n".join(lines) + "\n"
     raise WebtuneError(f"{where}: --ollama: the chat template is not one of the layouts an Ollama TEMPLATE is "
