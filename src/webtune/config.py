@@ -405,6 +405,70 @@ class TeacherConfig:
     judge: TeacherJudgeConfig = field(default_factory=TeacherJudgeConfig)
 
 
+# ---------------------------------------------------------------- teacher
+@dataclass
+class TeacherJudgeConfig:
+    enabled: bool = False           # score each question: answered by the section? self-contained?
+    threshold: float = 0.5          # both scores (0..1) must reach this, else teacher:judge_rejected
+    model: Optional[str] = None     # default: the teacher's model, on the same endpoint
+
+
+@dataclass
+class TeacherConfig:
+    """An OpenAI-compatible chat endpoint that writes prompts (`user: {teacher: ...}` in a template)."""
+
+    base_url: Optional[str] = "http://127.0.0.1:8000/v1"   # null: OpenAI
+    model: str = "default"
+    api_key_env: str = "OPENAI_API_KEY"   # a loopback endpoint needs no key
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: Optional[int] = 0
+    max_tokens: int = 400           # per reply (also the cost estimate's ceiling)
+    response_format: ResponseFormat = ResponseFormat.auto  # auto: json_schema, dropped if the server refuses it
+    max_concurrency: int = 4        # requests in flight
+    timeout: float = 120.0
+    max_retries: int = 8            # the openai SDK's own retries of 429/5xx (Retry-After, else backoff)
+    price_input_per_1m: Optional[float] = None    # USD per 1M input tokens, for the plan
+    price_output_per_1m: Optional[float] = None   # USD per 1M output tokens
+    max_requests: Optional[int] = None   # refuse (before any request) a plan with more requests
+    max_cost: Optional[float] = None     # refuse a plan above this estimate (USD); also stops a run that reaches it
+    on_cap: OnCap = OnCap.refuse     # refuse|partial: ask what fits, the rest rejected as teacher:cap_reached
+    dedupe_threshold: float = 0.8    # near-duplicate questions (word-set Jaccard, across sections); 0: exact only
+    judge: TeacherJudgeConfig = field(default_factory=TeacherJudgeConfig)
+
+
+# ---------------------------------------------------------------- teacher
+@dataclass
+class TeacherJudgeConfig:
+    enabled: bool = False           # score each question: answered by the section? self-contained?
+    threshold: float = 0.5          # both scores (0..1) must reach this, else teacher:judge_rejected
+    model: Optional[str] = None     # default: the teacher's model, on the same endpoint
+
+
+@dataclass
+class TeacherConfig:
+    """An OpenAI-compatible chat endpoint that writes prompts (`user: {teacher: ...}` in a template)."""
+
+    base_url: Optional[str] = "http://127.0.0.1:8000/v1"   # null: OpenAI
+    model: str = "default"
+    api_key_env: str = "OPENAI_API_KEY"   # a loopback endpoint needs no key
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: Optional[int] = 0
+    max_tokens: int = 400           # per reply (also the cost estimate's ceiling)
+    response_format: ResponseFormat = ResponseFormat.auto  # auto: json_schema, dropped if the server refuses it
+    max_concurrency: int = 4        # requests in flight
+    timeout: float = 120.0
+    max_retries: int = 8            # the openai SDK's own retries of 429/5xx (Retry-After, else backoff)
+    price_input_per_1m: Optional[float] = None    # USD per 1M input tokens, for the plan
+    price_output_per_1m: Optional[float] = None   # USD per 1M output tokens
+    max_requests: Optional[int] = None   # refuse (before any request) a plan with more requests
+    max_cost: Optional[float] = None     # refuse a plan above this estimate (USD); also stops a run that reaches it
+    on_cap: OnCap = OnCap.refuse     # refuse|partial: ask what fits, the rest rejected as teacher:cap_reached
+    dedupe_threshold: float = 0.8    # near-duplicate questions (word-set Jaccard, across sections); 0: exact only
+    judge: TeacherJudgeConfig = field(default_factory=TeacherJudgeConfig)
+
+
 # ---------------------------------------------------------------- registry
 @dataclass
 class RegistryConfig:

@@ -26,6 +26,14 @@ def sections_of(run_dir: Path) -> dict[str, list[dict]]:
     return out
 
 
+def render_report(cfg, run_dir: Path, stats: dict) -> str:
+    from webtune.fileio import write_json
+    from webtune.report import stage
+    write_json(run_dir / "stats" / "prepare.json", stats)
+    stage.run(cfg, run_dir)
+    return (run_dir / "report.html").read_text()
+
+
 def test_every_section_gets_its_n_questions_once_and_the_page_stays_the_answer(tmp_path, pages, fake):
     cfg = config(tmp_path, pages, fake.base_url)
     stats = prepare(cfg, tmp_path / "run1")
@@ -44,6 +52,8 @@ def test_every_section_gets_its_n_questions_once_and_the_page_stays_the_answer(t
     assert all(b["response_format"]["json_schema"]["schema"]["properties"]["questions"]["maxItems"] == 3
                for b in fake.bodies)
     assert stats["teacher"]["requests"] == {"sent": 16, "cached": 0}
+    report = render_report(cfg, tmp_path / "run1", stats)           # a sample of questions per page, counts, cost
+    assert "grounded by construction" in report and exs[0]["messages"][1]["content"] in report
 
     # a rerun, a sweep point, reproduce: all cached, and the same bytes for any number of workers
     again = prepare(config(tmp_path, pages, fake.base_url, "prepare.workers=2"), tmp_path / "run2")
