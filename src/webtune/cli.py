@@ -19,7 +19,8 @@ HYDRA_COMMANDS = {
     "run": ("run every stage into a new run directory", []),
     "prepare": ("run the data stages only (source, prepare, mix, ledger); `run` continues from them", []),
     "validate": ("compose the config and check everything that can be checked without running", []),
-    "preview": ("render a few examples (n=5) with token counts and the loss mask", ["--allow-trigger", "--allow-teacher"]),
+    "preview": ("render a few examples (n=5, sampled with seed=0, or ids=A,B) with token counts and the loss mask",
+                ["--allow-trigger", "--allow-teacher"]),
 }
 HYDRA_EPILOG = ("Everything else is passed to Hydra: overrides (key=value, group=option), -m for a sweep, "
                 "--config-dir DIR, hydra.* keys.")
@@ -72,6 +73,8 @@ def add_run_commands(command) -> None:
     p = command("compare", "write a comparison report of runs")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", default="compare.html")
+    p = command("list", "what ships: sources, templates and models (name and what it is), and your conf/'s")
+    p.add_argument("what", nargs="?", choices=["sources", "templates", "models"])
     p = command("ledger", "what happened to each input record, and to each section of a page")
     p.add_argument("run_dir")
     p.add_argument("--reason", help="records and page sections whose reason contains this (e.g. too_long)")
@@ -193,6 +196,7 @@ DELEGATED = {
     "chat": ("webtune.deploy.cli", "chat_command"),
     "export": ("webtune.deploy.export", "export_command"),
     "fetch-base": ("webtune.base_model", "fetch_base_command"),
+    "list": ("webtune.catalog", "list_command"),
     "sweep-summary": ("webtune.report.sweep", "sweep_summary_command"),
 }
 

@@ -130,16 +130,47 @@ def config_error_line(exc: Exception, config_dir: Path | None = None) -> str:
                 f"{choice.group(2)} (pick one of those)")
     if "ConfigKeyError" in text or "not in struct" in text or "not in '" in text:
         what = f"unknown key {keyname or first}"
-        fix = "check its spelling against the schema in src/webtune/config.py"
+        fix = keys_near(keyname) if keyname else "see `webtune validate --help`"
     elif value or "ValidationError" in text:
         what = f"wrong type for {keyname or first}" + (f": {value.group(1)}" if value else "")
         fix = "give a value of the key's type"
     elif "Could not find" in text:
         what = first.split(": ", 1)[-1]
-        fix = "list the available files with `ls conf/<group>/`"
+        missing = re.search(r"Could not find '([\w-]+)/", text)
+        fix = options_of(missing.group(1), config_dir) if missing else "`webtune list` shows what ships"
     else:
         what, fix = first, "see `webtune --help`"
     return f"config error in {place}: {what} ({fix})"
+
+
+def keys_near(full_key: str) -> str:
+    """The keys that do exist where an unknown one was given, the closest first."""
+    import dataclasses
+    import difflib
+    import typing
+
+    from .config import WebtuneConfig
+    node, parts = WebtuneConfig, full_key.split(".")
+    for part in parts[:-1]:   # down the schema's dataclasses (a group's node is MISSING in the schema itself)
+        field_type = typing.get_type_hints(node).get(part) if dataclasses.is_dataclass(node) else None
+        field_type = next((a for a in typing.get_args(field_type) if dataclasses.is_dataclass(a)), field_type)
+        if not dataclasses.is_dataclass(field_type):
+            return "`webtune validate` checks a config; the README lists the keys"
+        node = field_type
+    keys = [f.name for f in dataclasses.fields(node)]
+    close = difflib.get_close_matches(parts[-1], keys, n=1)
+    known = f"the keys there: {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}"
+    return (f"did you mean {'.'.join(parts[:-1] + close)}? " if close else "") + known
+
+
+def options_of(group: str, config_dir: Path | None) -> str:
+    """The options a config group has (shipped and the user's), to pick from."""
+    names = sorted({p.stem for root in (user_config_dir(config_dir), CONF_DIR) if root
+                    for p in (root / group).glob("*.yaml")})
+    listed = {"source": "sources", "template": "templates", "model": "models"}.get(group)
+    more = f"; `webtune list {listed}` says what each is" if listed else ""
+    return (f"{group} is one of {', '.join(names)}{more}; your own goes in conf/{group}/NAME.yaml" if names
+            else f"no {group} options found; your own goes in conf/{group}/NAME.yaml")
 
 
 def _config_file(name: str, config_dir: Path | None) -> str | None:
