@@ -70,6 +70,12 @@ def add_run_commands(command) -> None:
     p.add_argument("overrides", nargs="*", help="e.g. eval.judge.enabled=true")
     p.add_argument("--answers", metavar="FILE.jsonl", help="score answers produced elsewhere, one "
                    '{"id": PROMPT_ID, "answer": TEXT} a line (ids from RUN/eval/generations.jsonl)')
+    p = command("refresh", "re-acquire a promoted model's sources, train a candidate, promote it only if better")
+    p.add_argument("name", help="a registered model with a promoted version")
+    p.add_argument("overrides", nargs="*", help="config overrides on top of the promoted version's config")
+    p.add_argument("--registry", default=REGISTRY)
+    p.add_argument("--dry-run", action="store_true", help="the diff and the plan: nothing paid, trained or promoted")
+    p.add_argument("--from-base", action="store_true", help="train from the base model, not the promoted adapter")
     p = command("compare", "write a comparison report of runs")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", default="compare.html")
@@ -198,6 +204,7 @@ DELEGATED = {
     "fetch-base": ("webtune.base_model", "fetch_base_command"),
     "list": ("webtune.catalog", "list_command"),
     "sweep-summary": ("webtune.report.sweep", "sweep_summary_command"),
+    "refresh": ("webtune.refresh.command", "cmd_refresh"),
 }
 
 
@@ -214,7 +221,11 @@ def dispatch(argv: list[str]) -> int:
     if argv and argv[0] in HYDRA_COMMANDS and not {"-h", "--help"} & set(argv[1:]):
         flags, overrides = split_hydra_args(argv[0], argv[1:])
         return getattr(commands, f"cmd_{argv[0]}")(overrides, **flags) or 0
-    ns = parser.parse_args(argv)
+    ns, extra = parser.parse_known_args(argv)
+    if extra and ns.command == "refresh" and not any(e.startswith("-") for e in extra):
+        ns.overrides += extra   # overrides typed after a flag (`refresh shop --dry-run key=value`)
+    elif extra:
+        parser.parse_args(argv)   # the usual one-line usage error
     if ns.command == "sources":
         target = ("webtune.sources.brightdata_market", "datasets_command") if ns.action == "datasets" \
             else ("webtune.sources.cache", "command")

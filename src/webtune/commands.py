@@ -148,6 +148,9 @@ def cmd_resume(ns) -> int:
     cfg = load_run_config(run_dir)
     attach_run_log(run_dir)
     log(f"resuming {run_dir}")
+    if cfg.refresh.model:   # a refresh: its exit code says whether it promoted
+        from .refresh.command import continue_refresh
+        return continue_refresh(cfg, run_dir)
     execute(cfg, run_dir, fresh=False)
     return 0
 

@@ -44,7 +44,8 @@ def identity(cfg) -> dict:
         found = mod.cache_identity(sec)
     else:
         found = OmegaConf.to_container(sec, resolve=True) if OmegaConf.is_config(sec) else dict(sec)
-    return {"kind": cfg.kind, **found}
+    fresh = cfg.get("acquisition")   # `webtune refresh`: a new acquisition, once per refresh
+    return {"kind": cfg.kind, **found, **({"acquisition": fresh} if fresh else {})}
 
 
 def as_requested(cfg, reads: set[str] | None):

@@ -76,6 +76,9 @@ def load_model(model_cfg, for_training: bool = True):
             model = prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=model_cfg.train.gradient_checkpointing,
                 gradient_checkpointing_kwargs={"use_reentrant": False})
+        if model_cfg.get("init_adapter"):   # warm start (a refresh): checked to fit, every tensor loaded
+            from .warm_start import load
+            return load(model, model_cfg)
         try:
             model = get_peft_model(model, lora_config(model_cfg))
         except ValueError as exc:  # no target module matched
@@ -246,6 +249,9 @@ def save(trainer, tok, model_cfg, out: Path) -> None:
         return
     tok.save_pretrained(out)
     stop_at_end_of_turn(out, tok)
+    if model_cfg.method in ("lora", "qlora"):
+        from .warm_start import write_base_file
+        write_base_file(out, model_cfg)   # what a later warm start checks the base against
     if model_cfg.method in ("lora", "qlora") and model_cfg.merge_adapter:
         merge_adapter(out, model_cfg, tok)
 

@@ -1,0 +1,88 @@
+"""`webtune refresh NAME`: the diff by key, the warm start, the decision and its exit code, on the toy
+model, with snapshots that bench/gen/gen_refresh.py derives from the embedded default's records."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES, REPO, webtune
+
+GEN = REPO / "bench/gen/gen_refresh.py"
+PRODUCTS = REPO / "src/webtune/examples/products.json"
+# A LoRA on the toy model; v1 is trained briefly so that a refresh that trains longer is better.
+MODEL = [f"model.name_or_path={FIXTURES / 'tiny_model'}", "model.name=tiny-fixture", "model.method=lora",
+         "model.lora.r=8", "model.train.learning_rate=5e-3", "model.train.batch_tokens=1024",
+         "mix.max_seq_len=512", "mix.general.enabled=false", "mix.test_fraction=0.2", "eval.generation_examples=2",
+         "eval.samples=2", "eval.max_new_tokens=8", "prepare.workers=1"]
+
+
+def clean_products(n: int) -> list[dict]:
+    records = json.loads(PRODUCTS.read_text())
+    return [r for r in records if isinstance(r, dict) and r.get("asin") and isinstance(r.get("description"), str)][:n]
+
+
+def source(path: Path) -> list[str]:
+    return ["source.name=shop", f"source.files.paths=[{path}]", "source.key_field=asin",
+            "source.churn_fields=[final_price,reviews_count]"]
+
+
+def next_snapshot(old: Path, out: Path, *extra: str) -> dict[str, str]:
+    labels = out.with_suffix(".labels.jsonl")
+    subprocess.run([sys.executable, str(GEN), "--old", str(old), "--pool", str(PRODUCTS), "--out", str(out),
+                    "--labels", str(labels), *extra], check=True, capture_output=True)
+    return {r["key"]: r["status"] for r in map(json.loads, labels.read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def promoted(tmp_path_factory):
+    """shop@v1: a run on 120 products, registered and promoted."""
+    work = tmp_path_factory.mktemp("refresh")
+    snap1 = work / "snap1.jsonl"
+    snap1.write_text("".join(json.dumps(r) + "\n" for r in clean_products(120)))
+    r = webtune("run", "source=files", *source(snap1), *MODEL, "model.train.max_steps=2", cwd=work)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_dir = next(p for p in (work / "runs").iterdir() if p.name.endswith("shop_product_description"))
+    for args in (("register", "shop", str(run_dir)), ("promote", "shop", "1", "--force")):
+        r = webtune("models", *args, cwd=work)
+        assert r.returncode == 0, r.stdout + r.stderr
+    return work, snap1, run_dir
+
+
+def refresh(work: Path, *args: str) -> subprocess.CompletedProcess:
+    return webtune("refresh", "shop", *args, cwd=work)
+
+
+def current(work: Path) -> int:
+    return json.loads((work / "runs/registry/shop/current.json").read_text())["version"]
+
+
+def test_dry_run_diff_counts_by_key_and_churn_is_same(promoted):
+    work, snap1, _ = promoted
+    snap2 = work / "snap2.jsonl"
+    labels = next_snapshot(snap1, snap2, "--new", "0.2", "--changed", "0.1", "--gone", "0.05", "--churn", "0.1")
+    want = {s: sum(1 for v in labels.values() if v == s) for s in ("new", "changed", "same", "gone")}
+    assert want == {"new": 24, "changed": 12, "same": 102, "gone": 6}
+    r = refresh(work, "--dry-run", *source(snap2))
+    assert r.returncode == 3, r.stdout + r.stderr
+    out = " ".join((r.stdout + r.stderr).split())
+    assert "24 new, 12 changed, 102 same, 6 gone (key: asin)" in out
+    assert "nothing was paid, trained or promoted" in out
+    # without churn_fields, the 12 churn-only records are changes too
+    r = refresh(work, "--dry-run", *source(snap2), "source.churn_fields=[]")
+    assert "24 new, 24 changed, 90 same, 6 gone" in " ".join((r.stdout + r.stderr).split())
+    assert current(work) == 1 and not (work / "runs/registry/shop/v2").exists()
+
+
+def test_an_adapter_that_does_not_fit_is_refused_before_training(promoted):
+    work, snap1, _ = promoted
+    for override, says in (("model.lora.r=4", "the adapter has r=8, the config asks for 4"),
+                           (f"model.name_or_path={FIXTURES}", "trained on another base model")):
+        r = refresh(work, *source(snap1), override)
+        assert r.returncode == 2, r.stdout + r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and says in lines[0], r.stderr
+    assert not list((work / "runs").glob("*_refresh"))   # nothing was started
