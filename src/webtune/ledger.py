@@ -94,6 +94,9 @@ def fold(run_dir: Path, stages: Iterable[str], read: dict[str, dict] | None = No
         for ev in lines.values():
             fh.write(orjson.dumps(ev) + b"\n")
     counts = summarize_iter(lines.values())
+    sections = summarize_sections(lines.values())
+    if sections["sources"]:   # what a page's sections lost: its own line is kept while any section is
+        counts["sections"] = sections
     if read:
         counts["files"] = reconcile(lines, read)
     return counts

@@ -243,3 +243,36 @@ def test_ledger_summary_counts_rejected_sections(tmp_path, capsys):
     assert main(["ledger", str(run)]) == 0
     out = capsys.readouterr()
     assert "rejected sections by reason" in out.out + out.err and "too_long" in out.out + out.err
+
+
+def test_prepare_and_the_report_say_how_pages_were_cut(tmp_path):
+    """prepare counts the pages cut at their headings and by size; the report shows them with the
+    sections the ledger dropped (a page's own line is kept while any section is)."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from webtune import ledger, sources
+    from webtune.hydra_setup import compose
+    from webtune.prepare.pipeline import PrepareInput, run
+    from webtune.report import stage
+
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "fixtures/pages/sqlite_deterministic.html", site)
+    (site / "flat.html").write_bytes(page("".join(f"<p>{paragraph(i)}</p>" for i in range(8))))
+    cfg = compose(["source=docs_pages", f"source.files.paths=[{site}/*.html]", "template=docs_qa",
+                   "mix.general.enabled=false", "prepare.workers=1", "source.pages.max_chars=600"])
+    run_dir = tmp_path / "run"
+    stats = run(cfg, run_dir, [PrepareInput("domain", cfg.source, cfg.template, sorted(site.glob("*.html")),
+                                            sources.iter_records)])
+    got = stats["sources"]["docs"]
+    assert (got["pages_by_headings"], got["pages_by_size"]) == (1, 1) and got["page_sections"] > 4
+    folded = ledger.fold(run_dir, ["prepare"])
+    assert folded["sections"]["sources"]["docs"]["pages"] == 2
+    (run_dir / "stats").mkdir()
+    (run_dir / "stats/prepare.json").write_text(json.dumps(stats))
+    (run_dir / "stats/ledger.json").write_text(json.dumps(folded))
+    html_text = stage.render(cfg, run_dir, stage.collect(run_dir))
+    assert "Pages and their sections" in html_text and "cut by size only (no headings found)" in html_text
+    assert f"{got['page_sections']} sections of 2 pages" in html_text

@@ -132,6 +132,9 @@ def _source_counts(inputs: list[PrepareInput], done: Outcome) -> dict[str, dict]
         for name, c in st["counts"].items():
             sources[name]["in"] += c["in"]
             sources[name]["rejected"] += c["rejected"]
+            for key in ("pages_by_headings", "pages_by_size", "page_sections"):   # pages cut into sections
+                if key in c:
+                    sources[name][key] = sources[name].get(key, 0) + c[key]
     for final in done.finals:
         for name, n in final["kept"].items():
             sources[name]["kept"] += n

@@ -147,6 +147,16 @@ class Step:
         return self.reject(doc, first.reason, "; ".join(e.detail for e in doc.failures), step)
 
 
+def pages_cut(item, counts: dict) -> None:
+    """A page's first section counts its page as cut at its headings or by size (sources/pages.py),
+    so the report can say how many pages were cut by size because no heading was found."""
+    fields = getattr(item, "fields", None)
+    if fields and fields.get("section") == 1 and fields.get("sectioned_by"):
+        key = f"pages_by_{fields['sectioned_by']}"
+        counts[key] = counts.get(key, 0) + 1
+        counts["page_sections"] = counts.get("page_sections", 0) + (fields.get("sections") or 1)
+
+
 class Parse(Step):
     """The source's items for this shard of each input, as Docs; counts what came in."""
 
@@ -162,6 +172,7 @@ class Parse(Step):
             lap("other")
             for item in plan.read(plan.source, plan.paths, self.shard.number, self.shard.count):
                 self.tick(plan)
+                pages_cut(item, plan.counts)
                 doc = self.doc(item, plan)
                 lap("parse")
                 if doc is not None:

@@ -172,6 +172,7 @@ def render(cfg, run_dir: Path, metrics: dict) -> str:
     judge = ev.get("judge")
     return render_html(
         "report.html.j2", name=cfg.name, run_dir=str(run_dir), teacher=(metrics["prepare"] or {}).get("teacher"),
+        prepare_sources=(metrics["prepare"] or {}).get("sources") or {},
         ev=ev or None, headline=headline(ev, cfg.eval.max_general_regression), ledger=metrics["ledger"], reasons=reasons,
         totals=totals, mix=mix, train=train, timings=metrics["timings"], overrides=read_overrides(run_dir),
         config_text=config_text, model=cfg.model.name_or_path, model_kind=cfg.model.kind, method=cfg.model.method,
