@@ -13,7 +13,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.sse import format_sse_event
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, field_validator, model_serializer
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator,
+                      model_serializer)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from webtune.deploy.generate import GenerationSettings
@@ -54,11 +55,12 @@ class APIError(Exception):
         return format_sse_event(data_str=json.dumps(self.body()))
 
 
-def check_model(asked: str, served: str) -> None:
-    """The 404 OpenAI sends for a model it does not serve."""
-    if asked != served:
-        raise APIError(404, f"The model `{asked}` does not exist; this server serves `{served}`",
-                       param="model", code="model_not_found")
+def check_model(asked: str, served: str | list[str]) -> None:
+    """The 404 OpenAI sends for a model it does not serve (`served`: its id, or every id it serves)."""
+    ids = [served] if isinstance(served, str) else served
+    if asked not in ids:
+        raise APIError(404, f"The model `{asked}` does not exist; this server serves "
+                            f"{', '.join(f'`{i}`' for i in ids)}", param="model", code="model_not_found")
 
 
 # ---------------------------------------------------------------- request shapes
@@ -83,6 +85,25 @@ Int = Annotated[int, Strict()]
 Number = Annotated[float, Strict()]
 INT64 = (-2 ** 63, 2 ** 63 - 1)
 MAX_MESSAGES = 2048  # a long conversation fits; more is a 400 before the chat template runs
+
+
+def at_most(limit: int, what: str) -> BeforeValidator:
+    """A list longer than `limit` refused before its items are validated (pydantic checks
+    max_length after validating every item: 0.4 s of event loop for 4 MiB of tiny messages)."""
+    def check(value: Any) -> Any:
+        if isinstance(value, list) and len(value) > limit:
+            raise ValueError(f"at most {limit} {what}, not {len(value)}")
+        return value
+    return BeforeValidator(check)
+
+
+# The prompt's union stops at a branch's first bad item: without fail_fast, 4 MiB of token ids were
+# first validated as strings, every item an error (1.8 s instead of 0.24 s).
+def _fast(t: Any) -> Any:
+    return Annotated[t, Field(fail_fast=True)]
+
+
+Prompt = Union[str, _fast(list[str]), _fast(list[Int]), _fast(list[_fast(list[Int])])]
 
 
 class TextPart(_Strict):
@@ -147,7 +168,7 @@ class SamplingRequest(_Strict):
 
 
 class ChatRequest(SamplingRequest):
-    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    messages: Annotated[list[ChatMessage], at_most(MAX_MESSAGES, "messages")] = Field(min_length=1)
     max_tokens: Optional[Int] = Field(None, ge=1)
     max_completion_tokens: Optional[Int] = Field(None, ge=1)
     logprobs: Annotated[Optional[bool], refused("chat logprobs are not supported; use /v1/completions "
@@ -159,7 +180,7 @@ class ChatRequest(SamplingRequest):
 
 
 class CompletionRequest(SamplingRequest):
-    prompt: Union[str, list[str], list[Int], list[list[Int]]]
+    prompt: Prompt
     max_tokens: Optional[Int] = Field(None, ge=0)  # None: the server's default (--max-tokens)
     echo: bool = False
     logprobs: Optional[Int] = Field(None, ge=0, le=5)
