@@ -187,6 +187,8 @@ def _prepared(text: str):
         if _is_permalink(a):
             a.drop_tree()  # keeps the text after it
     _drop_chrome(tree)
+    for el in tree.xpath("//section[@id] | //*[contains(concat(' ', normalize-space(@class), ' '), ' section ')][@id]"):
+        del el.attrib["id"]   # a section's anchor ("menus", "sharing") is no boilerplate sign to the extractor
     _hold_headings(tree, held)
     _keep_content_lists(tree)
     for pre in list(tree.iter("pre")):
@@ -197,9 +199,15 @@ def _prepared(text: str):
     return tree, held
 
 
+_LAST_MODIFIED = re.compile(r"(?i)^\s*(this page (was )?last (modified|updated)|last updated on)\b")
+
+
 def _drop_chrome(tree) -> None:
-    """Remove navigation, sidebars, menus and footers; never an element holding the main content."""
-    for el in tree.xpath(_CHROME):
+    """Remove navigation, sidebars, menus and footers (a last-modified line too: SQLite's is a plain
+    paragraph); never an element holding the main content."""
+    stamps = [el for el in tree.iter("p", "div") if _LAST_MODIFIED.match(el.text_content() or "")
+              and len(el.text_content()) < 300]
+    for el in tree.xpath(_CHROME) + stamps:
         parent = el.getparent()
         if parent is None or el.tag in ("html", "body") or el.xpath(_CONTENT):
             continue
