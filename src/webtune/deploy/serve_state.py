@@ -57,15 +57,19 @@ class ServeConfig:
 
 class Gate:
     """At most `limit` sequences admitted (decoding or queued), a request counting prompts x n;
-    beyond that, 429 with a Retry-After from the rate at which sequences finished lately."""
+    beyond that, 429 with a Retry-After: the time until enough sequences finish at the rate they
+    finished lately, or, when none has finished lately, how long the oldest admitted request has
+    been running (the soonest a place may free up), 1 to 60 s."""
 
     WINDOW_S = 30.0
 
     def __init__(self, limit: int):
         self.limit, self.admitted, self.requests = limit, 0, 0
         self.finished: collections.deque[tuple[float, int]] = collections.deque()  # (when, sequences)
+        self.since: collections.Counter[float] = collections.Counter()  # admission times of those admitted
 
-    def admit(self, sequences: int) -> None:
+    def admit(self, sequences: int) -> float:
+        """Admit `sequences` (else a 429); the admission time, which `leave` takes back."""
         if self.admitted + sequences > self.limit:
             raise APIError(429, f"Too many requests: {self.admitted} of this server's {self.limit} sequences are "
                                 f"decoding or queued and this request needs {sequences}; retry after the "
@@ -73,21 +77,29 @@ class Gate:
                            retry_after=self.retry_after(sequences))
         self.admitted += sequences
         self.requests += 1
+        admitted_at = time.monotonic()
+        self.since[admitted_at] += 1
+        return admitted_at
 
-    def leave(self, sequences: int, decoded: bool = True) -> None:
+    def leave(self, sequences: int, admitted_at: float, decoded: bool = True) -> None:
         self.admitted -= sequences
         self.requests -= 1
+        self.since[admitted_at] -= 1
+        if not self.since[admitted_at]:
+            del self.since[admitted_at]
         if decoded:
             self.finished.append((time.monotonic(), sequences))
 
     def retry_after(self, sequences: int) -> int:
-        """Seconds until `sequences` more would fit at the recent finishing rate (1 to 60)."""
         now = time.monotonic()
         while self.finished and self.finished[0][0] < now - self.WINDOW_S:
             self.finished.popleft()
         rate = sum(n for _, n in self.finished) / self.WINDOW_S
-        excess = self.admitted + sequences - self.limit
-        return 1 if rate <= 0 else min(60, max(1, math.ceil(excess / rate)))
+        if rate > 0:
+            wait = (self.admitted + sequences - self.limit) / rate
+        else:
+            wait = now - min(self.since, default=now)
+        return min(60, max(1, math.ceil(wait)))
 
 
 @dataclass(eq=False)
@@ -116,7 +128,7 @@ class Server:
         """Admit one request: its model named right, its sequences within the per-request cap and
         the gate, a lease on the model, its prompts tokenised and within limits. The caller ends it
         with `Call.end()`."""
-        check_model(body.model, self.name)
+        check_model(body.model, self.holder.model_ids())
         sequences = body.sequences
         if sequences > self.max_request_sequences:
             raise APIError(400, f"this request asks for {body.prompt_count} prompt(s) x n={body.n} = {sequences} "
@@ -124,16 +136,16 @@ class Server:
                                 f"request (`webtune serve --max-request-sequences`); split it into smaller "
                                 f"requests", param="n" if body.prompt_count == 1 else "prompt",
                            code="too_many_sequences")
-        self.gate.admit(sequences)
+        admitted_at = self.gate.admit(sequences)
         served = None
         try:
-            served = await self.holder.acquire()
+            served = await self.holder.acquire(body.model)
             prompts = await asyncio.get_running_loop().run_in_executor(self.tokenizer_thread, prompts_of, served.lm)
-            return Call(self, served, route, body, prompts)
+            return Call(self, served, route, body, prompts, admitted_at)
         except BaseException:
             if served is not None:
                 self.holder.release(served)
-            self.gate.leave(sequences, decoded=False)
+            self.gate.leave(sequences, admitted_at, decoded=False)
             raise
 
 
@@ -143,8 +155,9 @@ class Call:
     the Generation comes once per choice, last."""
 
     def __init__(self, server: Server, served: Served, route: str, body: SamplingRequest,
-                 prompts: list[list[int]]):
+                 prompts: list[list[int]], admitted_at: float):
         self.server, self.served, self.route, self.body, self.prompts = server, served, route, body, prompts
+        self.admitted_at = admitted_at
         self.id = uuid.uuid4().hex[:24]
         self.started = time.perf_counter()
         param = "messages" if route == "chat" else "prompt"
@@ -188,7 +201,7 @@ class Call:
     def end(self) -> None:
         """Give back the place in the gate and the lease on the model; log the request."""
         line = self.log_line()
-        self.server.gate.leave(self.body.sequences)
+        self.server.gate.leave(self.body.sequences, self.admitted_at)
         self.server.holder.release(self.served)
         log.info(line)
 
