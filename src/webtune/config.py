@@ -273,6 +273,14 @@ class PackingConfig:
 
 
 @dataclass
+class DecontamConfig:
+    enabled: bool = True
+    ngram: int = 13                 # word n-grams shared with a held-out example ...
+    min_share: float = 0.5          # ... at least this share of its n-grams removes the training example (0: any one)
+    threshold: float = 0.8          # and so does a near-duplicate (MinHash LSH at this Jaccard); 0: n-grams only
+
+
+@dataclass
 class MixConfig:
     general: GeneralConfig = field(default_factory=GeneralConfig)
     general_share: float = 0.3      # target share of general data in training tokens
@@ -282,6 +290,7 @@ class MixConfig:
     seed: int = 0
     max_seq_len: int = 512
     packing: PackingConfig = field(default_factory=PackingConfig)
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)  # mix/decontam.py: against every held-out set
 
 
 # ---------------------------------------------------------------- model
@@ -370,6 +379,7 @@ class EvalConfig:
     seed: int = 0                   # the sample and the paired bootstrap
     resamples: int = 2000           # paired bootstrap resamples per interval
     compare_to: Optional[str] = None  # a registry model NAME: its promoted version is scored too
+    benchmarks: list[str] = field(default_factory=list)  # JSONL (messages or prompt/answer): mix removes overlapping training examples
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 

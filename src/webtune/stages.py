@@ -100,6 +100,12 @@ def tokenizer_files(cfg) -> list[Path]:
     return files
 
 
+def mix_files(cfg) -> list[Path]:
+    """The tokenizer's files and the eval.benchmarks files mix decontaminates against."""
+    from .paths import locate
+    return tokenizer_files(cfg) + [locate(p) for p in cfg.eval.get("benchmarks") or []]
+
+
 def run_ledger(ctx: StageContext) -> dict:
     from . import ledger
     found = read_json(ctx.run_dir / SOURCES_JSON, {}) or {}
@@ -188,9 +194,9 @@ def build_stages() -> list[Stage]:
               context=["runs_dir"], inputs=[SOURCES_JSON],
               outputs=["data/examples.jsonl", "ledger/prepare", "data/grounding_vocab.json"],
               external=template_files, libraries=PREPARE_LIBS),
-        Stage("mix", run_mix, config=["mix"] + MIX_MODEL, context=["runs_dir"],
+        Stage("mix", run_mix, config=["mix", "eval.benchmarks", "prepare.dedupe"] + MIX_MODEL, context=["runs_dir"],
               inputs=["data/examples.jsonl"], outputs=SPLITS + ["data/mix.json", "data/packed", "ledger/mix"],
-              external=tokenizer_files, libraries=MODEL_LIBS, revisions=hub_revisions),
+              external=mix_files, libraries=MODEL_LIBS, revisions=hub_revisions),
         Stage("ledger", run_ledger, config=[], inputs=[SOURCES_JSON, "ledger/prepare", "ledger/mix"],
               outputs=["ledger.jsonl"]),
         Stage("train", run_train, config=["model", "mix.max_seq_len", "eval.max_examples"], context=["runs_dir"],

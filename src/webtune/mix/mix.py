@@ -16,6 +16,7 @@ from ..errors import WebtuneError
 from ..paths import locate
 from ..fileio import atomic_path, iter_jsonl as read_jsonl
 from ..ledger import LedgerWriter
+from .decontam import decontaminate, read_benchmark
 from .split import assign, require_domain_test
 
 SPLIT_FILES = {"train": "data/train.jsonl", "val": "data/val.jsonl", "test": "data/test.jsonl"}
@@ -42,6 +43,8 @@ def run(cfg, run_dir: Path, console=None) -> dict:
 
     counter = TokenCounter(cfg)
     ledger = LedgerWriter(run_dir, "mix")
+    splits["train"], decontam = decontaminate(splits["train"], held_out_sets(cfg, splits["test"], general_test),
+                                              m.decontam, cfg.prepare.dedupe, ledger)
     train = encode_split(splits["train"], counter, m, ledger)
     val = encode_split(splits["val"], counter, m, ledger)
     train, mix_stats = balance(train, m, ledger)
@@ -66,11 +69,20 @@ def run(cfg, run_dir: Path, console=None) -> dict:
         packing = {split: pack_split(items, m, run_dir / "data/packed" / f"{split}.npz")
                    for split, items in (("train", train), ("val", val))}
     stats = {"examples": {k: len(v) for k, v in splits.items()}, "mix": mix_stats, "packing": packing,
-             "token_count": counter.method}
+             "token_count": counter.method, "decontam": decontam}
     (run_dir / "data/mix.json").write_bytes(orjson.dumps(
         {**stats, "splits": {"train": [ex["id"] for ex in train], "val": [ex["id"] for ex in val],
                              "test": [ex["id"] for ex in splits["test"]]}}, option=orjson.OPT_INDENT_2))
     return stats
+
+
+def held_out_sets(cfg, test: list[dict], general_test: list[dict]) -> dict[str, list[dict]]:
+    """What evaluate scores: the domain test set, the general test set, each eval.benchmarks file."""
+    sets = {"test": [ex for ex in test if ex["side"] == "domain"],
+            "general_test": general_test or [ex for ex in test if ex["side"] == "general"]}
+    for path in cfg.eval.get("benchmarks") or []:
+        sets[Path(path).name] = read_benchmark(path)
+    return sets
 
 
 class TokenCounter:
