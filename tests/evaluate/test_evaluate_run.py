@@ -36,7 +36,10 @@ def test_metrics_hold_both_models_on_both_test_sets(tiny_run):
     assert ev["domain_gain"] == pytest.approx(ev["base"]["domain"]["loss"] - ev["tuned"]["domain"]["loss"], abs=1e-3)
     assert ev["general_change"] == pytest.approx(ev["tuned"]["general"]["loss"] - ev["base"]["general"]["loss"], abs=1e-3)
     assert ev["domain_gain"] > 0, "a few training steps on the domain should lower its test loss"
-    assert ev["passed"] == (not ev["flags"]) and ev["status"] == ("passed" if ev["passed"] else "failed")
+    assert ev["passed"] == (ev["status"] == "passed") and ev["status"] in ("passed", "failed", "inconclusive")
+    assert bool(ev["flags"]) == (ev["status"] == "failed")
+    low, high = ev["domain_gain_ci"]                             # the gate decides on the paired interval
+    assert low <= ev["domain_gain"] <= high and ev["evidence"]["tuned_vs_base"]["domain_loss"]["n"] == 42
     # one tokenizer, chat template and end-of-turn token for both models: the one training used
     formats = [ev[label]["format"] for label in ("base", "tuned")]
     saved = ChatTokenizer(AutoTokenizer.from_pretrained(tiny_run / "model"))
