@@ -54,3 +54,14 @@ def test_config_errors_name_what_a_pip_user_can_act_on():
         validate_overrides(["model.train.learning_rat=1e-4"])
     assert "did you mean model.train.learning_rate?" in str(got.value)
     assert "src/" not in str(got.value)
+
+
+def test_library_deprecation_warnings_are_quiet_ours_are_not():
+    import subprocess
+    import sys
+    code = ("import warnings; from webtune.cli import quiet_library_deprecations; quiet_library_deprecations(); "
+            "warnings.warn_explicit('old rope_scaling', FutureWarning, 'configuration_utils.py', 1, "
+            "module='transformers.configuration_utils'); "
+            "warnings.warn_explicit('ours', FutureWarning, 'hf.py', 1, module='webtune.train.hf')")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stderr
+    assert "rope_scaling" not in err and "ours" in err

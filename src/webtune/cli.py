@@ -236,11 +236,21 @@ def dispatch(argv: list[str]) -> int:
     return getattr(importlib.import_module(target[0]), target[1])(ns) or 0
 
 
+def quiet_library_deprecations() -> None:
+    """A FutureWarning that transformers raises about its own internals (a deprecated API it still
+    calls itself, on every model load) tells a webtune user nothing they can act on: hidden unless
+    --verbose. One our code triggers is attributed to our module, and still shown."""
+    import warnings
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|accelerate)(\.|$)")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--verbose" in argv:
         os.environ["WEBTUNE_VERBOSE"] = "1"
         argv = [a for a in argv if a != "--verbose"]
+    else:
+        quiet_library_deprecations()
     if not argv:
         build_parser().print_help()
         return 0
