@@ -30,8 +30,7 @@ def write_domain(root, outside):
     (root / "data/faq.jsonl").write_text("".join(json.dumps({"question": f"q{i}?", "answer": ""}) + "\n"
                                                  for i in range(3)))
     (root / "conf/source/faq.yaml").write_text("kind: files\nname: faq\nfiles:\n  paths: [data]\n")
-    rel = os.path.relpath(outside / "secret.j2", root / "tpl")
-    tasks = {"escapes": [("user", f"../{rel}"), ("assistant", str(outside / "secret.j2")),
+    tasks = {"escapes": [("user", os.path.relpath(outside / "secret.j2", root)), ("assistant", str(outside / "secret.j2")),
                          ("input_schema", str(outside / "schema.json"))],
              "home": [("user", "~/.bashrc")],
              "selfinc": [("user", "tpl/self.j2")],

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import orjson
 
@@ -27,8 +27,9 @@ class TooDeep:
 
 
 _TOO_DEEP = TooDeep()
-_OPEN = {"start_map": dict, "start_array": list}
-_CLOSE = ("end_map", "end_array")
+_OPEN = ("start_map", "start_array")
+_CLOSE = frozenset(("end_map", "end_array"))
+_SCALAR = frozenset(("string", "number", "boolean", "null"))
 
 
 class JsonValues:
@@ -44,72 +45,82 @@ class JsonValues:
         import ijson
 
         events = iter(ijson.basic_parse(self.fh, use_float=True))
-        nxt = events.__next__
-        event, value = nxt()
+        event, value = next(events)
         if self.key == "":
-            yield _value(event, value, nxt)
+            yield _value(event, value, events)
         elif self.key is None:
             if event == "start_array":
-                yield from _array(nxt)
+                yield from _array(events)
         elif event == "start_map":
-            while (member := nxt())[0] != "end_map":
-                event, value = nxt()
-                if member[1] == self.key and event == "start_array" and not self.found_key:
+            for event, member in events:
+                if event == "end_map":
+                    break
+                event, value = next(events)   # the member's value
+                if member == self.key and event == "start_array" and not self.found_key:
                     self.found_key = True
-                    yield from _array(nxt)
-                else:
-                    _skip(1 if event in _OPEN else 0, nxt)
+                    yield from _array(events)
+                elif event in _OPEN:
+                    _skip(1, events)
         for _ in events:
             pass
 
 
-def _array(nxt: Callable) -> Iterator[object]:
-    while (ev := nxt())[0] != "end_array":
-        yield _value(ev[0], ev[1], nxt)
+def _array(events: Iterator) -> Iterator[object]:
+    for event, value in events:
+        if event == "end_array":
+            return
+        yield _value(event, value, events)
 
 
-def _value(event: str, value, nxt: Callable):
+def _value(event: str, value, events: Iterator):
     """One value from its first event: containers built with an explicit stack (no recursion, linear
-    in depth); past MAX_DEPTH the rest of the value is consumed by counting and a TooDeep returned."""
-    make = _OPEN.get(event)
-    if make is None:
+    in depth); past MAX_DEPTH the rest of the value is consumed by counting and a TooDeep returned.
+    The hot loop of the JSON reader: flat, the commonest events first."""
+    if event == "start_map":
+        root = cur = {}
+        is_dict = True
+    elif event == "start_array":
+        root = cur = []
+        is_dict = False
+    else:
         return value
-    root = cur = make()
     stack: list = []
     key = None
-    while True:
-        event, value = nxt()
+    for event, value in events:
         if event == "map_key":
             key = value
-        elif event in _OPEN:
-            new = _OPEN[event]()
-            if type(cur) is dict:
-                cur[key] = new
+        elif event in _SCALAR:
+            if is_dict:
+                cur[key] = value
             else:
-                cur.append(new)
-            stack.append((cur, key))
-            cur = new
-            if len(stack) >= MAX_DEPTH:
-                _skip(len(stack) + 1, nxt)   # every container still open, the root included
-                return _TOO_DEEP
+                cur.append(value)
         elif event in _CLOSE:
             if not stack:
                 return root
-            cur, key = stack.pop()
-        elif type(cur) is dict:
-            cur[key] = value
+            cur, key, is_dict = stack.pop()
         else:
-            cur.append(value)
+            new = {} if event == "start_map" else []
+            if is_dict:
+                cur[key] = new
+            else:
+                cur.append(new)
+            stack.append((cur, key, is_dict))
+            if len(stack) >= MAX_DEPTH:
+                _skip(len(stack) + 1, events)   # every container still open, the root included
+                return _TOO_DEEP
+            cur, is_dict = new, event == "start_map"
+    return root   # not reached: ijson raises on a document that ends inside a value
 
 
-def _skip(depth: int, nxt: Callable) -> None:
+def _skip(depth: int, events: Iterator) -> None:
     """Consume events until `depth` open containers have closed, keeping only the count."""
-    while depth:
-        event = nxt()[0]
-        if event in _OPEN:
-            depth += 1
-        elif event in _CLOSE:
+    for event, _ in events:
+        if event in _CLOSE:
             depth -= 1
+            if not depth:
+                return
+        elif event in _OPEN:
+            depth += 1
 
 
 def too_deep(obj) -> bool:
