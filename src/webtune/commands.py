@@ -171,7 +171,6 @@ def existing_run_dir(path: str) -> Path:
 # ------------------------------------------------------------------ ledger
 def cmd_ledger(a) -> int:
     from .ledger import read_ledger, section_fates, summarize_iter, summarize_sections
-    from rich.table import Table
     run_dir = existing_run_dir(a.run_dir)
     lines = list(read_ledger(run_dir))
     if a.reason or a.source or a.id or a.page or a.section:
@@ -185,34 +184,31 @@ def cmd_ledger(a) -> int:
         if not shown:
             print("no record or section matches", file=sys.stderr)
         return 0
-    counts = summarize_iter(lines)
-    t = Table(title=f"ledger of {run_dir}")
-    for col in ("source", "in", "kept", "rejected"):
-        t.add_column(col)
-    for name, c in counts["sources"].items():
-        t.add_row(name, str(c["in"]), str(c["kept"]), str(c["rejected"]))
-    console.print(t)
-    r = Table(title="rejections by reason")
-    for col in ("source", "stage", "reason", "count"):
-        r.add_column(col)
-    for row in counts["reasons"]:
-        r.add_row(row["source"], row["stage"], row["reason"], str(row["count"]))
-    console.print(r)
-    sections = summarize_sections(lines)
+    counts, sections = summarize_iter(lines), summarize_sections(lines)
+    _print_table(f"ledger of {run_dir}", ["source", "in", "kept", "rejected"],
+                 [[name, c["in"], c["kept"], c["rejected"]] for name, c in counts["sources"].items()])
+    _print_reasons("rejections by reason", counts["reasons"])
     if sections["sources"]:  # a page is kept if any of its sections is: what its sections lost is shown here
-        s = Table(title="page sections (a page is kept if any section is; `--reason R` lists them)")
-        for col in ("source", "pages", "sections", "kept", "rejected"):
-            s.add_column(col)
-        for name, c in sections["sources"].items():
-            s.add_row(name, str(c["pages"]), str(c["sections"]), str(c["kept"]), str(c["rejected"]))
-        console.print(s)
-        r = Table(title="rejected sections by reason")
-        for col in ("source", "stage", "reason", "count"):
-            r.add_column(col)
-        for row in sections["reasons"]:
-            r.add_row(row["source"], row["stage"], row["reason"], str(row["count"]))
-        console.print(r)
+        _print_table("page sections (a page is kept if any section is; `--reason R` lists them)",
+                     ["source", "pages", "sections", "kept", "rejected"],
+                     [[name, c["pages"], c["sections"], c["kept"], c["rejected"]] for name, c in sections["sources"].items()])
+        _print_reasons("rejected sections by reason", sections["reasons"])
     return 0
+
+
+def _print_table(title: str, columns: list[str], rows: list[list]) -> None:
+    from rich.table import Table
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*map(str, row))
+    console.print(t)
+
+
+def _print_reasons(title: str, reasons: list[dict]) -> None:
+    _print_table(title, ["source", "stage", "reason", "count"],
+                 [[r["source"], r["stage"], r["reason"], r["count"]] for r in reasons])
 
 
 def _ledger_matches(lines: list[dict], a, section_fates):
