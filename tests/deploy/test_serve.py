@@ -131,7 +131,7 @@ def long_stream(client, max_tokens: int, started: threading.Event) -> list:
 
 # ---------------------------------------------------------------- tests
 def test_models_and_health(client, base_url, schema):
-    assert [m.id for m in client.models.list()] == ["shop"]
+    assert [m.id for m in client.models.list()] == ["shop", "shop@v1", "shop@v2"]  # each version by its own id
     body = httpx.get(base_url + "/v1/models").json()
     schema("ListModelsResponse", body)
     assert client.models.retrieve("shop").owned_by == "webtune"

@@ -42,6 +42,14 @@ class ModelSource:
         reg.resolve(registry, str(target))  # a one-line error now if the name or version is unknown
         return source
 
+    def versions(self) -> list[int]:
+        """The registered versions servable as `NAME@vN` besides NAME (a name followed in the registry)."""
+        if self.registry is None or self.version is not None:
+            return []
+        mdir = self.registry / self.name
+        return sorted(int(p.name[1:]) for p in mdir.glob("v*") if p.name[1:].isdigit()
+                      and (p / "model").is_dir() and not (p / "openai_model.json").exists())
+
     def current(self) -> tuple[str, Path]:
         """(label, model directory) of what should be served now."""
         if self.directory is not None:
@@ -87,6 +95,7 @@ class ModelHolder:
         self.resident: "weakref.WeakSet[Any]" = weakref.WeakSet()  # loaded torch models still alive
         self.peak_resident = 0
         self.retiring: set[asyncio.Task] = set()  # old versions finishing their requests
+        self.pinned: dict[str, Served] = {}  # NAME@vN asked for by id, loaded on first use, kept
 
     def load(self, label: str, model_dir: Path) -> Served:
         lm = self.load_lm(model_dir)
@@ -97,7 +106,14 @@ class ModelHolder:
         log.info("serving %s %s from %s", self.source.name, label, model_dir)
         return served
 
-    async def acquire(self) -> Served:
+    def model_ids(self) -> list[str]:
+        """What a request's `model` may name: NAME (the promoted version) and every NAME@vN."""
+        return [self.source.name] + [f"{self.source.name}@v{v}" for v in self.source.versions()]
+
+    async def acquire(self, model: Optional[str] = None) -> Served:
+        """A lease on NAME's current version, or on the version `model` (NAME@vN) pins."""
+        if model is not None and model != self.source.name:
+            return await self.acquire_pinned(model)
         label, model_dir = self.source.current()
         if self.served is None or self.served.label != label:
             async with self.lock:  # one swap at a time; requests arriving meanwhile wait here
@@ -106,6 +122,19 @@ class ModelHolder:
         self.served.users += 1
         self.served.idle.clear()
         return self.served
+
+    async def acquire_pinned(self, model: str) -> Served:
+        label = model.rpartition("@")[2]
+        if label not in self.pinned:
+            async with self.lock:
+                if label not in self.pinned:
+                    model_dir = self.source.registry / self.source.name / label / "model"
+                    self.pinned[label] = await asyncio.get_running_loop().run_in_executor(
+                        self.loader, self.load, label, model_dir)
+        served = self.pinned[label]
+        served.users += 1
+        served.idle.clear()
+        return served
 
     def release(self, served: Served) -> None:
         served.users -= 1
@@ -130,8 +159,9 @@ class ModelHolder:
             task.add_done_callback(self.retiring.discard)
 
     def close(self) -> None:
-        if self.served is not None:
-            self.served.engine.close()
+        for served in [self.served, *self.pinned.values()]:
+            if served is not None:
+                served.engine.close()
 
 
 async def retire(old: Served) -> None:

@@ -42,13 +42,13 @@ async def health(server: ServerDep) -> dict:
 
 @router.get("/v1/models", response_model=None)
 async def list_models(server: ServerDep) -> ModelList:
-    return ModelList(data=[model_card(server)])
+    return ModelList(data=[model_card(server, model_id) for model_id in server.holder.model_ids()])
 
 
 @router.get("/v1/models/{model_id}", response_model=None)
 async def retrieve_model(model_id: str, server: ServerDep) -> ModelCard:
-    check_model(model_id, server.name)
-    return model_card(server)
+    check_model(model_id, server.holder.model_ids())
+    return model_card(server, model_id)
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -69,9 +69,11 @@ async def completions(body: CompletionRequest, server: ServerDep) -> Completion 
     return await respond(call, completion)
 
 
-def model_card(server: Server) -> ModelCard:
-    _, model_dir = server.holder.source.current()
-    return ModelCard(id=server.name, created=int(model_dir.stat().st_mtime))
+def model_card(server: Server, model_id: str) -> ModelCard:
+    source = server.holder.source
+    model_dir = source.current()[1] if model_id == server.name else \
+        source.registry / source.name / model_id.rpartition("@")[2] / "model"
+    return ModelCard(id=model_id, created=int(model_dir.stat().st_mtime))
 
 
 # ---------------------------------------------------------------- answering whole, or as events

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -83,7 +84,7 @@ class VllmServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.served_name = "base"
-        self.adapters: set[str] = set()
+        self.adapters: Counter[str] = Counter()  # loaded adapter -> engines using it
         self.users = 0
         self.proc: Optional[subprocess.Popen] = None
         self.max_model_len = settings.max_model_len
@@ -155,7 +156,8 @@ class VllmServer:
         """Load a LoRA adapter under `name` (vLLM's runtime LoRA update; no restart)."""
         import httpx
 
-        if name in self.adapters:
+        if self.adapters[name]:
+            self.adapters[name] += 1
             return
         rank = json.loads((Path(path) / "adapter_config.json").read_text()).get("r", 0)
         if rank > self.settings.max_lora_rank:
@@ -167,14 +169,16 @@ class VllmServer:
                        timeout=600)
         if r.status_code != 200:
             raise WebtuneError(f"{path}: vLLM refused the LoRA adapter ({r.status_code}): {r.text[:300]}")
-        self.adapters.add(name)
+        self.adapters[name] += 1
 
     def unload_adapter(self, name: str) -> None:
         import httpx
 
-        if name in self.adapters and self.running:
-            httpx.post(f"{self.url}/v1/unload_lora_adapter", json={"lora_name": name}, timeout=60)
-        self.adapters.discard(name)
+        self.adapters[name] -= 1
+        if self.adapters[name] <= 0:
+            del self.adapters[name]
+            if self.running:
+                httpx.post(f"{self.url}/v1/unload_lora_adapter", json={"lora_name": name}, timeout=60)
 
     @property
     def running(self) -> bool:
