@@ -90,7 +90,7 @@ def test_gemma3_270m_fetch_train_evaluate_export(tmp_path):
                 "eval.generation_examples=2", "eval.samples=2", "eval.max_new_tokens=8", "eval.max_examples=4",
                 "eval.batch_size=4", "prepare.workers=1", timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "training covers ~512 of the" in r.stderr           # the plan says what 2 steps of 1 row cover
+    assert "training covers ~" in r.stderr and "of an epoch: 2 packed rows of" in r.stderr   # said before training
     run = next(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
     metrics = json.loads((run / "metrics.json").read_text())
     base = json.loads((run / "manifest.json").read_text())["base_model"]
