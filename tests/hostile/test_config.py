@@ -30,6 +30,8 @@ def write_domain(root, outside):
     (root / "data/faq.jsonl").write_text("".join(json.dumps({"question": f"q{i}?", "answer": ""}) + "\n"
                                                  for i in range(3)))
     (root / "conf/source/faq.yaml").write_text("kind: files\nname: faq\nfiles:\n  paths: [data]\n")
+    (root / "data/dump.bin").write_bytes(b"\0" * 16)
+    os.symlink(".", root / "data/loop")                                   # data/loop -> data
     tasks = {"escapes": [("user", os.path.relpath(outside / "secret.j2", root)), ("assistant", str(outside / "secret.j2")),
                          ("input_schema", str(outside / "schema.json"))],
              "home": [("user", "~/.bashrc")],
@@ -55,14 +57,16 @@ def errors(r) -> list[str]:
 
 
 def test_template_files_outside_the_domain_folder_are_refused_naming_the_key(domain):
-    r = webtune("validate", "source=faq", "template=escapes", cwd=domain)
+    # and a glob through a symlink loop that matches nothing readable: prompt, one line naming it
+    r = webtune("validate", "source=faq", "template=escapes", "source.files.paths=[data/**/*.bin]", cwd=domain)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     lines = errors(r)
+    assert "error: source 'faq': source.files.paths: 'data/**/*.bin' matches no files webtune reads" in lines, lines
     for key in ("template.tasks[0].user", "template.tasks[0].assistant", "template.tasks[0].input_schema"):
         assert any(line.startswith(f"error: {key}: ") and "outside the domain's folder" in line for line in lines), r.stderr
     r = webtune("prepare", "source=faq", "template=home", "runs_dir=runs", cwd=domain)
     assert r.returncode == 2 and not (domain / "runs").exists()      # refused before any stage
-    [line] = r.stderr.strip().splitlines()
+    [line] = errors(r)
     assert line.startswith("error: template.tasks[0].user: '~/.bashrc' lies outside the domain's folder"), line
 
 
