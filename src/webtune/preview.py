@@ -53,6 +53,8 @@ def preview(args: list[str], allow_trigger: bool = False, allow_teacher: bool = 
     records = sources.iter_records(sources.reading_config(src, snap.root), paths)
     tally = Tally()
     chosen = picked(records, opts["ids"], tally) if opts["ids"] else sampled(records, opts["n"], opts["seed"], tally)
+    from .grounding.preview import PreviewGrounding
+    grounding = PreviewGrounding(cfg, tasks, tally.records)   # its vocabulary: the records read
     shown = 0
     for item in chosen:
         fields = dict(item.fields)
@@ -72,9 +74,33 @@ def preview(args: list[str], allow_trigger: bool = False, allow_teacher: bool = 
                 shown += 1
                 continue
             show(item.id, task.name, messages, chat, repairs, sectioning(fields))
+            note = grounding.note(messages)
+            if note:
+                console.print(note)
             shown += 1
     tally.print(shown)
+    grounding_summary(grounding, tasks, cleaner, tally.records)
     return 0
+
+
+def grounding_summary(grounding, tasks, cleaner, records: list[dict]) -> None:
+    """Counts by kind of what the targets state that their prompts do not, over every record read."""
+    from .grounding.preview import lines
+    from .prepare.render import Invalid
+    if grounding.policy == "off":
+        return
+    rendered = []
+    for fields in records:
+        fields = dict(fields)
+        cleaner.clean(fields)
+        for task in tasks:
+            try:
+                task.check(fields)
+                rendered.append(task.render(fields))
+            except Invalid:
+                continue
+    for line in lines(grounding.summary(rendered), len(records)):
+        console.print(line)
 
 
 def own_args(args: list[str]) -> tuple[dict, list[str]]:
@@ -102,10 +128,13 @@ class Tally:
         self.unrendered: collections.Counter = collections.Counter()   # a task the record cannot render
         self.read = 0
         self.pages: dict[str, tuple[str, int]] = {}   # page id -> (sectioned_by, sections)
+        self.records: list[dict] = []                 # every record read (their fields)
 
     def saw(self, item) -> bool:
         """Count one item; True when it is a record to show."""
         self.read += 1
+        if not isinstance(item, Rejection):
+            self.records.append(item.fields)   # for the grounding summary
         if isinstance(item, Rejection):
             self.rejected[item.reason] += 1
             return False

@@ -159,7 +159,7 @@ def summary(stats: Counter, phrases: Counter, policy: str, top: int = 8) -> dict
     common = []
     for (kind, phrase), n in sorted(phrases.items(), key=lambda kv: (-kv[1], kv[0]))[:top]:
         noun = "a value" if kind == "value" else "an attribute value"
-        advice = (f"{n} target{'s' if n != 1 else ''} mention {noun} no prompt field holds ({phrase!r}): "
+        advice = (f"{n} target{'s mention' if n != 1 else ' mentions'} {noun} no prompt field holds ({phrase!r}): "
                   f"add the field to the prompt template, {fate}").rstrip(", ")
         common.append({"kind": kind, "phrase": phrase, "targets": n, "advice": advice})
     return {"policy": policy, **{k: int(stats.get(k, 0)) for k in
