@@ -230,7 +230,8 @@ def main() -> None:
             console.print(f"{r['scenario']}: errors {r['error_kinds']}")
     end_load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     header = (f"`python bench/serve_load.py --model {a.model} --streams {a.streams} --max-tokens {a.max_tokens}` — "
-              f"{started}, commit {commit}, {os.cpu_count()} CPU cores, {platform.machine()}; model {model_dir.name}; "
+              f"{started}, commit {commit}, {os.cpu_count()} CPU cores, {platform.machine()}; model {a.model} "
+              f"({model_dir}); "
               f"`webtune serve` with its defaults (32 sequences decoding, 64 queued, 32 per request, 4 MiB bodies). "
               f"Load average (1/5/15 min) at the start {load}, at the end {end_load} (`uptime`).")
     console.print(header)
