@@ -257,3 +257,10 @@ def test_no_section_ends_with_another_heading_or_a_footer(name):
         assert last.kind != "heading", r.id
         assert last.text.strip("*_`# ") not in all_headings, r.id
         assert not re.search(r"(?i)last (modified|updated)|©|copyright|made with", last.text), r.id
+
+
+def test_a_title_cased_heading_is_not_taken_for_a_gerund():
+    fields = {"title": "CREATE INDEX", "page_title": "CREATE INDEX", "section_title": "Descending Indexes",
+              "section_path": ["CREATE INDEX", "Descending Indexes"], "level": 2, "text": "Each column name " * 5}
+    question = rendered("docs_qa", fields)["docs_answer"][1]["content"]
+    assert question == "In “CREATE INDEX”, what does the documentation say about “Descending Indexes”?"
