@@ -68,15 +68,20 @@ class LedgerWriter:
         self.close()
 
 
-def iter_events(run_dir: Path, stages: Iterable[str]) -> Iterator[dict]:
-    """Events in pipeline order: stage by stage, each stage's part files in name order."""
+def iter_events(run_dir: Path, stages: Iterable[str], cut_ok: bool = False) -> Iterator[dict]:
+    """Events in pipeline order: stage by stage, each stage's part files in name order. `cut_ok`: a
+    stage that raised may have left its last line half written; skip it rather than fail."""
     folder = Path(run_dir) / "ledger"
     for stage in stages:
         paths = sorted((folder / stage).glob("*.jsonl")) or sorted(folder.glob(f"{stage}-*.jsonl"))
         for path in paths:
             with open(path, "rb") as fh:
                 for line in fh:
-                    yield orjson.loads(line)
+                    try:
+                        yield orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        if not (cut_ok and not line.endswith(b"\n")):
+                            raise
 
 
 _SECTION = re.compile(r"^(.*#\d+)/s(\d+)$")
@@ -102,11 +107,11 @@ def fold(run_dir: Path, stages: Iterable[str], read: dict[str, dict] | None = No
     return counts
 
 
-def final_fates(run_dir: Path, stages: Iterable[str]) -> dict[str, dict]:
+def final_fates(run_dir: Path, stages: Iterable[str], cut_ok: bool = False) -> dict[str, dict]:
     """{record id: its last kept/rejected event, with the repairs on the way}."""
     final: dict[str, dict] = {}
     repairs: dict[str, list[str]] = collections.defaultdict(list)
-    for ev in iter_events(run_dir, stages):
+    for ev in iter_events(run_dir, stages, cut_ok):
         if ev["status"] == REPAIRED:
             repairs[ev["id"]].append(ev["reason"])
         else:
@@ -232,7 +237,7 @@ def read_ledger(run_dir: Path) -> Iterator[dict]:
         raise WebtuneError(f"{path} not found: is {run_dir} a finished webtune run directory?")
     print(f"{run_dir} stopped before its ledger stage: its {', '.join(stages)} events are folded here "
           f"(not reconciled with the source counts)", file=sys.stderr)
-    yield from group_sections(final_fates(run_dir, stages)).values()
+    yield from group_sections(final_fates(run_dir, stages, cut_ok=True)).values()
 
 
 def stages_with_events(run_dir: Path) -> list[str]:

@@ -28,6 +28,11 @@ def nested(levels: int) -> bytes:
     return b'{"question": "deep?", "answer": "deep", "x": ' + b"[" * levels + b"]" * levels + b"}"
 
 
+def _with_nesting(record: dict, levels: int) -> bytes:
+    """`record` with a field `x` nesting `levels` arrays: the record is `levels + 1` deep."""
+    return json.dumps(record)[:-1].encode() + b', "x": ' + b"[" * levels + b"]" * levels + b"}"
+
+
 def jsonl(rows: list[dict]) -> bytes:
     return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
 
@@ -64,6 +69,13 @@ def write_data(data: Path) -> dict[str, str | None]:
                                             + jsonl([qa(next(n))]))
     expect.update({f"{SOURCE}:deep_lines.jsonl#1": None, f"{SOURCE}:deep_lines.jsonl#2": "too_deep",
                    f"{SOURCE}:deep_lines.jsonl#3": "too_deep", f"{SOURCE}:deep_lines.jsonl#4": None})
+    # at the cap exactly (100 levels: read, and through every step after) and one past it, in both readers
+    at_cap = (qa(next(n)), qa(next(n)))
+    (data / "deep_at_cap.json").write_bytes(b"[" + b",".join(
+        [_with_nesting(at_cap[0], 99), _with_nesting(qa(0), 100)]) + b"]")
+    (data / "deep_at_cap.jsonl").write_bytes(_with_nesting(at_cap[1], 99) + b"\n" + _with_nesting(qa(0), 100) + b"\n")
+    for name in ("deep_at_cap.json", "deep_at_cap.jsonl"):
+        expect.update({f"{SOURCE}:{name}#1": None, f"{SOURCE}:{name}#2": "too_deep"})
 
     # byte-order marks (Windows exports), with CRLF line ends
     (data / "bom_array.json").write_bytes(BOM + b"[\r\n" + b",\r\n".join(
