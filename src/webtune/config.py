@@ -131,6 +131,9 @@ class SourceConfig:
     urls: UrlsConfig = field(default_factory=UrlsConfig)
     hf: HFConfig = field(default_factory=HFConfig)
     pages: PagesConfig = field(default_factory=PagesConfig)
+    key_field: Optional[str] = None     # the record's stable key (url, asin, id): what `webtune refresh` diffs by
+    churn_fields: list[str] = field(default_factory=list)  # fields that only churn (prices, counts): not a change
+    acquisition: Optional[str] = None   # a label asking for a fresh acquisition (set by `webtune refresh`)
 
 
 # ---------------------------------------------------------------- template
@@ -337,6 +340,7 @@ class ModelConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     merge_adapter: bool = False
+    init_adapter: Optional[str] = None  # start LoRA from this adapter folder (a refresh warm-starts from the promoted one)
     # openai backend
     api_key_env: str = "OPENAI_API_KEY"
     base_url: Optional[str] = None
@@ -381,6 +385,17 @@ class EvalConfig:
     compare_to: Optional[str] = None  # a registry model NAME: its promoted version is scored too
     benchmarks: list[str] = field(default_factory=list)  # JSONL (messages or prompt/answer): mix removes overlapping training examples
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+
+
+# ---------------------------------------------------------------- refresh
+@dataclass
+class RefreshConfig:
+    """Set by `webtune refresh NAME`: this run refreshes the promoted version of a registered model."""
+    model: Optional[str] = None      # NAME@vN being refreshed (null: an ordinary run)
+    version_dir: Optional[str] = None  # its registry folder (config, frozen test set, record keys)
+    replay_share: float = 0.3        # share of unchanged training records trained on again
+    from_base: bool = False          # train from the base model instead of the promoted adapter
+    promote: bool = True             # promote the candidate when the evidence says it is better
 
 
 # ---------------------------------------------------------------- teacher
@@ -435,6 +450,7 @@ class WebtuneConfig:
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
 
 
 def register_configs() -> None:

@@ -13,6 +13,8 @@ from .fileio import hash_path, read_json, write_json
 
 SOURCES_JSON = "data/raw/sources.json"
 SPLITS = ["data/train.jsonl", "data/val.jsonl", "data/test.jsonl", "data/general_test.jsonl"]
+REFRESH_DIFF = "data/refresh/diff.jsonl"   # a refresh run's record diff (refresh/diff.py)
+OLD_TEST = "data/test_old.jsonl"           # a refresh run's frozen test set of the promoted version
 LEDGER_STAGES = ["prepare", "mix"]
 
 
@@ -33,14 +35,14 @@ def requested_sources(cfg) -> list[tuple[str, object]]:
             for side, src in source_inputs(cfg)]
 
 
-def run_source(ctx: StageContext) -> dict:
+def run_source(ctx: StageContext, allow_paid: bool = True) -> dict:
     """Link each source's cached snapshot (acquired once per content key) into data/raw/<name>/ and
     describe it in sources.json: paths relative to the run directory, content hashes, counts."""
     from . import sources
     from .sources import cache
     found = {}
     for side, src in requested_sources(ctx.cfg):
-        snap = cache.acquire_cached(src, ctx.cfg.runs_dir, allow_paid=True, console=ctx.console)
+        snap = cache.acquire_cached(src, ctx.cfg.runs_dir, allow_paid=allow_paid, console=ctx.console)
         paths, root = cache.link_into(snap, ctx.run_dir / "data" / "raw" / src.name)
         rel = [p.relative_to(ctx.run_dir).as_posix() for p in paths]
         found[side] = {"name": src.name, "kind": src.kind, "snapshot": snap.key,
@@ -62,6 +64,14 @@ def raw_inputs(cfg, run_dir: Path) -> list[tuple[str, object, list[Path]]]:
         root = Path(run_dir) / info["root"] if info.get("root") else None
         out.append((side, sources.reading_config(src, root), [Path(run_dir) / p for p in info["paths"]]))
     return out
+
+
+def run_refresh(ctx: StageContext) -> dict:
+    from .refresh import diff
+    summary = diff.run(ctx.cfg, ctx.run_dir)
+    ctx.log("  refresh against {against}: {c[new]} new, {c[changed]} changed, {c[same]} same, {c[gone]} gone"
+            .format(against=summary["against"], c=summary["counts"]))
+    return summary
 
 
 def run_prepare(ctx: StageContext) -> dict:
@@ -172,6 +182,17 @@ def run_evaluate(ctx: StageContext) -> dict:
     return stage.run(ctx.cfg, ctx.run_dir, console=ctx.console)
 
 
+def run_decide(ctx: StageContext) -> dict:
+    from .refresh import decide
+    evidence = (read_json(ctx.run_dir / "eval/metrics.json", {}) or {}).get("evidence", {})
+    return decide.run(ctx.cfg, ctx.run_dir, evidence.get("tuned_vs_promoted", {}))
+
+
+def run_promote(ctx: StageContext) -> dict:
+    from .refresh import decide
+    return decide.act(ctx.cfg, ctx.run_dir)
+
+
 def run_report(ctx: StageContext) -> dict:
     from .report import stage
     return stage.run(ctx.cfg, ctx.run_dir)
@@ -186,6 +207,10 @@ def run_register(ctx: StageContext) -> dict:
     return {"name": name, "version": version}
 
 
+def is_refresh(cfg) -> bool:
+    return bool(cfg.refresh.model)
+
+
 def build_stages() -> list[Stage]:
     return [
         Stage("source", run_source, config=["source", "template", "prepare"] + GENERAL,
@@ -194,22 +219,29 @@ def build_stages() -> list[Stage]:
               context=["runs_dir"], inputs=[SOURCES_JSON],
               outputs=["data/examples.jsonl", "ledger/prepare", "data/grounding_vocab.json"],
               external=template_files, libraries=PREPARE_LIBS),
-        Stage("mix", run_mix, config=["mix", "eval.benchmarks", "prepare.dedupe"] + MIX_MODEL, context=["runs_dir"],
-              inputs=["data/examples.jsonl"], outputs=SPLITS + ["data/mix.json", "data/packed", "ledger/mix"],
+        Stage("refresh", run_refresh, config=["source", "refresh"], whole_config=True, inputs=[SOURCES_JSON],
+              outputs=["data/refresh"], enabled=is_refresh, cacheable=False),
+        Stage("mix", run_mix, config=["mix", "refresh", "eval.benchmarks", "prepare.dedupe"] + MIX_MODEL, context=["runs_dir"],
+              inputs=["data/examples.jsonl", REFRESH_DIFF],
+              outputs=SPLITS + [OLD_TEST, "data/mix.json", "data/packed", "ledger/mix"],
               external=mix_files, libraries=MODEL_LIBS, revisions=hub_revisions),
         Stage("ledger", run_ledger, config=[], inputs=[SOURCES_JSON, "ledger/prepare", "ledger/mix"],
               outputs=["ledger.jsonl"]),
-        Stage("train", run_train, config=["model", "mix.max_seq_len", "eval.max_examples"], context=["runs_dir"],
+        Stage("train", run_train, config=["model", "mix.max_seq_len", "mix.seed", "eval.max_examples"], context=["runs_dir"],
               inputs=["data/packed", "data/train.jsonl", "data/val.jsonl"], outputs=["model"],
               external=model_files, keep=["model/openai_job.json"], scratch=["checkpoints"],
               libraries=TRAIN_LIBS, revisions=hub_revisions),
         Stage("evaluate", run_evaluate, config=["eval", "model", "template", "mix.max_seq_len", "mix.packing"],
-              context=["runs_dir", "registry.path"], inputs=["model"] + SPLITS, outputs=["eval"],
+              context=["runs_dir", "registry.path"], inputs=["model"] + SPLITS + [OLD_TEST], outputs=["eval"],
               external=evaluate_files,
               libraries=EVAL_LIBS, revisions=hub_revisions),
+        Stage("decide", run_decide, config=["refresh"], inputs=["eval", REFRESH_DIFF],
+              outputs=["decision.json"], enabled=is_refresh, cacheable=False),
         Stage("report", run_report, config=["name"], whole_config=True,
-              inputs=["stats", "eval", "ledger.jsonl", "data/mix.json"],
+              inputs=["stats", "eval", "ledger.jsonl", "data/mix.json", "decision.json"],
               outputs=["report.html", "metrics.json"], cacheable=False),
         Stage("register", run_register, config=["registry", "name"], inputs=["model", "metrics.json"],
               outputs=["registered.json"], enabled=lambda cfg: cfg.registry.auto_register, cacheable=False),
+        Stage("promote", run_promote, config=["refresh", "registry"], inputs=["model", "metrics.json", "decision.json"],
+              outputs=["promotion.json"], enabled=is_refresh, cacheable=False),
     ]

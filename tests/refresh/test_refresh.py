@@ -16,7 +16,7 @@ PRODUCTS = REPO / "src/webtune/examples/products.json"
 # A LoRA on the toy model; v1 is trained briefly so that a refresh that trains longer is better.
 MODEL = [f"model.name_or_path={FIXTURES / 'tiny_model'}", "model.name=tiny-fixture", "model.method=lora",
          "model.lora.r=8", "model.train.learning_rate=5e-3", "model.train.batch_tokens=1024",
-         "mix.max_seq_len=512", "mix.general.enabled=false", "mix.test_fraction=0.2", "eval.generation_examples=2",
+         "mix.max_seq_len=512", "mix.general.enabled=false", "mix.test_fraction=0.3", "eval.generation_examples=2",
          "eval.samples=2", "eval.max_new_tokens=8", "prepare.workers=1"]
 
 
@@ -43,7 +43,7 @@ def promoted(tmp_path_factory):
     work = tmp_path_factory.mktemp("refresh")
     snap1 = work / "snap1.jsonl"
     snap1.write_text("".join(json.dumps(r) + "\n" for r in clean_products(120)))
-    r = webtune("run", "source=files", *source(snap1), *MODEL, "model.train.max_steps=2", cwd=work)
+    r = webtune("run", "source=files", *source(snap1), *MODEL, "model.train.max_steps=12", cwd=work)
     assert r.returncode == 0, r.stdout + r.stderr
     run_dir = next(p for p in (work / "runs").iterdir() if p.name.endswith("shop_product_description"))
     for args in (("register", "shop", str(run_dir)), ("promote", "shop", "1", "--force")):
@@ -86,3 +86,46 @@ def test_an_adapter_that_does_not_fit_is_refused_before_training(promoted):
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and says in lines[0], r.stderr
     assert not list((work / "runs").glob("*_refresh"))   # nothing was started
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text())
+
+
+def test_a_better_candidate_starts_warm_and_is_promoted(promoted):
+    work, snap1, v1_run = promoted
+    snap2 = work / "snap2b.jsonl"
+    next_snapshot(snap1, snap2, "--new", "0.4", "--changed", "0.1", "--gone", "0.05", "--churn", "0.1")
+    r = refresh(work, *source(snap2), "model.train.max_steps=12")
+    assert r.returncode == 0, r.stdout + r.stderr
+    run = next((work / "runs").glob("*_refresh"))
+    decision = read_json(run / "promotion.json")
+    assert decision["promoted"] and decision["candidate"] == "shop@v2" and current(work) == 2
+    assert decision["diff"] == {"new": 48, "changed": 12, "same": 102, "gone": 6}
+    assert decision["evidence"]["domain_loss"]["significant"] == "better"
+    # warm: the candidate's first step starts from the promoted adapter's loss, not the base's
+    first = lambda d: read_json(d / "stats/train.json")["loss_curve"][0]["loss"]   # noqa: E731
+    assert first(run) < first(v1_run) - 0.3
+    # the old set is the promoted version's test set, byte for byte; unchanged records were replayed in part
+    assert (run / "data/test_old.jsonl").read_bytes() == (v1_run / "data/test.jsonl").read_bytes()
+    ledger = [json.loads(x) for x in (run / "ledger.jsonl").read_text().splitlines()]
+    reasons = {ev.get("reason") for ev in ledger}
+    assert {"refresh:not_replayed", "refresh:old_test"} <= reasons
+    history = read_json(work / "runs/registry/shop/current.json")
+    assert history["version"] == 2 and history["from"] == 1
+    logged = [json.loads(x) for x in (work / "runs/registry/shop/refreshes.jsonl").read_text().splitlines()]
+    assert logged[-1]["promoted"] and logged[-1]["diff"]["new"] == 48
+
+
+def test_a_candidate_trained_on_damaged_data_is_refused(promoted):
+    work, _, _ = promoted
+    before = current(work)
+    snap2 = work / "snap2b.jsonl"
+    snap3 = work / "snap3.jsonl"
+    next_snapshot(snap2, snap3, "--new", "0.3", "--changed", "0.2", "--damage", "--seed", "3")
+    r = refresh(work, *source(snap3), "model.train.max_steps=12", "model.train.learning_rate=3e-2")
+    assert r.returncode == 3, r.stdout + r.stderr
+    run = sorted((work / "runs").glob("*_refresh"))[-1]
+    decision = read_json(run / "promotion.json")
+    assert not decision["promoted"] and current(work) == before
+    assert any("significantly worse" in reason and "old_loss" in reason for reason in decision["reasons"]), decision

@@ -18,6 +18,7 @@ from ..fileio import atomic_path, iter_jsonl as read_jsonl
 from ..ledger import LedgerWriter
 from .decontam import decontaminate, read_benchmark
 from .split import assign, require_domain_test
+from .refresh_split import freeze_old_test, placement
 
 SPLIT_FILES = {"train": "data/train.jsonl", "val": "data/val.jsonl", "test": "data/test.jsonl"}
 
@@ -33,9 +34,13 @@ def run(cfg, run_dir: Path, console=None) -> dict:
     examples = list(read_jsonl(run_dir / "data/examples.jsonl"))
     has_general_test = m.general.enabled and len(m.general.test_files) > 0
     splits = {"train": [], "val": [], "test": []}
+    place = placement(cfg, run_dir)   # a refresh keeps the promoted version's splits
     for ex in examples:
         test_fraction = 0.0 if (ex["side"] == "general" and has_general_test) else m.test_fraction
-        splits[assign(ex["group"], m.seed, m.val_fraction, test_fraction)].append(ex)
+        split = assign(ex["group"], m.seed, m.val_fraction, test_fraction)
+        split = place.split_of(ex, split) if place else split
+        if split is not None:
+            splits[split].append(ex)
     require_domain_test(splits["test"], examples, m.test_fraction, m.seed)
     general_test = []
     for path in (m.general.test_files if m.general.enabled else []):
@@ -45,6 +50,10 @@ def run(cfg, run_dir: Path, console=None) -> dict:
     ledger = LedgerWriter(run_dir, "mix")
     splits["train"], decontam = decontaminate(splits["train"], held_out_sets(cfg, splits["test"], general_test),
                                               m.decontam, cfg.prepare.dedupe, ledger)
+    if place:
+        freeze_old_test(run_dir)
+        for ex, reason, detail in place.left_out:
+            ledger.rejected(ex["record_id"], ex["source"], reason, detail, example_ids=[ex["id"]], step="mix")
     train = encode_split(splits["train"], counter, m, ledger)
     val = encode_split(splits["val"], counter, m, ledger)
     train, mix_stats = balance(train, m, ledger)

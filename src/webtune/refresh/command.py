@@ -79,9 +79,9 @@ def continue_refresh(cfg, run_dir: Path) -> int:
 def exit_code(run_dir: Path) -> int:
     """0 when the refresh promoted its candidate, 3 when it kept the promoted version."""
     from ..fileio import read_json
-    from .decide import DECISION
-    decision = read_json(Path(run_dir) / DECISION, {}) or {}
-    return PROMOTED if decision.get("promoted") else KEPT
+    from .decide import OUTCOME
+    outcome = read_json(Path(run_dir) / OUTCOME, {}) or {}
+    return PROMOTED if outcome.get("promoted") else KEPT
 
 
 def dry_run(cfg) -> int:

@@ -7,18 +7,21 @@ Against the promoted version, on the same held-out items:
   general  the general test set: no significant regression
   grounding, generation measures: none significantly worse (unsupported values / attributes,
            chrF, ROUGE-L, checks)
-The candidate is registered as the next version either way (its evidence stays inspectable, and a
-person can still `models promote --force` it); only a decision to promote moves the serving
-pointer, atomically, with the evidence in the registry's history. Writes decision.json.
+`run` writes the decision (decision.json) before the report, which shows it; `act` then registers
+the candidate as the next version either way (its evidence stays inspectable, and a person can still
+`models promote --force` it), and only a decision to promote moves the serving pointer, atomically;
+every outcome is a line in the registry's refreshes.jsonl and promotion.json.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..console import log
+from ..errors import WebtuneError
 from ..fileio import read_json, write_json
 
-DECISION = "decision.json"
+DECISION = "decision.json"     # what the evidence says (before the report, which shows it)
+OUTCOME = "promotion.json"     # what was done: the version registered, promoted or not
 GUARDED = ("domain_loss", "general_loss", "old_loss", "chrF", "rougeL", "unsupported_values",
            "unsupported_attributes")
 
@@ -51,24 +54,36 @@ def _line(c: dict) -> str:
 
 
 def run(cfg, run_dir: Path, evidence: dict) -> dict:
-    """Decide, register the candidate, promote it if decided; the decision file says what happened."""
-    from ..deploy import registry as reg
-    name = cfg.refresh.model.split("@")[0]
+    """Decide from the evaluation (decision.json, which the report shows); `promote` acts on it."""
     counts = (read_json(run_dir / "data/refresh/diff.json", {}) or {}).get("counts", {})
     promote, reasons = decide(evidence, counts)
-    version = registered_version(cfg.registry.path, name, run_dir) or reg.register(cfg.registry.path, name, run_dir)
-    decision = {"refreshed": cfg.refresh.model, "candidate": f"{name}@v{version}", "promoted": False,
-                "decided": "promote" if promote else "keep", "reasons": reasons, "diff": counts,
+    decision = {"refreshed": cfg.refresh.model, "decided": "promote" if promote else "keep", "reasons": reasons,
+                "diff": counts,
                 "evidence": {k: {f: v.get(f) for f in ("old", "new", "diff", "low", "high", "n", "significant")}
                              for k, v in evidence.items() if isinstance(v, dict)}}
-    if promote and cfg.refresh.promote:
-        reg.promote(cfg.registry.path, name, version, force=False)
-        decision["promoted"] = True
-    reg.record_refresh(cfg.registry.path, name, {**decision, "run_dir": str(Path(run_dir).resolve())})
     write_json(run_dir / DECISION, decision)
-    verb = "promoted" if decision["promoted"] else f"kept {cfg.refresh.model}"
-    log(f"[bold]refresh[/bold]: {verb}: " + "; ".join(reasons))
     return decision
+
+
+def act(cfg, run_dir: Path) -> dict:
+    """Register the candidate as the next version, promote it if decided (the registry's gate applies
+    too), and record the outcome in the registry (refreshes.jsonl) and promotion.json."""
+    from ..deploy import registry as reg
+    decision = read_json(run_dir / DECISION)
+    name = cfg.refresh.model.split("@")[0]
+    version = registered_version(cfg.registry.path, name, run_dir) or reg.register(cfg.registry.path, name, run_dir)
+    outcome = {**decision, "candidate": f"{name}@v{version}", "promoted": False}
+    if decision["decided"] == "promote" and cfg.refresh.promote:
+        try:
+            reg.promote(cfg.registry.path, name, version, force=False)
+            outcome["promoted"] = True
+        except WebtuneError as exc:
+            outcome["reasons"] = decision["reasons"] + [f"the registry's gate refused it: {exc}"]
+    reg.record_refresh(cfg.registry.path, name, {**outcome, "run_dir": str(Path(run_dir).resolve())})
+    write_json(run_dir / OUTCOME, outcome)
+    verb = f"promoted {outcome['candidate']}" if outcome["promoted"] else f"kept {cfg.refresh.model}"
+    log(f"[bold]refresh[/bold]: {verb}: " + "; ".join(outcome["reasons"]))
+    return outcome
 
 
 def no_change(cfg, run_dir: Path) -> bool:
@@ -82,6 +97,7 @@ def no_change(cfg, run_dir: Path) -> bool:
     reg.record_refresh(cfg.registry.path, cfg.refresh.model.split("@")[0],
                        {**decision, "run_dir": str(Path(run_dir).resolve())})
     write_json(run_dir / DECISION, decision)
+    write_json(run_dir / OUTCOME, decision)
     log(f"[bold]refresh[/bold]: kept {cfg.refresh.model}: nothing new or changed ({counts.get('same', 0)} same, "
         f"{counts.get('gone', 0)} gone)")
     return True
