@@ -44,6 +44,10 @@ def write_domain(root, outside):
             f"name: {name}\ntasks:\n  - name: t\n    user: {given.get('user', 'tpl/user.j2')}\n"
             f"    assistant: {given.get('assistant', 'tpl/assistant.j2')}\n"
             + (f"    input_schema: {given['input_schema']}\n" if "input_schema" in given else ""))
+    with open(root / "conf/template/escapes.yaml", "a") as fh:   # the same through a teacher prompt and a turn
+        fh.write(f"  - name: t2\n    user: {{teacher: {outside / 'secret.j2'}, n: 2}}\n    assistant: tpl/assistant.j2\n"
+                 f"  - name: t3\n    turns:\n      - {{role: user, template: {outside / 'secret.j2'}}}\n"
+                 f"      - {{role: assistant, template: tpl/assistant.j2}}\n")
 
 
 @pytest.fixture
@@ -62,7 +66,8 @@ def test_template_files_outside_the_domain_folder_are_refused_naming_the_key(dom
     assert r.returncode == 2 and "Traceback" not in r.stderr
     lines = errors(r)
     assert "error: source 'faq': source.files.paths: 'data/**/*.bin' matches no files webtune reads" in lines, lines
-    for key in ("template.tasks[0].user", "template.tasks[0].assistant", "template.tasks[0].input_schema"):
+    for key in ("template.tasks[0].user", "template.tasks[0].assistant", "template.tasks[0].input_schema",
+                "template.tasks[1].user.teacher", "template.tasks[2].turns[0].template"):
         assert any(line.startswith(f"error: {key}: ") and "outside the domain's folder" in line for line in lines), r.stderr
     r = webtune("prepare", "source=faq", "template=home", "runs_dir=runs", cwd=domain)
     assert r.returncode == 2 and not (domain / "runs").exists()      # refused before any stage
