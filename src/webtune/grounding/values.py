@@ -2,8 +2,9 @@
 and versions, each normalised to a key so that "2-year" = "2 year", "1,000" = "1000",
 "ten" = "10" and "$49.99" = a field holding 49.99.
 
-A value is supported when the source holds the same number with the same unit, or the same
-number bare (a field `warranty_years: 3`, a price field 49.99). Numbers inside identifiers
+A value is supported when the source holds the same number with the same unit (a price also by
+the bare number, as price fields hold it: 49.99); a number without a unit by the same number
+anywhere in the source. Numbers inside identifiers
 (B0TGVZ95FX, sqlite3_open) are not values, and neither are list markers ("1. Open ...").
 """
 from __future__ import annotations
@@ -42,6 +43,7 @@ _UNITS = {
 }
 UNIT = {alias: canon for canon, aliases in _UNITS.items() for alias in aliases}
 _CURRENCY_SIGNS = "$€£¥"
+_PRICE_UNITS = {"$", "€", "£", "¥"}
 
 _NUMBER_WORDS = {
     "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
@@ -183,4 +185,8 @@ class SourceValues:
             return v.number.startswith("----") and any(u == "date" and n.endswith(v.number[4:]) for n, u in self.pairs)
         if v.unit is None or v.unit == "version":
             return v.number in self.numbers
-        return (v.number, v.unit) in self.pairs or v.number in self.bare
+        if (v.number, v.unit) in self.pairs:
+            return True
+        # a price is usually a bare number in its field (final_price: 49.99); any other unit must match:
+        # "Pieces: 4" does not say "4 days", nor "Warranty: 3" "3 pounds"
+        return v.unit in _PRICE_UNITS and v.number in self.bare
