@@ -142,6 +142,9 @@ def add_deploy_commands(command) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--base-url", help="an OpenAI-compatible endpoint, e.g. `webtune serve`'s")
     p.add_argument("--api-key-env", help="env var holding the key (default OPENAI_API_KEY)")
+    p.add_argument("--engine", choices=["transformers", "vllm", "auto"], default="transformers",
+                   help="what decodes a local model: transformers, vLLM (`make vllm`), or auto")
+    p.add_argument("--vllm-command", help="the vllm executable or its venv")
 
     p = command("export", "write a trained model as a standalone folder or a GGUF file")
     p.add_argument("target", help="a run directory or NAME[@vN]")

@@ -21,7 +21,7 @@ from webtune.deploy import registry as reg
 from webtune.deploy.generate import GenerationSettings, generate, load_model
 from webtune.deploy.serve import create_app
 from webtune.deploy.serve_state import ServeConfig
-from webtune.deploy.vllm_engine import DEFAULT_VENV, VllmSettings
+from webtune.deploy.vllm_engine import DEFAULT_VENV, VllmSettings, stream_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,6 +122,15 @@ def test_every_version_answers_under_its_own_id(served, local):
         assert r["choices"][0]["message"]["content"] == greedy(local[v], HELD_OUT[2])
         assert r["system_fingerprint"] == f"shop@v{v}"
     assert set(child(app).adapters) == {"shop@v1", "shop@v2"}  # both in the one vLLM process
+
+
+def test_chat_streams_through_the_same_child(served, local):
+    """`webtune chat --engine vllm` streams with `stream_text` from the version's engine."""
+    _, app = served
+    engine = app.state.server.holder.served.engine
+    settings = GenerationSettings(max_tokens=TOKENS, temperature=0)
+    pieces = list(stream_text(engine, local[1].chat_prompt_ids(HELD_OUT[1]), settings))
+    assert len(pieces) > 1 and "".join(pieces) == greedy(local[1], HELD_OUT[1])
 
 
 def test_promote_swaps_the_adapter_without_a_restart(served, registry, local):

@@ -40,9 +40,29 @@ class LocalChat:
         return iter(TextStream(self.lm, self.lm.chat_prompt_ids(messages), settings))
 
     def render(self, messages: list[dict]) -> str:
-        return self.lm.tokenizer.apply_chat_template(messages, tokenize=False,
+        return self.lm.tokenizer.apply_chat_template(self.lm.with_system(messages), tokenize=False,
                                                      add_generation_prompt=not messages or
                                                      messages[-1]["role"] != "assistant")
+
+
+class VllmChat(LocalChat):
+    """The same conversation, rendered by webtune, decoded by vLLM (a child process: vllm_engine)."""
+
+    def __init__(self, model_dir: Path, vllm_command: Optional[str]):
+        import atexit
+
+        from .vllm_engine import VllmPool, VllmSettings, load_front
+
+        self.lm = load_front(model_dir)
+        self.label = f"{model_dir} (vLLM)"
+        self.pool = VllmPool(VllmSettings(command=vllm_command))
+        atexit.register(self.pool.close)
+        self.engine = self.pool.engine(self.lm, "chat")
+
+    def stream(self, messages: list[dict], settings: GenerationSettings) -> Iterator[str]:
+        from .vllm_engine import stream_text
+
+        return stream_text(self.engine, self.lm.chat_prompt_ids(messages), settings)
 
 
 class OpenAIChat:
@@ -71,7 +91,7 @@ class OpenAIChat:
 
 
 def open_target(target: str, registry: str | Path = "runs/registry", base_url: Optional[str] = None,
-                api_key_env: Optional[str] = None):
+                api_key_env: Optional[str] = None, engine: str = "transformers", vllm_command: Optional[str] = None):
     """`NAME[@vN]`, a run or model directory, or `openai:MODEL_ID` -> a chat backend. An OpenAI
     model's record (from the run or the registry) supplies base_url and api_key_env unless given."""
     if target.startswith("openai:"):
@@ -81,7 +101,10 @@ def open_target(target: str, registry: str | Path = "runs/registry", base_url: O
         path = reg.resolve(registry, target)  # a registry name, or a one-line error
     model_dir = path / "model" if (path / "model").is_dir() else path
     if (model_dir / "config.json").exists() or (model_dir / "adapter_config.json").exists():
-        return LocalChat(model_dir)
+        if engine == "auto":
+            from .vllm_engine import find_vllm
+            engine = "vllm" if find_vllm(vllm_command) else "transformers"
+        return VllmChat(model_dir, vllm_command) if engine == "vllm" else LocalChat(model_dir)
     record = reg.find_openai_model(path) or reg.find_openai_model(model_dir)
     if record:
         return OpenAIChat(record["model"], base_url or record.get("base_url"),
@@ -139,13 +162,14 @@ def _set(settings: GenerationSettings, arg: str) -> str:
 def chat_repl(target: str, registry: str | Path = "runs/registry", system: Optional[str] = None,
               temperature: float = 0.7, top_p: float = 1.0, max_tokens: int = 256, seed: Optional[int] = None,
               base_url: Optional[str] = None, api_key_env: Optional[str] = None,
-              stdin: TextIO = None, stdout: TextIO = None, stderr: TextIO = None) -> None:
+              stdin: TextIO = None, stdout: TextIO = None, stderr: TextIO = None,
+              engine: str = "transformers", vllm_command: Optional[str] = None) -> None:
     """Chat with TARGET until /exit or end of input. Replies go to stdout; notes to stderr."""
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     from rich.console import Console
 
     with Console(file=stderr).status(f"loading {target}"):
-        backend = open_target(target, registry, base_url, api_key_env)
+        backend = open_target(target, registry, base_url, api_key_env, engine, vllm_command)
     settings = GenerationSettings(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
     interactive = stdin.isatty()
     history: list[dict] = []

@@ -80,7 +80,8 @@ def chat_command(ns: Namespace) -> int:
 
     chat_repl(ns.target, _get(ns, "registry", DEFAULT_REGISTRY), _get(ns, "system"),
               _get(ns, "temperature", 0.7), _get(ns, "top_p", 1.0), _get(ns, "max_tokens", 256),
-              _get(ns, "seed"), _get(ns, "base_url"), _get(ns, "api_key_env"))
+              _get(ns, "seed"), _get(ns, "base_url"), _get(ns, "api_key_env"),
+              engine=_get(ns, "engine", "transformers"), vllm_command=_get(ns, "vllm_command"))
     return 0
 
 

@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from webtune.deploy.generate import Generation, GenerationSettings, LocalModel
 from webtune.errors import WebtuneError
@@ -279,9 +279,7 @@ class VllmEngine:
                 if r.status_code != 200:
                     raise WebtuneError(f"vLLM answered {r.status_code}: {(await r.aread()).decode()[:300]}")
                 async for line in r.aiter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    for choice in json.loads(line[6:]).get("choices", []):
+                    for choice in choices(line):
                         piece = choice.get("text") or ""
                         ids += choice.get("token_ids") or []
                         if piece:
@@ -300,6 +298,28 @@ class VllmEngine:
             return
         self.closed = True
         self.pool.release(self)
+
+
+def choices(line: str) -> list[dict]:
+    """The choices of one server-sent event line of a streamed /v1/completions answer."""
+    if not line.startswith("data: ") or line == "data: [DONE]":
+        return []
+    return json.loads(line[6:]).get("choices", [])
+
+
+def stream_text(engine: VllmEngine, prompt_ids: list[int], settings: GenerationSettings) -> Iterator[str]:
+    """One completion's text pieces, synchronously (for `webtune chat --engine vllm`)."""
+    import httpx
+
+    max_new = settings.max_tokens or engine.lm.max_context - len(prompt_ids)
+    body = engine.request(prompt_ids, settings, max_new)
+    with httpx.stream("POST", f"{engine.server.url}/v1/completions", json=body, timeout=None) as r:
+        if r.status_code != 200:
+            raise WebtuneError(f"vLLM answered {r.status_code}: {r.read().decode()[:300]}")
+        for line in r.iter_lines():
+            for choice in choices(line):
+                if choice.get("text"):
+                    yield choice["text"]
 
 
 class ModelInfo:
