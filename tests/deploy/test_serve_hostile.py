@@ -199,6 +199,10 @@ def test_non_finite_numbers_are_400s(url):
                 '{"model": "shop", "prompt": "x", "top_p": Infinity}'):
         path = CHAT if "messages" in raw else COMPLETIONS
         assert httpx.post(url + path, content=raw, headers={"content-type": "application/json"}).status_code == 400
+    err = error_of(httpx.post(url + CHAT, content=b'{"model": "shop"}'), 400)  # no Content-Type: not read as JSON
+    assert "must be a JSON object" in err["message"]
+    err = error_of(httpx.post(url + CHAT, json=[1, 2]), 400)
+    assert "must be a JSON object" in err["message"]
 
 
 def test_every_int64_seed_is_served(url):

@@ -312,6 +312,8 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
         msg = f"Unrecognized request argument supplied: {loc[-1] if loc else '?'}"
     elif err.get("type") == "json_invalid":
         msg = "The request body is not valid JSON"
+    elif not param and err.get("type") in ("model_attributes_type", "dict_type"):
+        msg = "The request body must be a JSON object, sent with Content-Type: application/json"
     elif param:
         msg = f"Invalid '{param}': {msg}"
     return APIError(400, msg, param=param).response()
