@@ -188,7 +188,7 @@ def render(cfg, run_dir: Path, metrics: dict) -> str:
         judge_chart=svg.interval(judge["win_rate"], judge["ci_low"], judge["ci_high"]) if judge else "",
         evidence=evidence_tables(ev, cfg.eval), items=item_rows(read_rows(run_dir / "eval/generations.jsonl")),
         worse=newly_failing(ev, run_dir),
-        data_fixes=data_fixes(metrics), sections=REPORT_SECTIONS)
+        data_fixes=data_fixes(metrics), refresh=read_json(run_dir / "decision.json"), sections=REPORT_SECTIONS)
 
 
 def evidence_tables(ev: dict, e) -> list[dict]:
@@ -243,7 +243,8 @@ def item_rows(generations: list[dict]) -> list[dict]:
                 g = r.get(f"{label}_grounding") or {}
                 answers.append({"label": label, "html": highlight(r[label], g.get("spans")), "chrF": r.get(f"{label}_chrF"),
                                 "rougeL": r.get(f"{label}_rougeL"), "unsupported_values": g.get("unsupported_values"),
-                                "unsupported_attributes": g.get("unsupported_attributes"), "checks": r.get(f"{label}_checks") or {}})
+                                "unsupported_attributes": g.get("unsupported_attributes"),
+                                "checks": r.get(f"{label}_checks") or {}})
         rows.append({"id": r.get("id"), "prompt": r["prompt"][-1]["content"], "reference": r["reference"],
                      "answers": answers, "judge": r.get("judge")})
     return rows
