@@ -115,6 +115,8 @@ def final_fates(run_dir: Path, stages: Iterable[str], cut_ok: bool = False) -> d
         if ev["status"] == REPAIRED:
             repairs[ev["id"]].append(ev["reason"])
         else:
+            if "questions" in final.get(ev["id"], {}) and "questions" not in ev:
+                ev["questions"] = final[ev["id"]]["questions"]   # the teacher's per-question fates stay with it
             final[ev["id"]] = ev
     for rid, ev in final.items():
         if rid in repairs:
