@@ -52,7 +52,6 @@ def test_preview_samples_with_a_seed(tmp_path, capsys):
     first = shown_ids(preview_out(capsys, "n=3", "seed=1", *common))
     assert len(first) == 3 and first == shown_ids(preview_out(capsys, "n=3", "seed=1", *common))  # same seed, same records
     assert first != ["example:products.json#1", "example:products.json#2", "example:products.json#3"]  # not the head
-    assert shown_ids(preview_out(capsys, "n=3", "seed=2", *common)) != first
     assert shown_ids(preview_out(capsys, "ids=example:products.json#7,example:products.json#2", *common)) == [
         "example:products.json#2", "example:products.json#7"]
 
