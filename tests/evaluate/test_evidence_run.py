@@ -7,6 +7,9 @@ import orjson
 import pytest
 
 from tests.conftest import FIXTURES, SMALL, webtune
+from webtune.deploy import registry as registry_api
+from webtune.evaluate.comparison import compare
+from webtune.hydra_setup import load_run_config, setup
 
 pytestmark = pytest.mark.timeout(1800)   # the shared fixture is a whole run: minutes on a busy 2-core machine
 
@@ -26,9 +29,7 @@ def test_a_candidate_worse_than_the_promoted_version_says_so_and_is_not_promoted
     evaluated with eval.compare_to: its paired comparison against the promoted version fails it, lists the
     items, shows them in the report, and `models promote` refuses it without --force."""
     registry = tmp_path / "registry"
-    r = webtune("models", "register", "shop", str(tiny_run), "--registry", str(registry))
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert webtune("models", "promote", "shop", "1", "--registry", str(registry), "--force").returncode == 0
+    registry_api.promote(registry, "shop", registry_api.register(registry, "shop", tiny_run), force=True)
     candidate = tmp_path / "candidate"
     shutil.copytree(tiny_run, candidate, symlinks=True)
     shutil.rmtree(candidate / "model")
@@ -46,13 +47,17 @@ def test_a_candidate_worse_than_the_promoted_version_says_so_and_is_not_promoted
     html = (candidate / "report.html").read_text()
     assert "tuned vs promoted" in html and loss["worse_items"][0] in html and "FLAGGED" in html
     assert "beats the base" not in (candidate / "metrics.json").read_text()
+    # the same comparison as a function (`webtune refresh` calls it), on the scores evaluate cached
+    setup()
+    same = compare(candidate, registry / "shop" / "v1" / "model", cfg=load_run_config(candidate))
+    assert "domain_loss" in same["worse"] and same["worse_items"]["domain_loss"] == loss["worse_items"]
+    assert same["comparisons"]["domain_loss"]["diff"] == loss["diff"] and same["n"]["domain"] == loss["n"]
 
-    r = webtune("models", "register", "shop", str(candidate), "--registry", str(registry))
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert registry_api.register(registry, "shop", candidate) == 2
     r = webtune("models", "promote", "shop", "2", "--registry", str(registry))
     assert r.returncode != 0 and "significantly worse than the promoted" in one_line(r.stderr)
     assert json.loads((registry / "shop/current.json").read_text())["version"] == 1
-    assert webtune("models", "promote", "shop", "2", "--registry", str(registry), "--force").returncode == 0
+    assert registry_api.promote(registry, "shop", 2, force=True)["version"] == 2
 
 
 def test_answers_from_elsewhere_are_scored_by_prompt_id_and_an_unknown_id_is_one_line(tiny_run, tmp_path):
@@ -75,7 +80,7 @@ def test_answers_from_elsewhere_are_scored_by_prompt_id_and_an_unknown_id_is_one
     assert "answers from" in r.stderr
 
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"id": generated[0]["id"], "answer": "x"}) + "\n" + json.dumps({"id": "0000nothere", "answer": "y"}) + "\n")
+    bad.write_text("".join(json.dumps({"id": pid, "answer": "x"}) + "\n" for pid in (generated[0]["id"], "0000nothere")))
     r = webtune("eval", str(run), "--answers", str(bad))
     line = one_line(r.stderr)
     assert r.returncode != 0 and f"{bad} line 2" in line and "0000nothere" in line

@@ -276,7 +276,7 @@ def data_fixes(metrics: dict) -> dict:
         if str(r.get("reason", "")).startswith("contaminated:"):
             contaminated[r["reason"]] = contaminated.get(r["reason"], 0) + r["count"]
     return {"grounding": (metrics.get("prepare") or {}).get("grounding") or {}, "contaminated": contaminated,
-            "decontamination": (metrics.get("mix") or {}).get("decontamination") or {}}
+            "decontam": (metrics.get("mix") or {}).get("decontam") or {}}
 
 
 def mix_chart(mix: dict) -> str:
