@@ -42,6 +42,7 @@ class FakeTeacher(LocalServer):
         self.same_on: str | None = None
         self.off_topic: int | None = None       # the k-th question (1-based) of every section says "off topic"
         self.refuse_format = False
+        self.answers = False                     # reply {question, answer} pairs (the teacher writes answers too)
         self.hold_after: int | None = None
         self._release = threading.Event()
         self._lock = threading.Lock()
@@ -84,6 +85,9 @@ class FakeTeacher(LocalServer):
                      for k in range(n)]
         if self.off_topic:
             questions[self.off_topic - 1] = f"Is {words[0]} {nums[0]} off topic here?"
+        if self.answers:
+            return json.dumps({"questions": [{"question": q, "answer": f"It takes option {nums[0]} and returns 42."}
+                                             for q in questions]})
         return json.dumps({"questions": questions})
 
 

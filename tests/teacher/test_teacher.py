@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from webtune.errors import WebtuneError
 
@@ -170,3 +171,18 @@ def test_preview_asks_the_teacher_only_when_allowed(tmp_path, pages, fake, capsy
     assert fake.requests == 2 and shown.count("teacher q") == 6 and "How do I make option" in shown
     preview(args)                               # now cached: shown without a request
     assert fake.requests == 2 and capsys.readouterr().out.count("teacher q") == 6
+
+
+def test_answers_mode_is_labelled_not_grounded_and_its_answers_are_checked(tmp_path, pages, fake):
+    fake.answers = True
+    cfg = config(tmp_path, pages, fake.base_url)
+    OmegaConf.update(cfg, "template.tasks.0.user", {"teacher": "templates/docs_qa/question_prompt.j2", "n": 3,
+                                                    "answers": True}, merge=False)
+    stats = prepare(cfg, tmp_path / "run")
+    assert stats["teacher"]["grounded_by_construction"] is False
+    exs = examples(tmp_path / "run")
+    assert len(exs) == 48 and all(ex["teacher"] == "question_and_answer" for ex in exs)
+    assert exs[0]["messages"][2]["content"].startswith("It takes option")       # the teacher's words, not the page's
+    fates = [q for ev in teacher_events(tmp_path / "run").values() for q in ev["questions"]]
+    assert all(q["grounding"]["unsupported"] == ["42"] for q in fates)          # a number the section never says
+    assert stats["teacher"]["answers_with_unsupported"] == 48

@@ -82,6 +82,7 @@ def run(cfg, run_dir: Path, inputs, stats: dict, console=None) -> dict | None:
     curate(sections, t)          # before the judge: a duplicate is not worth judging
     if t.judge.enabled:
         asked.judge(sections)
+    check_answers(sections)
     kept_per_source, rejected_per_source = render(path, Path(run_dir), sections, stats)
     for name, n in rejected_per_source.items():
         stats["sources"][name]["kept"] -= n
@@ -244,6 +245,18 @@ def _jaccard(a: frozenset, b: frozenset) -> float:
     return len(a & b) / len(a | b)
 
 
+def check_answers(sections: list[Section]) -> None:
+    """Answers mode only: the grounding detector on each answer the teacher wrote, against the section
+    it was asked about (the page's own text): what it states that the section does not."""
+    from ..grounding import check
+    for s in sections:
+        if not s.answers or not s.questions:
+            continue
+        for fate, item in zip(s.fates, s.questions):
+            f = check(item["answer"], s.target)
+            fate["grounding"] = {"unsupported": [span.text for span in f.spans], "parent_f1": round(f.parent[2], 3)}
+
+
 def _question(item) -> str:
     return item["question"] if isinstance(item, dict) else item
 
@@ -335,6 +348,8 @@ def summary(t, sections: list[Section], plan, asked: Asker, budget: Budget, seco
     return {
         "model": t.model, "base_url": t.base_url,
         "grounded_by_construction": not answers,   # answers mode: the teacher wrote the targets
+        "answers_with_unsupported": sum(bool(f.get("grounding", {}).get("unsupported")) for f in fates
+                                        if f["status"] == "kept") if answers else None,
         "sections": len(sections), "sections_kept": len(sections) - sum(no_question.values()),
         "sections_rejected": dict(no_question),
         "questions": {"written": len(fates), "kept": len(fates) - sum(rejected_q.values()),
