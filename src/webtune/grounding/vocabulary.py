@@ -86,11 +86,18 @@ def _identifiers(text: str) -> set[str]:
     for m in _IDENT.finditer(text):
         name = m.group(1) or m.group(2)
         toks = tokens(name)
-        if m.group(1) and 1 <= len(toks) <= MAX_PHRASE:
+        if m.group(1) and 1 <= len(toks) <= MAX_PHRASE and _code_like(name):
             out.add(" ".join(toks))
         elif m.group(2) and is_identifier(name.removesuffix("()")):
             out.add(" ".join(toks))
     return out
+
+
+def _code_like(name: str) -> bool:
+    """A backticked span worth learning: a code name or a call (`sqlite3_open`, `os.path`, `f()`,
+    `PRAGMA page_size`), not a keyword or plain word in code font (`for`, `is`, `list`)."""
+    parts = name.replace("(", " ").replace(")", " ").split()
+    return "(" in name or any(is_identifier(p) for p in parts) or (len(parts) > 1 and parts[0].isupper())
 
 
 class VocabularyCounts:
