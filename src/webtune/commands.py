@@ -149,10 +149,19 @@ def cmd_resume(ns) -> int:
     attach_run_log(run_dir)
     log(f"resuming {run_dir}")
     if cfg.refresh.model:   # a refresh: its exit code says whether it promoted
-        from .refresh.command import continue_refresh
         return continue_refresh(cfg, run_dir)
     execute(cfg, run_dir, fresh=False)
     return 0
+
+
+def continue_refresh(cfg, run_dir: Path) -> int:
+    """Run or resume a `webtune refresh` (refresh/): the data stages first, nothing more when nothing
+    changed; 0 when its candidate was promoted, 3 when the promoted version was kept."""
+    from .refresh.decide import OUTCOME, no_change
+    execute(cfg, run_dir, fresh=False, only={"source", "refresh"})
+    if not no_change(cfg, run_dir):
+        execute(cfg, run_dir, fresh=False)
+    return 0 if (read_json(run_dir / OUTCOME, {}) or {}).get("promoted") else 3
 
 
 def cmd_reproduce(ns) -> int:

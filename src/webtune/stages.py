@@ -68,7 +68,7 @@ def raw_inputs(cfg, run_dir: Path) -> list[tuple[str, object, list[Path]]]:
 
 def run_refresh(ctx: StageContext) -> dict:
     from .refresh import diff
-    summary = diff.run(ctx.cfg, ctx.run_dir)
+    summary = diff.run(ctx.cfg, ctx.run_dir, raw_inputs)
     ctx.log("  refresh against {against}: {c[new]} new, {c[changed]} changed, {c[same]} same, {c[gone]} gone"
             .format(against=summary["against"], c=summary["counts"]))
     return summary

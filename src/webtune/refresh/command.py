@@ -2,7 +2,7 @@
 
 Exit codes (documented in docs/refresh.md): 0 the candidate was promoted, 3 the promoted version was
 kept (nothing changed, or the candidate was not better: the reason is printed and recorded),
-2 an error (one line), 1 a bug.
+2 an error (one line), 1 a bug. `webtune resume` continues a refresh (commands.continue_refresh).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from ..console import log
 from ..errors import PaidRequestRefused, WebtuneError
 
-PROMOTED, KEPT = 0, 3
+KEPT = 3   # what commands.continue_refresh returns when the promoted version stays
 
 
 def refresh_config(registry: str, name: str, overrides: list[str], from_base: bool):
@@ -52,7 +52,7 @@ def refresh_config(registry: str, name: str, overrides: list[str], from_base: bo
 
 
 def cmd_refresh(ns) -> int:
-    from ..commands import execute, refuse_problems
+    from ..commands import continue_refresh, refuse_problems
     from ..fileio import atomic_write_text
     from ..rundir import attach_run_log, new_run_dir
     cfg = refresh_config(ns.registry, ns.name, ns.overrides, ns.from_base)
@@ -65,30 +65,11 @@ def cmd_refresh(ns) -> int:
     return continue_refresh(cfg, run_dir)
 
 
-def continue_refresh(cfg, run_dir: Path) -> int:
-    """Run (or resume) a refresh: the data stages first, and nothing more when nothing changed."""
-    from ..commands import execute
-    from .decide import no_change
-    execute(cfg, run_dir, fresh=False, only={"source", "refresh"})
-    if no_change(cfg, run_dir):
-        return exit_code(run_dir)
-    execute(cfg, run_dir, fresh=False)
-    return exit_code(run_dir)
-
-
-def exit_code(run_dir: Path) -> int:
-    """0 when the refresh promoted its candidate, 3 when it kept the promoted version."""
-    from ..fileio import read_json
-    from .decide import OUTCOME
-    outcome = read_json(Path(run_dir) / OUTCOME, {}) or {}
-    return PROMOTED if outcome.get("promoted") else KEPT
-
-
 def dry_run(cfg) -> int:
     """The diff and the plan, with nothing paid, trained or promoted (a scratch run directory)."""
     from ..runner import StageContext
     from ..console import console
-    from ..stages import run_source
+    from ..stages import raw_inputs, run_source
     from . import diff
     with tempfile.TemporaryDirectory(prefix="refresh-dry-run-") as tmp:
         ctx = StageContext(cfg, Path(tmp), console, log)
@@ -98,7 +79,7 @@ def dry_run(cfg) -> int:
             log(f"dry run of {cfg.refresh.model}: the diff needs a new collection, which bills (the plan is "
                 f"above): nothing was requested. {exc}")
             return KEPT
-        summary = diff.run(cfg, Path(tmp))
+        summary = diff.run(cfg, Path(tmp), raw_inputs)
     c = summary["counts"]
     start = "the base model" if not cfg.model.get("init_adapter") else f"the adapter of {cfg.refresh.model}"
     log(f"dry run of {cfg.refresh.model}: {c['new']} new, {c['changed']} changed, {c['same']} same, "

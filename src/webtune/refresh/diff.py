@@ -35,13 +35,13 @@ def promoted_run(cfg) -> Path:
     return run_dir
 
 
-def index(cfg, run_dir: Path, key_field: str | None, churn: set[str]) -> dict[str, dict]:
-    """key -> {id, hash} of every domain record in run_dir's raw data (the first of a repeated key wins;
-    a repeat gets `~2`, `~3`... so no record is lost from the diff)."""
+def index(inputs, key_field: str | None, churn: set[str]) -> dict[str, dict]:
+    """key -> {id, hash} of every domain record of the raw inputs ((side, source, paths), as
+    stages.raw_inputs gives them); the first of a repeated key wins, a repeat gets `~2`, `~3`... so
+    no record is lost from the diff."""
     from .. import sources
-    from ..stages import raw_inputs
     out: dict[str, dict] = {}
-    for side, src, paths in raw_inputs(cfg, run_dir):
+    for side, src, paths in inputs:
         if side != "domain":
             continue
         for item in sources.iter_records(src, paths):
@@ -79,13 +79,14 @@ def diff(old: dict[str, dict], new: dict[str, dict], splits: dict[str, str]) -> 
     return rows
 
 
-def run(cfg, run_dir: Path) -> dict:
+def run(cfg, run_dir: Path, raw_inputs) -> dict:
+    """The diff of this run's raw data against the promoted run's; `raw_inputs(cfg, run_dir)` reads a run's."""
     from ..hydra_setup import load_run_config
     key_field, churn = cfg.source.get("key_field"), set(cfg.source.get("churn_fields") or [])
     old_dir = promoted_run(cfg)
     old_cfg = load_run_config(old_dir)
-    rows = diff(index(old_cfg, old_dir, key_field, churn), index(cfg, run_dir, key_field, churn),
-                old_splits(old_dir))
+    rows = diff(index(raw_inputs(old_cfg, old_dir), key_field, churn),
+                index(raw_inputs(cfg, run_dir), key_field, churn), old_splits(old_dir))
     path = run_dir / DIFF
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
