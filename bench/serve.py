@@ -181,7 +181,7 @@ def runtime_servers(model: str, model_dir: Path, a) -> list[tuple]:
     """(label, model id, command, env): webtune on each engine and bare vLLM, same model, same flags."""
     from webtune.deploy.vllm_engine import VllmSettings, find_vllm
 
-    py, vllm, settings = sys.executable, find_vllm(a.vllm_command), VllmSettings()
+    py, vllm, settings = sys.executable, find_vllm(a.vllm_command), VllmSettings(kv_cache_gib=0.5)
     if vllm is None:
         raise SystemExit("no vLLM: run `make vllm` (scripts/vllm_env.sh) or pass --vllm-command")
     length = min(settings.max_model_len, json.loads((model_dir / "config.json").read_text()).get(
@@ -190,7 +190,8 @@ def runtime_servers(model: str, model_dir: Path, a) -> list[tuple]:
     bare_env = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}
     return [("webtune serve (transformers)", model_dir.name, lambda p: webtune + ["--port", str(p)], {}),
             ("webtune serve --engine vllm", model_dir.name,
-             lambda p: webtune + ["--port", str(p), "--engine", "vllm", "--vllm-command", vllm], {}),
+             lambda p: webtune + ["--port", str(p), "--engine", "vllm", "--vllm-command", vllm,
+                                  "--vllm-kv-cache-gib", str(settings.kv_cache_gib)], {}),
             ("vllm serve (bare)", str(model_dir),
              lambda p: [vllm, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(p), "--dtype", "float32",
                         "--enforce-eager", "--max-model-len", str(length), "--kv-cache-memory-bytes",

