@@ -31,7 +31,7 @@ SHORT_SEGMENT = 6        # a segment with at most this many words holds values; 
 BUCKETS = 1 << 20        # hashed prose-mention counters (collisions only make a phrase look more generic)
 _SEGMENTS = re.compile(r"[,;:|()\[\]{}\n]+|\s[-–—/]\s")
 _URL = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*://|www\.)\S*\s*$", re.IGNORECASE)
-_IDENT = re.compile(r"`([^`\n]{2,60})`|\b([A-Za-z_][A-Za-z0-9]*(?:[_.][A-Za-z0-9]+)+(?:\(\))?|[a-z]+[A-Z][A-Za-z0-9]*)\b")
+_IDENT = re.compile(r"`([^`\n]{1,60})`|\b([A-Za-z_][A-Za-z0-9]*(?:[_.][A-Za-z0-9]+)+(?:\(\))?|[a-z]+[A-Z][A-Za-z0-9]*)\b")
 _SENTENCE_END = re.compile(r"[.!?]\s+[A-Z0-9]")
 _SKIP_FIELDS = frozenset({"url", "urls", "image", "images", "input", "timestamp", "id", "asin", "sku"})
 
@@ -39,6 +39,8 @@ _SKIP_FIELDS = frozenset({"url", "urls", "image", "images", "input", "timestamp"
 def is_identifier(word: str) -> bool:
     """A code name by its shape: snake_case, dotted.name (each part 2+ chars), camelCase."""
     if "_" in word.strip("_") and any(c.isalpha() for c in word):
+        return True
+    if word.startswith("__") and word.endswith("__") and len(word) > 4:   # __init__
         return True
     if "." in word:
         parts = word.split(".")
@@ -86,7 +88,9 @@ def _identifiers(text: str) -> set[str]:
     for m in _IDENT.finditer(text):
         name = m.group(1) or m.group(2)
         toks = tokens(name)
-        if m.group(1) and 1 <= len(toks) <= MAX_PHRASE and _code_like(name):
+        if not toks or all(t in STOP_WORDS or t.isdigit() or len(t) < 2 for t in toks):
+            continue   # `or`, `0 0`: a keyword or number in code font
+        if m.group(1) and 1 <= len(toks) <= MAX_PHRASE and name == name.strip() and _code_like(name):
             out.add(" ".join(toks))
         elif m.group(2) and is_identifier(name.removesuffix("()")):
             out.add(" ".join(toks))
