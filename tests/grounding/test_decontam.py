@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import orjson
+import pytest
 
 from webtune.hydra_setup import compose
 from webtune.mix import mix
@@ -56,9 +57,15 @@ def contaminated(events: list[dict]) -> dict[str, str]:
     return {e["id"]: e["reason"] for e in events if e["reason"].startswith("contaminated:")}
 
 
-def test_held_out_copies_in_training_are_all_removed_and_nothing_else(tmp_path):
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> tuple[dict, list[dict]]:
+    """The mix of the records as they are (no copies)."""
+    return run_mix(tmp_path_factory.mktemp("clean"), examples())
+
+
+def test_held_out_copies_in_training_are_all_removed_and_nothing_else(tmp_path, clean):
     base = examples()
-    clean, events = run_mix(tmp_path / "clean", base)
+    clean, events = clean
     assert contaminated(events) == {}                       # different products: nothing removed
     test_ids = set(clean["splits"]["test"])
     held = [ex for ex in base if ex["id"] in test_ids][:5]
@@ -72,9 +79,9 @@ def test_held_out_copies_in_training_are_all_removed_and_nothing_else(tmp_path):
                    for line in (tmp_path / "leaky" / "data" / "train.jsonl").read_text().splitlines())
 
 
-def test_a_benchmark_file_decontaminates_the_same_way(tmp_path):
+def test_a_benchmark_file_decontaminates_the_same_way(tmp_path, clean):
     base = examples()
-    clean, _ = run_mix(tmp_path / "clean", base)
+    clean, _ = clean
     train_ids = clean["splits"]["train"]
     leaked = [ex for ex in base if ex["id"] in set(train_ids[:5])]
     bench = tmp_path / "shopbench.jsonl"

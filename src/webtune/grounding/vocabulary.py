@@ -166,7 +166,8 @@ class VocabularyCounts:
     def save(self, path: Path) -> None:
         """For a shard's partial counts (prepare's map -> reduce)."""
         path = Path(path)
-        np.savez_compressed(path.with_suffix(".npz"), mentions=self.mentions, grounded=self.grounded)
+        used = np.flatnonzero(self.mentions).astype(np.uint32)   # sparse: a shard says a few thousand phrases
+        np.savez(path.with_suffix(".npz"), used=used, mentions=self.mentions[used], grounded=self.grounded[used])
         path.with_suffix(".json").write_bytes(orjson.dumps(
             {"records": self.records, "df": [[f, p, n] for (f, p), n in sorted(self.df.items())],
              "idents": [[f, p, n] for (f, p), n in sorted(self.idents.items())],
@@ -177,7 +178,8 @@ class VocabularyCounts:
         path = Path(path)
         out = cls()
         with np.load(path.with_suffix(".npz")) as arrays:
-            out.mentions, out.grounded = arrays["mentions"].copy(), arrays["grounded"].copy()
+            out.mentions[arrays["used"]] = arrays["mentions"]
+            out.grounded[arrays["used"]] = arrays["grounded"]
         data = orjson.loads(path.with_suffix(".json").read_bytes())
         out.records = data["records"]
         out.df = Counter({(f, p): n for f, p, n in data["df"]})
