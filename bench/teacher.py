@@ -108,12 +108,16 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=150)
     ap.add_argument("--serve-requests", type=int, default=150, help="cap on the 135M teacher's requests (0: skip)")
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--serve-port", type=int, help="a `webtune serve` of the default base already running here")
+    ap.add_argument("--skip-fake", action="store_true")
+    ap.add_argument("--max-tokens", type=int, default=160)
     ap.add_argument("--show", type=int, default=10)
+    ap.add_argument("--work", help="a folder to work in (default: a new temporary one); its caches are reused")
     a = ap.parse_args()
     pages = sorted(glob.glob(f"{a.docs}/*.html"))[:a.n]
     if not pages:
         raise SystemExit(f"no pages in {a.docs}: apt-get install python3.11-doc")
-    tmp = Path(tempfile.mkdtemp(prefix="bench-teacher-"))
+    tmp = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="bench-teacher-"))
     runs = tmp / "runs"
     base = compose(["source=docs_pages", "template=docs_qa_teacher", "mix.general.enabled=false",
                     "teacher.model=fake-teacher"])
@@ -126,39 +130,43 @@ def main() -> None:
                 "requests sent", "cached", "tokens in / out", "teacher s", "stage s"):
         table.add_column(col, justify="left" if col in ("teacher", "sections rejected", "questions rejected") else "right")
 
-    heading, _ = prepare(base, runs, tmp / "heading", ("template", compose(["template=docs_qa"]).template))
+    if not (tmp / "heading/data/examples.jsonl").exists():   # a --work folder keeps it
+        prepare(base, runs, tmp / "heading", ("template", compose(["template=docs_qa"]).template))
     heading_q = {ex["record_id"]: ex["messages"][1]["content"] for ex in examples(tmp / "heading")
                  if ex["template"] == "docs_answer"}
 
     with FakeTeacher() as fake:
-        for run in ("fake", "fake rerun"):
+        for run in ("fake", "fake rerun") if not a.skip_fake else ():
             stats, seconds = prepare(base, runs, tmp / run.replace(" ", "_"), ("teacher.base_url", fake.base_url),
                                      ("teacher.max_concurrency", a.concurrency))
             row(table, run, stats, seconds)
-        assert stats["teacher"]["requests"]["sent"] == 0, "the rerun sent requests"
+        assert a.skip_fake or stats["teacher"]["requests"]["sent"] == 0, "the rerun sent requests"
 
+    out.print(table)
+    (tmp / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     served = {}
     if a.serve_requests:
         from webtune.base_model import resolve
         model_dir = Path(resolve("smollm2-135m-instruct"))
-        port = free_port()
-        proc = serve(model_dir, port)
+        port = a.serve_port or free_port()
+        proc = serve(model_dir, port) if not a.serve_port else None
         try:
             for run in ("SmolLM2-135M", "SmolLM2-135M rerun"):
                 stats, seconds = prepare(base, runs, tmp / run.replace(" ", "_"),
                                          ("teacher.base_url", f"http://127.0.0.1:{port}/v1"),
-                                         ("teacher.model", model_dir.name), ("teacher.max_tokens", 160),
+                                         ("teacher.model", model_dir.name), ("teacher.max_tokens", a.max_tokens),
                                          ("teacher.max_concurrency", a.concurrency),
                                          ("teacher.max_requests", a.serve_requests), ("teacher.on_cap", "partial"))
                 row(table, run, stats, seconds)
                 served = questions_by_section(tmp / "SmolLM2-135M")
         finally:
-            proc.terminate()
-            proc.wait()
-    out.print(table)
-    (tmp / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+            if proc is not None:
+                proc.terminate()
+                proc.wait()
+        out.print(table)
+        (tmp / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
 
-    fake_q = questions_by_section(tmp / "fake")
+    fake_q = questions_by_section(tmp / "fake") if not a.skip_fake else {}
     shown = [rid for rid in (served or fake_q) if rid in heading_q and (served or fake_q)[rid]][:a.show]
     out.print(f"\n{len(shown)} sections: the heading question (template=docs_qa) and the teacher's questions")
     for rid in shown:

@@ -43,7 +43,7 @@ def ask_one(teacher: Teacher, job: Job, cache: ReplyCache, budget: Budget) -> di
     CAP_REACHED when the caps left no room for the first request."""
     replies = []
     for attempt in range(2):
-        if not budget.take(job.estimate):
+        if not budget.take(job.estimate, reask=attempt > 0):
             if not replies:
                 return CAP_REACHED
             break

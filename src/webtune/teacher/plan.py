@@ -86,20 +86,22 @@ class Budget:
 
     def __init__(self, t):
         self.t = t
-        self.requests = 0
+        self.requests = self.first_requests = 0
         self.input_tokens = self.output_tokens = 0
         self._lock = threading.Lock()
 
-    def take(self, estimate: tuple[int, int]) -> bool:
-        """Reserve one request (its estimated tokens) if the caps allow it."""
+    def take(self, estimate: tuple[int, int], reask: bool = False) -> bool:
+        """Reserve one request (its estimated tokens) if the caps allow it. A re-ask of an unparseable
+        reply is outside max_requests (the plan counts first requests: "at most 2x with re-asks")."""
         t = self.t
         with self._lock:
-            if t.max_requests is not None and self.requests + 1 > t.max_requests:
+            if not reask and t.max_requests is not None and self.first_requests + 1 > t.max_requests:
                 return False
             cost = cost_of(t, self.input_tokens + estimate[0], self.output_tokens + estimate[1])
             if t.max_cost is not None and cost is not None and cost > t.max_cost:
                 return False
             self.requests += 1
+            self.first_requests += not reask
             return True
 
     def spent(self, input_tokens: int, output_tokens: int) -> None:
