@@ -63,6 +63,10 @@ async def chat_completions(body: ChatRequest, server: ServerDep) -> ChatCompleti
 async def completions(body: CompletionRequest, server: ServerDep) -> Completion | EventSourceResponse:
     if body.stream and body.logprobs is not None:
         raise APIError(400, "logprobs with stream is not supported; send stream: false", param="logprobs")
+    served = server.holder.served
+    if body.logprobs is not None and served is not None and not hasattr(served.lm.model, "forward"):
+        raise APIError(400, "logprobs need the model in webtune's process: serve with --engine transformers",
+                       param="logprobs")  # --engine vllm: the weights are in vLLM's process
     call = await server.open_call("completion", body, lambda lm: prompt_token_lists(lm, body.prompt))
     if body.stream:
         return await stream(call, completion_chunks(call))
