@@ -18,7 +18,7 @@ def shop_records() -> list[dict]:
     recs = []
     for i in range(24):
         material, colour, noun = MATERIALS[i % 4], COLOURS[i % 3], NOUNS[i % 3]
-        text = f"The Harbor {noun} is made from {material} in {colour.lower()}. " + words(i, 10).capitalize() + "."
+        text = f"The Harbor {noun} is made from {material} in {colour.lower()}. " + words(i, 8).capitalize() + "."
         if i % 4 == 1:
             text += f" Harbor backs every {noun} with a {2 + i % 3}-year warranty."
         if i % 6 == 2:

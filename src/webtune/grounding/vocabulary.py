@@ -76,6 +76,8 @@ def _good_grams(toks: list[str]) -> list[tuple[str, ...]]:
 def is_prose(s: str) -> bool:
     """A value written as sentences (a description, a page's text, a feature bullet), not a list of values."""
     n = len(s.split())
+    if "\n" in s.strip():   # several lines: a page's text, a list or a table, not one value
+        return True
     return n > 40 or bool(_SENTENCE_END.search(s)) or (n >= 4 and s.rstrip().endswith((".", "!", "?")))
 
 
