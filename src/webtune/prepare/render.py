@@ -195,8 +195,6 @@ def load_task(task) -> Task:
             where, env, source = f"{task.name}.{role} (inline)", _environment(Path.cwd()), text
             static = text.strip() if not any(tag in text for tag in ("{{", "{%", "{#")) else None
         turns.append(Turn(role, _compile(env, source, where), where, static))
-        if role == "user" and teacher_turn(task):
-            turns[-1].template.globals["n"] = teacher_turn(task).n   # the prompt asks for this many
         if role == "user" and teacher_turn(task):   # the prompt asks for this many, with answers or not
             turns[-1].template.globals.update(n=teacher_turn(task).n, answers=teacher_turn(task).answers)
         found = _variables(env, source)
