@@ -11,14 +11,10 @@ from .targets import GroundingPlan, KINDS, closed_book, prompt_of, summary, topi
 from .vocabulary import VocabularyCounts
 
 
-def _policy(cfg) -> str:
-    name = cfg.prepare.get("grounding") or "off"
-    return str(getattr(name, "value", name))
-
-
 class PreviewGrounding:
     def __init__(self, cfg, tasks, records: list[dict]):
-        self.policy = _policy(cfg)
+        from ..prepare.mapper import grounding_policy
+        self.policy = grounding_policy(cfg)
         names: set | None = set()
         for task in tasks:
             if task.variables is None:
