@@ -112,15 +112,17 @@ def grounding_rates(items: dict) -> dict:
 
 
 def grounding_checker(run_dir: Path):
-    """(answer, messages) -> the detector's Finding against what the prompt shows; None without the
-    grounding package. The field vocabularies are the ones prepare learnt (data/grounding_vocab.json)."""
+    """(answer, messages) -> the detector's Finding against what the prompt shows (and, for a closed-book
+    docs question, the page section its reference is: `eval_source`); None without the grounding package.
+    The field vocabularies are the ones prepare learnt (data/grounding_vocab.json)."""
     try:
         from ..grounding import Vocabulary, check
+        from ..grounding.targets import eval_source
     except ImportError:
         return None
     path = run_dir / "data/grounding_vocab.json"
     vocab = Vocabulary.load(path) if path.exists() else None
-    return lambda text, messages: check(text, prompt_text(messages), vocab=vocab, reference=messages[-1]["content"])
+    return lambda text, messages: check(text, eval_source(messages), vocab=vocab, reference=messages[-1]["content"])
 
 
 def settings(e) -> dict:
