@@ -156,5 +156,5 @@ def decontaminate(train: list[dict], held_out: dict[str, list[dict]], cfg, signe
         ledger.rejected(ex["record_id"], ex["source"], f"contaminated:{o.set}", f"{o.how} with {o.other}",
                         example_ids=[ex["id"]], step="decontam")
     kept = [ex for i, ex in enumerate(train) if i not in gone]
-    return kept, {"removed": counts, "ngram": int(cfg.ngram), "threshold": float(cfg.threshold),
-                  "held_out": {name: len(items) for name, items in held_out.items()}}
+    return kept, {"removed": counts, "ngram": int(cfg.ngram), "min_share": float(cfg.min_share),
+                  "threshold": float(cfg.threshold), "held_out": {name: len(items) for name, items in held_out.items()}}
