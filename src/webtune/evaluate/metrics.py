@@ -12,6 +12,7 @@ import re
 import statistics
 
 from ..errors import WebtuneError
+from ..grounding.parent import lcs_length
 
 CHECK_KINDS = ("json", "mentions:<regex with one group, searched in the prompt>")
 
@@ -29,13 +30,7 @@ def rouge_l(hyp: str, ref: str) -> float:
     a, b = rouge_tokens(hyp), rouge_tokens(ref)
     if not a or not b:
         return 0.0
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    lcs = prev[-1]
+    lcs = lcs_length(a, b)
     if lcs == 0:
         return 0.0
     p, r = lcs / len(a), lcs / len(b)

@@ -25,7 +25,8 @@ def _counts(toks: list[str], n: int) -> Counter:
     return Counter(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
 
 
-def _lcs(a: list[str], b: list[str]) -> int:
+def lcs_length(a: list, b: list) -> int:
+    """The length of the longest common subsequence of two token lists (also ROUGE-L's core)."""
     prev = [0] * (len(b) + 1)
     for x in a:
         cur = [0]
@@ -36,7 +37,7 @@ def _lcs(a: list[str], b: list[str]) -> int:
 
 
 def _mention(entry: list[str], toks: list[str]) -> float:
-    return _lcs(entry, toks) / len(entry) if entry else 0.0
+    return lcs_length(entry, toks) / len(entry) if entry else 0.0
 
 
 def _geo(scores: list[float]) -> float:
