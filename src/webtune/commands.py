@@ -50,7 +50,7 @@ def cmd_run(args: list[str], only: set[str] | None = None) -> int:
             if HydraConfig.get().mode.name != "MULTIRUN":
                 raise SystemExit(2 if isinstance(exc, WebtuneError) else 1)
             from .report.sweep import record_failure   # a sweep goes on; its summary marks the point failed
-            record_failure(cfg, run_dir, exc)
+            record_failure(run_dir, exc, stopped_in(cfg, run_dir))
             failed_points.append(run_dir)
             return None
 
@@ -63,6 +63,14 @@ def cmd_run(args: list[str], only: set[str] | None = None) -> int:
     finally:
         sys.argv = saved
     return 1 if failed_points else 0
+
+
+def stopped_in(cfg, run_dir: Path) -> str | None:
+    """The first enabled stage a run directory's manifest does not record as done."""
+    from .rundir import MANIFEST
+    from .stages import build_stages
+    done = (read_json(run_dir / MANIFEST) or {}).get("stages", {})
+    return next((s.name for s in build_stages() if s.enabled(cfg) and s.name not in done), None)
 
 
 def cmd_prepare(args: list[str]) -> int:

@@ -53,7 +53,7 @@ def preview(args: list[str], allow_trigger: bool = False, allow_teacher: bool = 
     records = sources.iter_records(sources.reading_config(src, snap.root), paths)
     tally = Tally()
     chosen = picked(records, opts["ids"], tally) if opts["ids"] else sampled(records, opts["n"], opts["seed"], tally)
-    from .grounding.preview import PreviewGrounding
+    from .preview_grounding import PreviewGrounding
     grounding = PreviewGrounding(cfg, tasks, tally.records)   # its vocabulary: the records read
     shown = 0
     for item in chosen:
@@ -85,7 +85,7 @@ def preview(args: list[str], allow_trigger: bool = False, allow_teacher: bool = 
 
 def grounding_summary(grounding, tasks, cleaner, records: list[dict]) -> None:
     """Counts by kind of what the targets state that their prompts do not, over every record read."""
-    from .grounding.preview import lines
+    from .preview_grounding import lines
     from .prepare.render import Invalid
     if grounding.policy == "off":
         return

@@ -178,8 +178,11 @@ def evaluate_files(cfg) -> list[Path]:
 
 
 def run_evaluate(ctx: StageContext) -> dict:
+    from .deploy.registry import promoted_model_folder
     from .evaluate import stage
-    return stage.run(ctx.cfg, ctx.run_dir, console=ctx.console)
+    name = ctx.cfg.eval.get("compare_to")
+    promoted = promoted_model_folder(ctx.cfg.registry.path, name) if name and ctx.cfg.model.kind == "hf" else None
+    return stage.run(ctx.cfg, ctx.run_dir, console=ctx.console, promoted=promoted)
 
 
 def run_decide(ctx: StageContext) -> dict:

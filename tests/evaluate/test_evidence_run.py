@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import FIXTURES, SMALL, webtune
 from webtune.deploy import registry as registry_api
-from webtune.evaluate.comparison import compare
+from webtune.model_comparison import compare
 from webtune.hydra_setup import load_run_config, setup
 
 pytestmark = pytest.mark.timeout(1800)   # the shared fixture is a whole run: minutes on a busy 2-core machine

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from webtune.prepare.dedupe import Signer, find_duplicates, lsh_params, word_hashes
+from webtune.textsig.dedupe import Signer, find_duplicates, lsh_params, word_hashes
 
 from .conftest import words
 

@@ -1,7 +1,7 @@
 """The batched word statistics behind the word filters and dedupe."""
 import pytest
 
-from webtune.prepare.words import analyse
+from webtune.textsig.words import analyse
 
 
 def test_tokens_symbols_and_normalised_words():

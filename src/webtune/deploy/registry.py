@@ -204,6 +204,20 @@ def read_refreshes(mdir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def promoted_model_folder(registry: str | Path, name: str, what: str = "eval.compare_to") -> str:
+    """The local model folder of the version of `name` the registry serves (what evaluate scores as
+    the promoted model); one line naming `what` when there is none."""
+    cur = read_current(registry, name)
+    if cur is None:
+        raise WebtuneError(f"{what}={name}: {name} has no promoted version in registry {registry} "
+                           f"(`webtune models show {name}`)")
+    folder = Path(registry) / name / f"v{cur['version']}" / "model"
+    if not (folder / "config.json").exists() and not (folder / "adapter_config.json").exists():
+        raise WebtuneError(f"{what}={name}: {folder} is not a local model (an OpenAI model cannot be scored on "
+                           f"held-out loss)")
+    return str(folder)
+
+
 def read_current(registry: str | Path, name: str) -> Optional[dict]:
     """The serving pointer (lock-free: current.json is only ever replaced whole), or None."""
     path = Path(registry) / name / "current.json"

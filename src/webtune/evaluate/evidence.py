@@ -102,10 +102,11 @@ def comparisons(old: dict, new: dict, seed: int, resamples: int, old_label: str,
     {measure: {id: value}}, plus {"<loss>_tokens": {id: tokens}} for the losses."""
     out = {}
     for measure in [m for m in old if m in new and not m.endswith("_tokens") and m != "spans"]:
-        kind, higher, _ = spec(measure)
-        out[measure] = paired.compare(measure, old[measure], new[measure], kind=kind, higher_is_better=higher,
-                                      weights=old.get(f"{measure}_tokens"), seed=seed, resamples=resamples,
-                                      old_label=old_label, new_label=new_label)
+        kind, higher, name = spec(measure)
+        out[measure] = {**paired.compare(measure, old[measure], new[measure], kind=kind, higher_is_better=higher,
+                                         weights=old.get(f"{measure}_tokens"), seed=seed, resamples=resamples,
+                                         old_label=old_label, new_label=new_label),
+                        "name": name}   # what the report calls it
     return out
 
 

@@ -25,7 +25,8 @@ from .evidence import item_scores
 from .metrics import check_rates, corpus_scores, validate_check
 
 
-def run(cfg, run_dir: Path, console=None) -> dict:
+def run(cfg, run_dir: Path, console=None, promoted: str | None = None) -> dict:
+    """`promoted`: the model folder of eval.compare_to's promoted version, scored as a third model."""
     e = cfg.eval
     domain_all = read_test(run_dir / "data/test.jsonl")
     general_all = read_test(run_dir / "data/general_test.jsonl", required=False)
@@ -45,7 +46,7 @@ def run(cfg, run_dir: Path, console=None) -> dict:
     else:
         models = {"base": None, "tuned": str(run_dir / "model")}
         if e.get("compare_to"):
-            models["promoted"] = promoted_model(cfg, e.compare_to)
+            models["promoted"] = promoted
         results, outputs = run_local(cfg, run_dir, models, sets, prompts, console=console)
     prompts = prompts[: min(map(len, outputs.values()))]   # prompts too long for the model's context were left out
     ground = grounding_checker(run_dir)
@@ -79,20 +80,6 @@ def run(cfg, run_dir: Path, console=None) -> dict:
     return {"domain_gain": out["domain_gain"], "general_change": out["general_change"], "passed": out["passed"],
             "status": out["status"],
             **({"judge_win_rate": out["judge"]["win_rate"]} if "judge" in out else {})}
-
-
-def promoted_model(cfg, name: str) -> str:
-    """The model folder of the version of `name` the registry serves (eval.compare_to)."""
-    from ..deploy import registry
-    cur = registry.read_current(cfg.registry.path, name)
-    if cur is None:
-        raise WebtuneError(f"eval.compare_to={name}: {name} has no promoted version in registry "
-                           f"{cfg.registry.path} (`webtune models show {name}`)")
-    folder = Path(cfg.registry.path) / name / f"v{cur['version']}" / "model"
-    if not (folder / "config.json").exists() and not (folder / "adapter_config.json").exists():
-        raise WebtuneError(f"eval.compare_to={name}: {folder} is not a local model (an OpenAI model cannot be "
-                           f"scored on held-out loss)")
-    return str(folder)
 
 
 def strip_items(result: dict) -> dict:

@@ -6,7 +6,7 @@ each file in `eval.benchmarks`) when it shares with one of its examples
     `mix.decontam.min_share` of the held-out example's n-grams (0: any one of them, GPT-3's rule),
     words normalised as prepare's dedupe does (lower case, ASCII punctuation dropped); a text
     shorter than n words is one n-gram, so a short question copied whole is found too; or
-  - a near-duplicate MinHash signature (prepare/dedupe.py's Signer: LSH bands at
+  - a near-duplicate MinHash signature (textsig/dedupe.py's Signer: LSH bands at
     `mix.decontam.threshold` Jaccard of word 5-shingles) or the same normalised text.
 Only the user and assistant turns are compared (a shared system prompt is not contamination). Why a
 share and not any one n-gram by default: on the default's product records, whose feature bullets
@@ -67,7 +67,7 @@ def read_benchmark(path: str) -> list[dict]:
 
 def find(train: list[dict], held_out: dict[str, list[dict]], cfg, signer_cfg) -> list[Overlap]:
     """The training examples that overlap a held-out example (the first overlap of each)."""
-    from ..prepare.dedupe import Signer
+    from ..textsig.dedupe import Signer
 
     names = [name for name, items in held_out.items() if items]
     held = [(name, ex) for name in names for ex in held_out[name]]
@@ -83,8 +83,8 @@ def find(train: list[dict], held_out: dict[str, list[dict]], cfg, signer_cfg) ->
 def _shared_ngrams(texts: list[str], n_train: int, held, cfg) -> dict[int, Overlap]:
     """Training examples holding at least `min_share` of some held-out example's word n-grams
     (at least one n-gram when min_share is 0)."""
-    from ..prepare.dedupe import shingle_hashes
-    from ..prepare.words import analyse
+    from ..textsig.dedupe import shingle_hashes
+    from ..textsig.words import analyse
 
     k = int(cfg.ngram)
     words = analyse(texts)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import WebtuneError
 from .clean import without_code
-from .words import Words, analyse
+from ..textsig.words import Words, analyse
 
 # Gopher's repetition statistics describe documents (its minimum is 50 words): in a one-line
 # answer such as "The capital of Japan is Tokyo." any repeated pair of words is a large share.

@@ -9,7 +9,7 @@ from typing import Callable
 from ..config import plain
 from ..ledger import LedgerWriter
 from .clean import Cleaner
-from .dedupe import Signer
+from ..textsig.dedupe import Signer
 from .filters import Filters
 from .render import load_tasks
 from .steps import (Clean, Filter, FilterWords, InputPlan, Learn, Parse, Render, Serialize, Shard, Sign, Timer,

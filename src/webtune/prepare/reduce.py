@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 
 from ..ledger import LedgerWriter
-from .dedupe import collisions, keepers
+from ..textsig.dedupe import collisions, keepers
 from .shardfiles import load_prefixes, load_signatures, read_candidates, read_ids
 
 

@@ -34,7 +34,7 @@ from ..records import Rejection
 from .filters import mask_pii, prose_view
 from .shardfiles import Candidate, CandidateFiles, encode
 from .validate import Invalid, check_chat
-from .words import Words, analyse
+from ..textsig.words import Words, analyse
 
 BATCH = 2048              # records hashed per numpy/rensa call
 MAX_SIGN_CHARS = 200_000  # dedupe looks at most at this much of a text (the rest cannot change the verdict much)

@@ -37,13 +37,12 @@ def seconds(stats: dict) -> float | None:
 def significantly_worse(ev: dict) -> list[str]:
     """What got significantly worse, in words ("chrF per answer", "general test loss (nats/token) against
     the promoted version"), over every paired comparison of the evaluation."""
-    from ..evaluate.evidence import spec
     out = []
     for label, comparison in (ev.get("evidence") or {}).items():
         against = label.split("_vs_", 1)[1]
         for measure, c in comparison.items():
             if c.get("significant") == "worse":
-                out.append(spec(measure)[2] + ("" if against == "base" else f" (against the {against} version)"))
+                out.append(c.get("name", measure) + ("" if against == "base" else f" (against the {against} version)"))
     return out
 
 
@@ -194,7 +193,6 @@ def render(cfg, run_dir: Path, metrics: dict) -> str:
 def evidence_tables(ev: dict, e) -> list[dict]:
     """One table per paired comparison (tuned vs base, tuned vs promoted): each measure's two values, the
     difference with its 95% interval as a small plot (with the gate's threshold where it has one)."""
-    from ..evaluate.evidence import spec
     tables = []
     for label, comparison in (ev.get("evidence") or {}).items():
         new, old = label.split("_vs_", 1)
@@ -202,7 +200,7 @@ def evidence_tables(ev: dict, e) -> list[dict]:
         for measure, c in comparison.items():
             if not c.get("n"):
                 continue
-            kind, _, name = spec(measure)
+            kind, name = c["kind"], c.get("name", measure)
             threshold = None
             if old == "base" and measure == "domain_loss":
                 threshold = -e.min_domain_gain        # the difference is tuned - base loss: a gain is negative
@@ -253,7 +251,6 @@ def item_rows(generations: list[dict]) -> list[dict]:
 def newly_failing(ev: dict, run_dir: Path) -> list[dict]:
     """The items each comparison's new model gets wrong where the old one got them right (pass/fail
     measures), and where it did worst on the continuous ones, with the prompt to find them by."""
-    from ..evaluate.evidence import spec
     prompts = {r.get("id"): r["prompt"][-1]["content"] for r in read_rows(run_dir / "eval/generations.jsonl")}
     prompts.update({r["id"]: r.get("prompt", "") for r in read_rows(run_dir / "eval/items.jsonl") if r["id"] not in prompts})
     out = []
@@ -261,7 +258,7 @@ def newly_failing(ev: dict, run_dir: Path) -> list[dict]:
         new, old = label.split("_vs_", 1)
         for measure, c in comparison.items():
             if c.get("worse_items") and (c["kind"] == "binary" or c.get("significant") == "worse"):
-                out.append({"new": new, "old": old, "name": spec(measure)[2], "binary": c["kind"] == "binary",
+                out.append({"new": new, "old": old, "name": c.get("name", measure), "binary": c["kind"] == "binary",
                             "significant": c.get("significant"),
                             "entries": [{"id": i, "prompt": prompts.get(i, "")} for i in c["worse_items"]]})
     return out

@@ -55,14 +55,10 @@ def sweep_summary_command(ns) -> int:
     return 0
 
 
-def record_failure(cfg, run_dir: Path, exc: BaseException) -> None:
+def record_failure(run_dir: Path, exc: BaseException, stage: str | None) -> None:
     """Mark a sweep point as failed (its error in one line and the stage it stopped in), so the
     summary lists it and the sweep goes on with the next point."""
     from ..errors import one_line
-    from ..rundir import MANIFEST
-    from ..stages import build_stages
-    done = (read_json(run_dir / MANIFEST) or {}).get("stages", {})
-    stage = next((s.name for s in build_stages() if s.enabled(cfg) and s.name not in done), None)
     write_json(run_dir / FAILED, {"error": one_line(exc), "stage": stage, "type": type(exc).__name__})
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .ask import Job, result_of
 from .cache import request_key
-from .parse import _json_in
+from .parse import json_in
 from .plan import estimate_tokens
 
 PROMPT = """You check questions written for a documentation section.
@@ -43,7 +43,7 @@ def judge_job(section, model: str, settings: dict, max_tokens: int) -> Job:
 
 
 def judge_parse(text: str, n: int) -> list[tuple[float, float]] | None:
-    data = _json_in(text or "")
+    data = json_in(text or "")
     scores = data.get("scores") if isinstance(data, dict) else data
     if not isinstance(scores, list) or len(scores) != n:
         return None

@@ -22,7 +22,7 @@ def questions_schema(n: int, answers: bool) -> dict:
 
 def parse_questions(text: str, n: int, answers: bool = False) -> list | None:
     """Up to n distinct items: question strings, or {"question", "answer"} pairs when `answers`."""
-    data = _json_in(text or "")
+    data = json_in(text or "")
     if isinstance(data, dict):
         data = next((data[k] for k in ("questions", "items", "requests", "prompts") if isinstance(data.get(k), list)),
                     None)
@@ -62,7 +62,7 @@ def _item(item, answers: bool):
     return {"question": q, "answer": a.strip()}
 
 
-def _json_in(text: str):
+def json_in(text: str):
     """The first JSON object or array in the text (fenced or not), or None."""
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
     decoder = json.JSONDecoder()

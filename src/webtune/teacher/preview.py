@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..config import plain
 from .cache import ReplyCache, cache_root
 from .plan import Budget
-from .step import Asker, Section, _example, request_key, settings
+from .step import Asker, Section, question_example, request_key, settings
 
 
 def teacher_examples(cfg, task, record_id: str, messages: list[dict], allow_teacher: bool, console=None):
@@ -27,4 +27,4 @@ def teacher_examples(cfg, task, record_id: str, messages: list[dict], allow_teac
     Asker(t, cache, Budget(t), console).questions([section])
     if section.questions is None:
         return [messages], section.reason
-    return [_example(example, f"{example['id']}/q{k + 1}", q)["messages"] for k, q in enumerate(section.questions)], ""
+    return [question_example(example, f"{example['id']}/q{k + 1}", q)["messages"] for k, q in enumerate(section.questions)], ""

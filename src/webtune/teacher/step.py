@@ -286,7 +286,7 @@ def render(path: Path, run_dir: Path, sections: list[Section], stats: dict) -> t
                 if s.fates[k]["status"] != "kept":
                     continue
                 eid = f"{ex['id']}/q{k + 1}"
-                out.write(orjson.dumps(_example(ex, eid, item)) + b"\n")
+                out.write(orjson.dumps(question_example(ex, eid, item)) + b"\n")
                 record.example_ids.append(eid)
                 per_template[ex["template"]] += 1
         record.finish()
@@ -294,7 +294,7 @@ def render(path: Path, run_dir: Path, sections: list[Section], stats: dict) -> t
     return dict(kept), dict(rejected)
 
 
-def _example(ex: dict, eid: str, item) -> dict:
+def question_example(ex: dict, eid: str, item) -> dict:
     messages = []
     for m in ex["messages"]:
         if m["role"] == "user":

@@ -11,7 +11,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from ...errors import WebtuneError, one_line
-from ..dedupe import pool_started
+from ...textsig.dedupe import pool_started
 from ..mapper import map_shard
 from ..reduce import finish_shard, keeper_ids, reduce_signatures
 from . import Outcome

@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 
 from ...errors import WebtuneError
-from ..dedupe import grouped
+from ...textsig.dedupe import grouped
 from ..mapper import map_shard, setup
 from ..reduce import finish_shard, keeper_ids, reduce_signatures
 from ..shardfiles import load_signatures

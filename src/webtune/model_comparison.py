@@ -1,12 +1,12 @@
 """A run's tuned model against another model on the same held-out items: the paired evidence, as a
-function (`webtune refresh` calls it for candidate vs promoted on old, new and general sets)."""
+function for orchestration (a candidate against the promoted version, or any model folder or run)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import WebtuneError
-from . import evidence as ev_
-from . import stage
+from .errors import WebtuneError
+from .evaluate import evidence as ev_
+from .evaluate import stage
 
 
 def compare(run_dir: Path, other: str | Path, sets: dict[str, Path] | None = None, cfg=None,
@@ -21,7 +21,7 @@ def compare(run_dir: Path, other: str | Path, sets: dict[str, Path] | None = Non
     Returns {"candidate", "other": model folders, "n": {set: items}, "n_generated", "comparisons":
     {measure: paired comparison, candidate minus other}, "worse": [measures significantly worse],
     "better": [...], "worse_items": {measure: [prompt ids]}}."""
-    from ..hydra_setup import load_run_config
+    from .hydra_setup import load_run_config
     run_dir = Path(run_dir)
     cfg = cfg if cfg is not None else load_run_config(run_dir)
     e = cfg.eval
@@ -52,4 +52,5 @@ def model_folder(cfg, other: str | Path) -> str:
         return str(path)
     if "/" in str(other):
         raise WebtuneError(f"compare: {other} is neither a model folder, a run directory nor a registry name")
-    return stage.promoted_model(cfg, str(other))
+    from .deploy.registry import promoted_model_folder
+    return promoted_model_folder(cfg.registry.path, str(other), "compare")

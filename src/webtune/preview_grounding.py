@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .check import check
-from .targets import GroundingPlan, KINDS, closed_book, prompt_of, summary, topic, trimmed
-from .vocabulary import VocabularyCounts
+from .grounding.check import check
+from .grounding.targets import GroundingPlan, KINDS, closed_book, prompt_of, summary, topic, trimmed
+from .grounding.vocabulary import VocabularyCounts
 
 
 class PreviewGrounding:
     def __init__(self, cfg, tasks, records: list[dict]):
-        from ..prepare.mapper import grounding_policy
+        from .prepare.mapper import grounding_policy
         self.policy = grounding_policy(cfg)
         names: set | None = set()
         for task in tasks:
