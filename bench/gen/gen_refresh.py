@@ -24,6 +24,14 @@ def read(path: Path) -> list[dict]:
     return json.loads(text) if text.lstrip().startswith("[") else [json.loads(x) for x in text.splitlines() if x]
 
 
+def number(value, default: float) -> float:
+    """A scraped number ("$1,299.00", "12", None) as a float, else `default`."""
+    try:
+        return float(str(value).replace("$", "").replace(",", ""))
+    except ValueError:
+        return default
+
+
 def rewrite(rec: dict, other: dict, rng: random.Random) -> dict:
     sentences = [s for s in rec["description"].split(". ") if s]
     rng.shuffle(sentences)
@@ -71,8 +79,8 @@ def main() -> None:
             labels.append({"key": rec[a.key], "status": "changed"})
         else:
             if i in churn:
-                rec = {**rec, "final_price": round(float(rec.get("final_price") or 10) * 1.1, 2),
-                       "reviews_count": int(rec.get("reviews_count") or 0) + 7}
+                rec = {**rec, "final_price": round(number(rec.get("final_price"), 10.0) * 1.1, 2),
+                       "reviews_count": int(number(rec.get("reviews_count"), 0)) + 7}
             labels.append({"key": rec[a.key], "status": "same"})
         out.append(rec)
     new = pool[:round(a.new * n)]
