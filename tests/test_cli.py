@@ -42,7 +42,7 @@ def test_models_registry_option_goes_before_or_after_the_action():
 def test_hydra_arguments_pass_through_in_the_order_typed():
     flags, rest = cli.split_hydra_args("preview", ["-m", "--allow-trigger", "--config-dir", "my conf", "a=1",
                                                    "hydra.job.chdir=false", "n=3"])
-    assert flags == {"allow_trigger": True}
+    assert flags == {"allow_trigger": True, "allow_teacher": False}
     assert rest == ["-m", "--config-dir", "my conf", "a=1", "hydra.job.chdir=false", "n=3"]
     assert cli.split_hydra_args("run", ["--allow-trigger"])[1] == ["--allow-trigger"]  # not run's flag: Hydra's
 

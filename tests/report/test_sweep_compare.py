@@ -93,14 +93,16 @@ def test_headline_says_how_general_loss_moved():
     ev = {
         "base": {"domain": {"loss": 6.0, "perplexity": 403.4}, "general": {"loss": 5.0, "perplexity": 148.4}},
         "tuned": {"domain": {"loss": 5.0, "perplexity": 148.4}, "general": {"loss": 4.8, "perplexity": 121.5}},
-        "domain_gain": 1.0, "general_change": -0.2}
+        "domain_gain": 1.0, "general_change": -0.2, "status": "passed", "passed": True,
+        "domain_gain_ci": [0.9, 1.1]}
     lines = headline(ev, max_regression=0.5)
     assert lines[0].startswith("The tuned model beats the base on domain test loss: 6.000 → 5.000")
     assert "General test loss fell by 0.200 nats" in lines[1] and "perplexity -18%" in lines[1]
     assert "within the 0.5 threshold" in lines[1]
-    worse = {**ev, "domain_gain": -0.1, "general_change": 0.7,
+    worse = {**ev, "domain_gain": -0.1, "general_change": 0.7, "status": "failed", "passed": False,
+             "domain_gain_ci": [-0.2, -0.05],
              "tuned": {**ev["tuned"], "general": {"loss": 5.7, "perplexity": 298.9}}}
     lines = headline(worse, max_regression=0.5)
-    assert "does not beat" in lines[0] and "rose by 0.700" in lines[1] and "above the 0.5 threshold" in lines[1]
+    assert "does worse than the base" in lines[0] and "rose by 0.700" in lines[1] and "above the 0.5 threshold" in lines[1]
     api = headline({"base": {}, "tuned": {}, "domain_gain": None, "general_change": None, "loss_available": False})
     assert "not available" in api[0]
