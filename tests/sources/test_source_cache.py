@@ -181,7 +181,7 @@ def test_a_sweep_a_preview_and_a_resume_trigger_one_collection(tmp_path, monkeyp
         sweep = webtune("prepare", "-m", "model.train.learning_rate=1e-3,3e-4,1e-4", *over, env=env)
         assert sweep.returncode == 0, sweep.stderr[-3000:]
         shown = webtune("preview", "n=1", *over, env=env)
-        assert shown.returncode == 0 and "amazon:" in shown.stderr, shown.stderr[-2000:]
+        assert shown.returncode == 0 and "amazon:" in shown.stdout, shown.stdout[-2000:] + shown.stderr[-2000:]
         point = next((runs / "sweeps").glob("*/0_*"))
         for raw in (point / "data/raw/amazon").glob("*.jsonl.gz"):
             raw.unlink()                                    # damaged: the resume re-links it, no trigger

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from ..console import log
 from ..errors import WebtuneError
 from ..paths import locate
 from ..fileio import atomic_path, iter_jsonl as read_jsonl
@@ -41,7 +42,7 @@ def run(cfg, run_dir: Path, console=None) -> dict:
         split = place.split_of(ex, split) if place else split
         if split is not None:
             splits[split].append(ex)
-    require_domain_test(splits["test"], examples, m.test_fraction, m.seed)
+    require_domain_test(splits, examples, m.test_fraction, m.seed, log=log)
     general_test = []
     for path in (m.general.test_files if m.general.enabled else []):
         general_test += [{"messages": r["messages"]} for r in read_jsonl(locate(path))]
