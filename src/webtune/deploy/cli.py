@@ -56,6 +56,8 @@ def models_command(ns: Namespace) -> int:
         else:
             console.print(summary.show_table(data))
             console.print("\n".join(["recent moves:", *summary.history_lines(data)]) if data["history"] else "")
+            if data.get("refreshes"):
+                console.print("\n".join(["refreshes:", *summary.refresh_lines(data)]), soft_wrap=True)
     elif action == "register":
         print(f"registered {name}@v{reg.register(registry, name, ns.run_dir)}")
     elif action in ("promote", "rollback"):

@@ -65,6 +65,17 @@ def history_lines(data: dict) -> list[str]:
             + (" forced" if h.get("forced") else "") for h in moves]
 
 
+def refresh_lines(data: dict) -> list[str]:
+    """`webtune refresh` decisions, newest last: what changed, what was decided, why."""
+    out = []
+    for r in data.get("refreshes", [])[-HISTORY_SHOWN:]:
+        d = r.get("diff") or {}
+        verb = f"promoted {r['candidate']}" if r.get("promoted") else f"kept {r.get('refreshed')}"
+        out.append(f"  {str(r.get('at', ''))[:16]}  {verb} ({d.get('new', 0)} new, {d.get('changed', 0)} changed, "
+                   f"{d.get('gone', 0)} gone): {'; '.join(r.get('reasons') or [])}")
+    return out
+
+
 def moved(name: str, pointer: dict, data: Optional[dict], unchanged: bool = False) -> str:
     """`promote`/`rollback`: what serves now, what served before, and the serving version's evidence."""
     version, before = pointer["version"], pointer.get("from")
