@@ -116,7 +116,8 @@ def test_a_better_candidate_starts_warm_and_is_promoted(promoted):
     logged = [json.loads(x) for x in (work / "runs/registry/shop/refreshes.jsonl").read_text().splitlines()]
     assert logged[-1]["promoted"] and logged[-1]["diff"]["new"] == 48
     shown = webtune("models", "show", "shop", cwd=work)
-    assert "refreshes:" in shown.stdout and "promoted shop@v2 (48 new, 12 changed, 6 gone)" in shown.stdout
+    said = " ".join((shown.stdout + shown.stderr).split())   # the console writes to stderr
+    assert "refreshes:" in said and "promoted shop@v2 (48 new, 12 changed, 6 gone)" in said
 
 
 def test_a_candidate_trained_on_damaged_data_is_refused(promoted):
