@@ -1,6 +1,7 @@
 """The lifecycle every fake HTTP server shares: a handler on 127.0.0.1:<free port>, in a thread."""
 from __future__ import annotations
 
+import json
 import threading
 from http.server import ThreadingHTTPServer
 
@@ -34,3 +35,15 @@ class LocalServer:
     @property
     def port(self) -> int:
         return self._server.server_address[1]
+
+
+def send_json(handler, status: int, body, headers: dict | None = None) -> None:
+    """Write `body` as a JSON response with its length (and any extra headers) from a request handler."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    for k, v in (headers or {}).items():
+        handler.send_header(k, v)
+    handler.end_headers()
+    handler.wfile.write(data)

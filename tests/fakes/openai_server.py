@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes.base import LocalServer
+from tests.fakes.base import LocalServer, send_json
 
 
 @dataclass
@@ -277,14 +277,7 @@ class _Handler(BaseHTTPRequestHandler):
         with fake._lock:
             fake.responses.append((schema, body))
             fake.requests.append((self.command, urlsplit(self.path).path, status))
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, body, headers)
 
     def _error(self, status: int, message: str, code: Optional[str] = None, param: Optional[str] = None,
                headers: Optional[dict] = None) -> None:

@@ -21,7 +21,7 @@ import time
 import zlib
 from http.server import BaseHTTPRequestHandler
 
-from tests.fakes.base import LocalServer
+from tests.fakes.base import LocalServer, send_json
 
 _SECTION = re.compile(r"<section>\n?(.*?)\n?</section>", re.S)
 _N = re.compile(r"Write (\d+) different")
@@ -99,14 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, body, headers)
 
     def _error(self, status: int, message: str, type_: str, headers: dict | None = None) -> None:
         self._send(status, {"error": {"message": message, "type": type_, "param": None, "code": None}}, headers)
