@@ -31,7 +31,7 @@ def refresh_config(registry: str, name: str, overrides: list[str], from_base: bo
                            f"{name} N` first")
     vdir = reg.resolve(registry, f"{name}@v{cur['version']}")
     refresh = {"model": f"{name}@v{cur['version']}", "version_dir": str(vdir.resolve()), "from_base": from_base}
-    old_run = promoted_run(OmegaConf.create({"refresh": refresh}))
+    old_run = promoted_run(refresh)
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(WebtuneConfig), OmegaConf.load(old_run / "config.yaml"),
                               OmegaConf.from_dotlist(list(overrides)), {"refresh": refresh})

@@ -24,13 +24,14 @@ from .keys import content_hash, record_key
 STATUSES = ("new", "changed", "same", "gone")
 
 
-def promoted_run(cfg) -> Path:
-    """The run directory the promoted version was registered from (its data and config)."""
-    vdir = Path(cfg.refresh.version_dir)
+def promoted_run(refresh) -> Path:
+    """The run directory the promoted version (`refresh.model`, in `refresh.version_dir`) was registered
+    from: its data and config."""
+    vdir = Path(refresh["version_dir"])
     source = read_json(vdir / "source.json", {}) or {}
     run_dir = Path(source.get("run_dir") or "")
     if not source.get("run_dir") or not (run_dir / "config.yaml").exists():
-        raise WebtuneError(f"{cfg.refresh.model}: its run directory {run_dir} (from {vdir / 'source.json'}) is "
+        raise WebtuneError(f"{refresh['model']}: its run directory {run_dir} (from {vdir / 'source.json'}) is "
                            f"gone; a refresh diffs against the promoted run's data")
     return run_dir
 
@@ -83,7 +84,7 @@ def run(cfg, run_dir: Path, raw_inputs) -> dict:
     """The diff of this run's raw data against the promoted run's; `raw_inputs(cfg, run_dir)` reads a run's."""
     from ..hydra_setup import load_run_config
     key_field, churn = cfg.source.get("key_field"), set(cfg.source.get("churn_fields") or [])
-    old_dir = promoted_run(cfg)
+    old_dir = promoted_run(cfg.refresh)
     old_cfg = load_run_config(old_dir)
     rows = diff(index(raw_inputs(old_cfg, old_dir), key_field, churn),
                 index(raw_inputs(cfg, run_dir), key_field, churn), old_splits(old_dir))
