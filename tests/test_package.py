@@ -4,6 +4,7 @@ Python's venv ships, runs from an empty folder outside the checkout: `init`, `va
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -71,9 +72,10 @@ def test_the_installed_package_runs_a_domain_of_ones_own(installed, tmp_path):
     domain = ["source=tea", "template=tea", *FAST]
     checked = sh([webtune, "validate", *domain], cwd=tmp_path)
     assert "ok: tea_tea" in checked.stdout + checked.stderr
-    shown = sh([webtune, "preview", *domain, "n=2"], cwd=tmp_path)
-    shown = shown.stdout + shown.stderr
-    assert "tea:records.jsonl#1" in shown and "Steep green tea" in shown
+    shown = sh([webtune, "preview", *domain, "n=2"], cwd=tmp_path)     # a seeded sample of the records
+    assert len(re.findall(r"tea:records\.jsonl#\d+ · tea_answer", shown.stdout)) == 2
+    named = sh([webtune, "preview", *domain, "ids=tea:records.jsonl#1"], cwd=tmp_path)
+    assert "tea:records.jsonl#1" in named.stdout and "Steep green tea" in named.stdout
 
     sh([webtune, "prepare", *domain], cwd=tmp_path)
     [prepared] = (tmp_path / "runs").glob("*_tea_tea")
