@@ -154,6 +154,7 @@ class TaskConfig:
     input_schema: Optional[str] = None  # JSON Schema file the record must satisfy
     fields: list[str] = field(default_factory=list)        # fields the task needs
     checks: list[str] = field(default_factory=list)        # eval task checks: json, mentions:<regex on the prompt>
+    grounding_fields: list[str] = field(default_factory=list)  # fields an answer should realise (eval's coverage)
 
 
 @dataclass(frozen=True)
@@ -363,7 +364,8 @@ class JudgeConfig:
     base_url: Optional[str] = None
     api_key_env: str = "OPENAI_API_KEY"
     rubric: str = "Which answer better completes the task for the user? Consider accuracy, fluency and fit to the request."
-    max_pairs: int = 20
+    mode: str = "pairwise"           # pairwise: base vs tuned, both orders | claims: each answer's claims vs its prompt
+    max_pairs: int = 20              # pairs judged (claims: prompts checked, each model's answer)
     price_per_1k_tokens: float = 0.0006
     max_tokens: int = 200            # judge reply length (also in the cost estimate)
     concurrency: int = 4

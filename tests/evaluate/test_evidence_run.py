@@ -77,6 +77,9 @@ def test_answers_from_elsewhere_are_scored_by_prompt_id_and_an_unknown_id_is_one
     first = out["items"][0]
     assert first["id"] == generated[0]["id"] and first["unsupported_values"] == 1
     assert {"5-year", "100%"} & {s["text"] for s in first["spans"]}
+    # coverage of the template's grounding_fields (title, brand, features): none in the invented answer
+    assert first["coverage"] == 0 and all(i["coverage"] > 0 for i in out["items"][1:])
+    assert json.loads((run / "eval/metrics.json").read_text())["tuned"]["grounding"]["coverage"]["n"] == len(generated)
     assert "answers from" in r.stderr
 
     bad = tmp_path / "bad.jsonl"

@@ -6,6 +6,9 @@ answers like a judge would, in the chat.completion wire format (with `usage`). P
   first    always "A" (a judge with pure position bias: asking both orders must cancel it)
   garbage  a reply that is not a verdict
   echo     not a judge but a chat model: "<model> answers: <last user turn>" (for evaluating API models)
+A claim check (webtune's `<source>`/`<answer>` prompt, eval.judge.mode=claims) is answered with each
+sentence of the answer as a claim, supported when every number in it is in the source and it names
+`keyword` only where the source does; under `garbage`, with the same unreadable reply.
 Every request body and its Authorization header are kept, so a test can check what was asked.
 Errors as OpenAI sends them: `{"error": {"message", "type", "code"}}`.
 """
@@ -43,7 +46,18 @@ class FakeJudge(LocalServer):
         if self.policy == "echo":
             last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
             return f"{model} answers: {last_user}"
+        if "<source>" in messages[-1]["content"] and self.policy != "garbage":
+            return self.check_claims(*block(messages[-1]["content"], "source", "answer"))
         return self.decide(*answers(messages[-1]["content"]))
+
+    def check_claims(self, source: str, answer: str) -> str:
+        claims = []
+        for sentence in filter(None, (s.strip() for s in re.split(r"(?<=[.!?])\s+", answer))):
+            numbers_held = all(n in source for n in re.findall(r"\d+", sentence))
+            keyword = self.keyword.lower()
+            keyword_held = not keyword or keyword not in sentence.lower() or keyword in source.lower()
+            claims.append({"claim": sentence, "supported": numbers_held and keyword_held})
+        return json.dumps({"claims": claims})
 
     def decide(self, a: str, b: str) -> str:
         if self.policy == "first":
@@ -56,11 +70,14 @@ class FakeJudge(LocalServer):
         return json.dumps({"winner": winner, "reason": f"{winner} mentions {self.keyword!r} or is longer"})
 
 
+def block(user_content: str, *tags: str) -> tuple[str, ...]:
+    """The text inside each <tag>...</tag> of webtune's judge prompt."""
+    found = [re.search(rf"<{tag}>\n(.*?)\n</{tag}>", user_content, re.S) for tag in tags]
+    return tuple(f.group(1) if f else "" for f in found)
+
+
 def answers(user_content: str) -> tuple[str, str]:
-    def block(tag):
-        found = re.search(rf"<{tag}>\n(.*?)\n</{tag}>", user_content, re.S)
-        return found.group(1) if found else ""
-    return block("answer_a"), block("answer_b")
+    return block(user_content, "answer_a", "answer_b")
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -26,9 +26,10 @@ MEASURES = {
     "unsupported_attributes": ("binary", False, "answers naming another record's attribute"),
     "coverage": ("mean", True, "share of the prompt's fields the answer realises"),
     "parent_f": ("mean", True, "PARENT F (n-grams against prompt and reference)"),
+    "unsupported_claims": ("binary", False, "answers making a claim the judge finds unsupported"),
 }
 LOSSES = ("domain_loss", "general_loss")
-GROUNDING = ("unsupported_values", "unsupported_attributes", "coverage", "parent_f")
+GROUNDING = ("unsupported_values", "unsupported_attributes", "coverage", "parent_f", "unsupported_claims")
 
 
 def prompt_id(messages: list[dict]) -> str:

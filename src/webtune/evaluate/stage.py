@@ -54,6 +54,8 @@ def run(cfg, run_dir: Path, console=None, promoted: str | None = None) -> dict:
     for label in results:
         score_generations(results[label], prompts, outputs[label], checks_of)
         items[label] = item_scores(results[label], prompts, outputs[label], checks_of, ground)
+    claims = judge_claims(e.judge, prompts, outputs, items, console) if judge_mode(e.judge) == "claims" else {}
+    for label in results:
         results[label]["grounding"] = grounding_rates(items[label])
     evidence = {f"tuned_vs_{old}": ev_.comparisons(items[old], items["tuned"], e.seed, e.resamples, old, "tuned")
                 for old in results if old != "tuned"}
@@ -62,9 +64,10 @@ def run(cfg, run_dir: Path, console=None, promoted: str | None = None) -> dict:
            "n_general_scored": len(sets["general"]), "n_generated": len(prompts),
            "loss_available": cfg.model.kind != "openai", "compare_to": e.get("compare_to"),
            "decoding": {"strategy": "greedy", "max_new_tokens": e.max_new_tokens},
-           "settings": settings(e), "evidence": evidence}
-    rows = generation_rows(prompts, outputs, checks_of, items)
-    if e.judge.enabled:
+           "settings": settings(e), "evidence": evidence, **claims}
+    rows = generation_rows(prompts, outputs, checks_of, items, claims.get("claims_listed", {}))
+    out.pop("claims_listed", None)
+    if judge_mode(e.judge) == "pairwise":
         from .judge import judge_pairs
         try:
             out["judge"] = judge_pairs(e.judge, [p[:-1] for p in prompts], [p[-1]["content"] for p in prompts],
@@ -80,6 +83,34 @@ def run(cfg, run_dir: Path, console=None, promoted: str | None = None) -> dict:
     return {"domain_gain": out["domain_gain"], "general_change": out["general_change"], "passed": out["passed"],
             "status": out["status"],
             **({"judge_win_rate": out["judge"]["win_rate"]} if "judge" in out else {})}
+
+
+def judge_mode(judge) -> str | None:
+    """None (no judge), "pairwise" or "claims" (eval.judge.mode)."""
+    if not judge.enabled:
+        return None
+    mode = str(judge.get("mode") or "pairwise")
+    if mode not in ("pairwise", "claims"):
+        raise WebtuneError(f"eval.judge.mode={mode!r}: pairwise (base vs tuned) or claims (each answer's claims)")
+    return mode
+
+
+def judge_claims(judge, prompts: list, outputs: dict, items: dict, console=None) -> dict:
+    """The judge's claim check of every model's answers: per-item `unsupported_claims` added to `items`
+    (so it gets paired comparisons and the gate reads it); the counts for metrics.json. A judge that
+    cannot be reached leaves the rest of the evaluation as it is, with the reason."""
+    from ..grounding.targets import eval_source
+    from .claims import check_claims
+    try:
+        found = check_claims(judge, [eval_source(p) for p in prompts], outputs, [ev_.prompt_id(p) for p in prompts],
+                             console=console)
+    except WebtuneError as exc:
+        log(f"  [bold red]judge failed[/]: {exc} (retry with `webtune eval RUN eval.judge.enabled=true`)")
+        return {"judge_error": str(exc)}
+    for label, scores in found["items"].items():
+        if scores:   # none scored (every reply unreadable): no rate, no comparison
+            items[label]["unsupported_claims"] = scores
+    return {"claims": found["summary"], "claims_listed": found["claims"]}
 
 
 def strip_items(result: dict) -> dict:
@@ -101,7 +132,8 @@ def grounding_rates(items: dict) -> dict:
 def grounding_checker(run_dir: Path):
     """(answer, messages) -> the detector's Finding against what the prompt shows (and, for a closed-book
     docs question, the page section its reference is: `eval_source`); None without the grounding package.
-    The field vocabularies are the ones prepare learnt (data/grounding_vocab.json)."""
+    The field vocabularies are the ones prepare learnt (data/grounding_vocab.json); coverage is of the
+    fields the example's task declared (`grounding_fields`, carried in data/examples.jsonl)."""
     try:
         from ..grounding import Vocabulary, check
         from ..grounding.targets import eval_source
@@ -109,7 +141,19 @@ def grounding_checker(run_dir: Path):
         return None
     path = run_dir / "data/grounding_vocab.json"
     vocab = Vocabulary.load(path) if path.exists() else None
-    return lambda text, messages: check(text, eval_source(messages), vocab=vocab, reference=messages[-1]["content"])
+    declared = declared_fields(run_dir)
+    return lambda text, messages: check(text, eval_source(messages), vocab=vocab,
+                                        fields=declared.get(orjson.dumps(messages[:-1])),
+                                        reference=messages[-1]["content"])
+
+
+def declared_fields(run_dir: Path) -> dict:
+    """{prompt (JSON bytes): its task's grounding fields and their values} from data/examples.jsonl."""
+    path = run_dir / "data/examples.jsonl"
+    if not path.exists():
+        return {}
+    return {orjson.dumps(ex["messages"][:-1]): ex["grounding_fields"]
+            for ex in read_jsonl(path) if ex.get("grounding_fields")}
 
 
 def settings(e) -> dict:
@@ -411,9 +455,9 @@ def score_generations(result: dict, prompts, outputs: list[str], checks_of) -> N
                                             [outputs[i] for i in applies]))
 
 
-def generation_rows(prompts, outputs: dict, checks_of, items: dict) -> list[dict]:
+def generation_rows(prompts, outputs: dict, checks_of, items: dict, claims: dict | None = None) -> list[dict]:
     """One row per generated prompt: its prompt id, prompt, reference, and each model's answer with its
-    per-item scores (chrF, ROUGE-L, checks, grounding rates and spans)."""
+    per-item scores (chrF, ROUGE-L, checks, grounding rates and spans, the judge's claims)."""
     rows = []
     for i, p in enumerate(prompts):
         pid = ev_.prompt_id(p)
@@ -426,6 +470,8 @@ def generation_rows(prompts, outputs: dict, checks_of, items: dict) -> list[dict
             row[f"{label}_checks"] = {c[6:]: bool(v[pid]) for c, v in scores.items() if c.startswith("check:") and pid in v}
             if "spans" in scores:
                 row[f"{label}_grounding"] = {m: scores[m].get(pid) for m in (*ev_.GROUNDING, "spans") if m in scores}
+            if pid in (claims or {}).get(label, {}):
+                row[f"{label}_claims"] = claims[label][pid]
         rows.append(row)
     return rows
 

@@ -92,6 +92,12 @@ class Task:
     schema: InputSchema | None = None
     variables: set[str] | None = None   # record fields the templates read (None: unknown, e.g. includes)
     teacher: TeacherTurn | None = None  # the user turn is the teacher's prompt; the teacher step writes the requests
+    grounding_fields: list[str] = field(default_factory=list)  # what an answer should realise (eval's coverage)
+
+    def grounding_values(self, fields: dict) -> dict | None:
+        """The declared grounding fields' values, carried with each example so that evaluate can say
+        which share of them an answer realises (None: the task declares none)."""
+        return {name: fields.get(name) for name in self.grounding_fields} or None
 
     def check(self, fields: dict) -> list[str]:
         """Fields the task needs, then its input schema (coercing in place); returns the repairs."""
@@ -202,7 +208,8 @@ def load_task(task) -> Task:
     schema = None
     if task.get("input_schema"):
         schema = InputSchema(resolve(task.input_schema, f"template task {task.name!r}: input_schema"))
-    return Task(task.name, turns, list(task.get("fields") or []), schema, variables, teacher_turn(task))
+    return Task(task.name, turns, list(task.get("fields") or []), schema, variables, teacher_turn(task),
+                list(task.get("grounding_fields") or []))
 
 
 def load_tasks(cfg_template) -> list[Task]:

@@ -345,8 +345,10 @@ class Serialize(Step):
         value = doc.fields.get(plan.group_field) if plan.group_field else None
         group = doc.group or (str(value) if value is not None else rid)
         ids = [f"{rid}/{name}" for name, _ in doc.examples]
+        grounding = {t.name: t.grounding_values(doc.fields) for t in doc.tasks}
         lines = [orjson.dumps({"id": eid, "record_id": rid, "source": doc.source, "side": plan.side,
-                               "template": name, "group": group, "messages": messages}) + b"\n"
+                               "template": name, "group": group, "messages": messages,
+                               **({"grounding_fields": grounding[name]} if grounding.get(name) else {})}) + b"\n"
                  for eid, (name, messages) in zip(ids, doc.examples)]
         note = "; ".join(f"{e.reason}: {e.detail}" for e in doc.failures)
         return Candidate(rid, doc.source, ids, [name for name, _ in doc.examples], note, lines)

@@ -242,7 +242,9 @@ def item_rows(generations: list[dict]) -> list[dict]:
                 answers.append({"label": label, "html": highlight(r[label], g.get("spans")), "chrF": r.get(f"{label}_chrF"),
                                 "rougeL": r.get(f"{label}_rougeL"), "unsupported_values": g.get("unsupported_values"),
                                 "unsupported_attributes": g.get("unsupported_attributes"),
-                                "checks": r.get(f"{label}_checks") or {}})
+                                "checks": r.get(f"{label}_checks") or {},
+                                "unsupported_claims": [c["claim"] for c in r.get(f"{label}_claims") or []
+                                                       if not c["supported"]]})
         rows.append({"id": r.get("id"), "prompt": r["prompt"][-1]["content"], "reference": r["reference"],
                      "answers": answers, "judge": r.get("judge")})
     return rows
