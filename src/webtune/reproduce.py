@@ -3,9 +3,11 @@
 RUN/config.yaml is loaded verbatim (never conf/) and RUN/data/raw/ is copied (fresh files, no hard
 links) into a new run directory; every deterministic stage after the source runs there with the
 stage cache and the per-user caches off, so nothing is restored and nothing is compared with
-itself. Then every data file (examples, splits, packed rows, mix plan, ledger events and ledger) is
-compared byte for byte and the ones that differ are named; with training, the metric deltas are
-reported. The original run is only read: its files' hashes are taken before and after, and a change
+itself. The teacher's replies are inputs too: the scratch teacher cache is seeded from the run's
+record of the replies it used (data/teacher_replies.jsonl, checked against the manifest), so nothing
+is asked even where runs/.cache/teacher/ is gone. Then every data file (examples, splits, packed
+rows, mix plan, ledger events and ledger) is compared byte for byte and the ones that differ are
+named; with training, the metric deltas are reported. The original run is only read: its files' hashes are taken before and after, and a change
 is reported as an error.
 """
 from __future__ import annotations
@@ -17,11 +19,11 @@ from pathlib import Path
 from rich.table import Table
 
 from .hydra_setup import load_run_config
-from .rundir import attach_run_log, caches_off, new_run_dir
+from .rundir import MANIFEST, attach_run_log, caches_off, new_run_dir
 from .console import console, log
 from .errors import WebtuneError
 from .fileio import copy_tree, hash_path, read_json
-from .stages import SOURCES_JSON
+from .stages import SOURCES_JSON, TEACHER_REPLIES
 
 DATA_STAGES = ["prepare", "mix", "ledger"]
 COMPARED = ["data", "ledger", "ledger.jsonl"]     # every file under these, except data/raw
@@ -36,10 +38,11 @@ def reproduce(run_dir: Path, data_only: bool = False) -> int:
     before = file_hashes(original)
     new = _prepare_copy(original, cfg)
     log(f"reproducing {original} -> {new} (stage cache off{', data stages only' if data_only else ''})")
-    edited = raw_changes(new)
+    replies, replies_changed = recorded_replies(original)
+    edited = raw_changes(new) + replies_changed
     for line in edited:
         log(f"[yellow]{line}[/yellow]")
-    _run(cfg, new, data_only)
+    _run(cfg, new, data_only, replies)
     differ = compare_data(original, new)
     same_metrics = data_only or compare_metrics(original, new)
     if file_hashes(original) != before:
@@ -61,10 +64,11 @@ def _prepare_copy(original: Path, cfg) -> Path:
     return new
 
 
-def _run(cfg, new: Path, data_only: bool) -> None:
+def _run(cfg, new: Path, data_only: bool, replies: Path | None = None) -> None:
     """The stages after the source, cache off. `runs_dir` (read by stages only for caches of their
     own, never in a key) points at an empty scratch folder and the per-user caches (the base model's
-    scores) are off, so no stage finds anything to reuse."""
+    scores) are off, so no stage finds anything to reuse; only the teacher's cache there holds the
+    run's recorded `replies`, its inputs."""
     from omegaconf import OmegaConf
 
     from .runner import Runner
@@ -74,6 +78,10 @@ def _run(cfg, new: Path, data_only: bool) -> None:
     wanted.discard("register")
     with tempfile.TemporaryDirectory(prefix="webtune-reproduce-") as scratch, caches_off():
         fresh = OmegaConf.merge(cfg, {"runs_dir": scratch})
+        if replies is not None:
+            from .teacher.cache import ReplyCache, cache_root, seed_from_record
+            n = seed_from_record(replies, ReplyCache(cache_root(scratch)))
+            log(f"teacher: {n} replies recorded by the run ({TEACHER_REPLIES}), none asked again")
         Runner(fresh, new, stages, console, log, use_cache=False).run(only=wanted)
 
 
@@ -94,6 +102,20 @@ def raw_changes(run_dir: Path) -> list[str]:
                 changes.append(f"{side} raw input {rel} changed since the run (sha256 {digest[:12]} -> "
                                f"{hash_path(path)[:12]})")
     return changes
+
+
+def recorded_replies(original: Path) -> tuple[Path | None, list[str]]:
+    """The run's record of the teacher replies it used (None: it has none), and what changed in it
+    since the run, against the hash its manifest keeps for the prepare stage's output."""
+    path = original / TEACHER_REPLIES
+    prepare = ((read_json(original / MANIFEST, {}) or {}).get("stages") or {}).get("prepare") or {}
+    digest = (prepare.get("outputs") or {}).get(TEACHER_REPLIES)
+    if not path.exists():
+        return None, [f"teacher replies {TEACHER_REPLIES} are missing: the teacher is asked again"] if digest else []
+    if digest and hash_path(path) != digest:
+        return path, [f"teacher replies {TEACHER_REPLIES} changed since the run (sha256 {digest[:12]} -> "
+                      f"{hash_path(path)[:12]})"]
+    return path, []
 
 
 def data_files(run_dir: Path) -> dict[str, str]:

@@ -12,6 +12,7 @@ from .rundir import hub_revision
 from .fileio import hash_path, read_json, write_json
 
 SOURCES_JSON = "data/raw/sources.json"
+TEACHER_REPLIES = "data/teacher_replies.jsonl"   # the teacher's replies a run used: reproduce asks nothing
 SPLITS = ["data/train.jsonl", "data/val.jsonl", "data/test.jsonl", "data/general_test.jsonl"]
 REFRESH_DIFF = "data/refresh/diff.jsonl"   # a refresh run's record diff (refresh/diff.py)
 OLD_TEST = "data/test_old.jsonl"           # a refresh run's frozen test set of the promoted version
@@ -82,7 +83,7 @@ def run_prepare(ctx: StageContext) -> dict:
               for side, src, paths in raw_inputs(ctx.cfg, ctx.run_dir)]
     stats = prepare.run(ctx.cfg, ctx.run_dir, inputs, console=ctx.console)
     from . import teacher   # template tasks whose requests a teacher model writes (none: nothing happens)
-    asked = teacher.run(ctx.cfg, ctx.run_dir, inputs, stats, console=ctx.console)
+    asked = teacher.run(ctx.cfg, ctx.run_dir, inputs, stats, ctx.run_dir / TEACHER_REPLIES, console=ctx.console)
     return {**stats, "teacher": asked} if asked else stats
 
 
@@ -220,7 +221,7 @@ def build_stages() -> list[Stage]:
               context=["runs_dir"], outputs=["data/raw"], cacheable=False),
         Stage("prepare", run_prepare, config=["source", "template", "prepare", "teacher"] + GENERAL,
               context=["runs_dir"], inputs=[SOURCES_JSON],
-              outputs=["data/examples.jsonl", "ledger/prepare", "data/grounding_vocab.json"],
+              outputs=["data/examples.jsonl", "ledger/prepare", "data/grounding_vocab.json", TEACHER_REPLIES],
               external=template_files, libraries=PREPARE_LIBS),
         Stage("refresh", run_refresh, config=["source", "refresh"], whole_config=True, inputs=[SOURCES_JSON],
               outputs=["data/refresh"], enabled=is_refresh, cacheable=False),

@@ -4,6 +4,7 @@ replies, caps, duplicates, the judge, and the same bytes for any number of worke
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from omegaconf import OmegaConf
 
 from webtune.errors import WebtuneError
 
-from .conftest import config, examples, prepare, teacher_events, write_pages
+from .conftest import FIXTURE_MODEL, config, examples, prepare, teacher_events, write_pages
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,6 +68,26 @@ def test_every_section_gets_its_n_questions_once_and_the_page_stays_the_answer(t
     page.write_text(page.read_text().replace("stays", "remains", 1))
     prepare(cfg, tmp_path / "run3")
     assert fake.requests == 17
+
+
+def test_reproduce_reads_the_replies_the_run_recorded_and_asks_nothing_even_without_the_cache(tmp_path, pages, fake):
+    from webtune.commands import DATA_STAGES, execute
+    from webtune.reproduce import reproduce
+    runs = tmp_path / "runs"
+    run = runs / "run"
+    run.mkdir(parents=True)
+    execute(config(tmp_path, pages, fake.base_url, f"model.name_or_path={FIXTURE_MODEL}"), run, fresh=True,
+            only=DATA_STAGES)
+    record = run / "data/teacher_replies.jsonl"
+    assert fake.requests == 16 and len(record.read_bytes().splitlines()) == 16
+    shutil.rmtree(runs / ".cache")                  # the teacher cache (and the stage cache) gone
+    assert reproduce(run, data_only=True) == 0       # every data file identical
+    assert fake.requests == 16                       # nothing asked: the replies came from the run itself
+
+    lines = record.read_bytes().splitlines()         # an edited reply is named, and changes the data
+    record.chmod(0o644)
+    record.write_bytes(b"\n".join([lines[0].replace(b"option", b"choice", 1)] + lines[1:]) + b"\n")
+    assert reproduce(run, data_only=True) == 1 and fake.requests == 16
 
 
 def test_a_crash_after_half_the_sections_resumes_with_the_other_half(tmp_path, pages, fake):

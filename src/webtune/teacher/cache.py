@@ -7,6 +7,11 @@ and send nothing, and an edited section (or prompt, or model) misses only its ow
 entry is one small JSON file written atomically the moment its reply is in, so a crash loses at most
 the requests in flight. WEBTUNE_NO_CACHE does not bypass it: it holds what was paid for, not a
 derived result.
+
+A run also records the replies it used in its directory (`data/teacher_replies.jsonl`, a prepare
+output, one line per request in input order), as it links its source snapshot into data/raw/:
+`webtune reproduce` seeds its scratch cache from that record, so it sends no request even where the
+cache is gone.
 """
 from __future__ import annotations
 
@@ -14,7 +19,9 @@ import json
 import os
 from pathlib import Path
 
-from ..fileio import sha256_text
+import orjson
+
+from ..fileio import atomic_path, sha256_text
 
 CACHE = Path(".cache") / "teacher"
 FORMAT = 1      # bump when the meaning of an entry changes
@@ -47,3 +54,21 @@ class ReplyCache:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(entry)}.tmp")
         tmp.write_text(json.dumps(entry, ensure_ascii=False), encoding="utf-8")
         os.replace(tmp, path)
+
+
+def write_record(path: Path, used: list[tuple[str, str, str, dict]]) -> None:
+    """A run's record of the replies it used: (key, kind, example id, cache entry), in input order."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        for key, kind, example, entry in used:
+            out.write(orjson.dumps({"key": key, "kind": kind, "example": example, "entry": entry}) + b"\n")
+
+
+def seed_from_record(record: Path, cache: ReplyCache) -> int:
+    """Put every reply of a run's record into `cache` (fresh files); how many."""
+    n = 0
+    with open(record, "rb") as fh:
+        for line in fh:
+            item = orjson.loads(line)
+            cache.put(item["key"], item["entry"])
+            n += 1
+    return n

@@ -10,6 +10,7 @@ record that is dropped. This step then, in the main process, over data/examples.
   curate   exact and near-duplicate questions across all sections (the first in input order is kept)
   judge    optionally, one more request per section scoring its questions (answered? self-contained?)
   render   each question as an example, in input order: `<example id>/q<k>`, the target unchanged
+  record   the replies used, in the run directory (reproduce reads them instead of asking)
 
 Asking happens apart from rendering, so concurrency never touches the output: given the cache,
 data/examples.jsonl is the same bytes for any number of workers, threads or engine. Every teacher
@@ -33,7 +34,7 @@ from ..console import log
 from ..fileio import atomic_path
 from ..ledger import LedgerWriter
 from .ask import CAP_REACHED, Job, ask_all, result_of
-from .cache import ReplyCache, cache_root, request_key
+from .cache import ReplyCache, cache_root, request_key, write_record
 from .judge import judge_job, judged
 from .parse import parse_questions, questions_schema
 from .plan import Budget, cost_of, estimate_tokens, make_plan
@@ -65,9 +66,10 @@ def teacher_tasks(inputs) -> dict[tuple[str, str], object]:
     return {(inp.side, task.name): task.teacher for inp in inputs for task in load_tasks(inp.template) if task.teacher}
 
 
-def run(cfg, run_dir: Path, inputs, stats: dict, console=None) -> dict | None:
-    """Expand the teacher examples of data/examples.jsonl in place; update the prepare `stats`
-    (examples, per-source kept/rejected) and return the teacher's own stats (None: no teacher task)."""
+def run(cfg, run_dir: Path, inputs, stats: dict, record: Path, console=None) -> dict | None:
+    """Expand the teacher examples of data/examples.jsonl in place, write the replies used to `record`;
+    update the prepare `stats` (examples, per-source kept/rejected) and return the teacher's own
+    stats (None: no teacher task)."""
     tasks = teacher_tasks(inputs)
     if not tasks:
         return None
@@ -83,6 +85,7 @@ def run(cfg, run_dir: Path, inputs, stats: dict, console=None) -> dict | None:
     if t.judge.enabled:
         asked.judge(sections)
     check_answers(sections)
+    write_record(record, asked.used_entries())     # what reproduce reads instead of asking
     kept_per_source, rejected_per_source = render(path, Path(run_dir), sections, stats)
     for name, n in rejected_per_source.items():
         stats["sources"][name]["kept"] -= n
@@ -122,11 +125,13 @@ class Asker:
         self.client = None
         self.cached = self.sent = 0
         self.entries: dict[str, dict | str | None] = {}
+        self.used: dict[str, tuple[str, str]] = {}     # key -> (kind, example id), in input order
         self.paid_tokens = [0, 0]     # every reply used, cached or not: what the data cost in all
 
     def questions(self, sections: list[Section]):
         jobs = {}
         for s in sections:
+            self.used.setdefault(s.key, ("questions", s.example["id"]))
             if s.key not in self.entries and s.key not in jobs:
                 entry = self.cache.get(s.key)
                 if entry is not None:
@@ -158,6 +163,7 @@ class Asker:
                 continue
             job = judge_job(s, model, settings(self.t), self.t.max_tokens)
             keys[id(s)] = job.key
+            self.used.setdefault(job.key, ("judge", s.example["id"]))
             entry = self.cache.get(job.key)
             if entry is not None:
                 self.entries[job.key] = entry
@@ -187,6 +193,11 @@ class Asker:
             self.entries.update(ask_all(self.client, jobs[:fits], self.cache, self.budget, what, self.console))
             self.sent += self.budget.requests - before
         return plan
+
+    def used_entries(self) -> list[tuple[str, str, str, dict]]:
+        """(key, kind, example id, entry) of every reply the data was made from, in input order."""
+        return [(key, kind, example, self.entries[key]) for key, (kind, example) in self.used.items()
+                if isinstance(self.entries.get(key), dict)]
 
     def count_paid(self, entry: dict) -> None:
         for reply in entry.get("replies", []):
