@@ -249,6 +249,7 @@ def convert(gguf: Path, folder: Path, prov: dict, extra_files: list[Path] = ()) 
         tok.save_pretrained(tmp)
         for extra in extra_files:
             shutil.copy2(extra, tmp / extra.name)
+        save_vocab(gguf, tmp)
         (tmp / PROVENANCE).write_text(json.dumps(prov, indent=2) + "\n")
         if folder.exists():               # --force: replace the old conversion
             shutil.rmtree(folder)
@@ -256,6 +257,74 @@ def convert(gguf: Path, folder: Path, prov: dict, extra_files: list[Path] = ()) 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+# ---------------------------------------------------------------- its vocabulary, kept for GGUF export
+VOCAB = "gguf_vocab.json"   # inside a converted folder: the source GGUF's vocabulary
+VOCAB_KEYS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.scores",
+              "tokenizer.ggml.token_type", "tokenizer.ggml.add_space_prefix")
+
+
+def save_vocab(gguf_file: Path, folder: Path) -> None:
+    """The GGUF's vocabulary (pieces, scores, token types) as JSON in `folder`. transformers turns a
+    SentencePiece vocabulary into a BPE tokenizer.json with neither scores nor token types, from which
+    llama.cpp's converter cannot write it back: a GGUF export of a model trained from this base
+    copies it from here instead (deploy/export.py)."""
+    import gguf
+
+    fields = gguf.GGUFReader(gguf_file).fields
+    out = {}
+    for key in VOCAB_KEYS:
+        field = fields.get(key)
+        if field is None:
+            continue
+        if field.types[0] == gguf.GGUFValueType.ARRAY:   # item by item: contents() is ~10x slower here
+            items = [field.parts[i] for i in field.data]
+            out[key] = ([bytes(x).decode("utf-8", "replace") for x in items]
+                        if field.types[-1] == gguf.GGUFValueType.STRING else [x[0].item() for x in items])
+        else:
+            out[key] = field.contents()
+    (folder / VOCAB).write_text(json.dumps(out, ensure_ascii=False))
+
+
+def vocab(folder) -> dict | None:
+    """A converted base's vocabulary (VOCAB_KEYS: values), or None for a folder not converted from a
+    GGUF. A conversion made before the file existed gets it now, from its GGUF (a chunked base's
+    chunks assembled again, then removed)."""
+    folder = Path(str(folder))
+    prov = provenance(folder)
+    if prov is None:
+        return None
+    if not (folder / VOCAB).is_file():
+        with locked(cache_dir()):
+            if not (folder / VOCAB).is_file():
+                _save_vocab_again(prov, folder)
+    return json.loads((folder / VOCAB).read_text()) if (folder / VOCAB).is_file() else None
+
+
+def vocab_of(base_folder, tokenizer) -> dict | None:
+    """The SentencePiece vocabulary of the GGUF `base_folder` was converted from, when it is
+    `tokenizer`'s piece for piece (a model trained from that base), else None."""
+    found = vocab(base_folder) if base_folder and Path(str(base_folder)).is_dir() else None
+    if not found or found.get("tokenizer.ggml.model") != "llama" or len(tokenizer) != len(found["tokenizer.ggml.tokens"]):
+        return None
+    # transformers writes every space of a piece as ▁ (SentencePiece keeps the literal spaces of
+    # its user-defined whitespace pieces)
+    pieces = [t.replace(" ", "\u2581") for t in found["tokenizer.ggml.tokens"]]
+    return found if pieces == tokenizer.convert_ids_to_tokens(list(range(len(pieces)))) else None
+
+
+def _save_vocab_again(prov: dict, folder: Path) -> None:
+    base = BASES.get(prov.get("name", ""))
+    if base is not None and base.sha256 == prov.get("sha256") and installed(base):
+        source = installed_gguf(base)
+        try:
+            save_vocab(source, folder)
+        finally:
+            if base.parts:
+                source.unlink()
+    elif prov.get("gguf") and Path(prov["gguf"]).is_file():
+        save_vocab(Path(prov["gguf"]), folder)
 
 
 def source_of(model_cfg) -> str:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from webtune import base_model
 from webtune.console import console
 from webtune.deploy import llamacpp, registry as reg, system_prompt
 from webtune.deploy.generate import GenerationSettings, LocalModel, generate, load_model
@@ -249,9 +250,12 @@ def _pre_tokenizer_from_json(folder: Path) -> Optional[str]:
     return None
 
 
-def convert(folder: Path, out_file: Path, quant: str, name: Optional[str] = None) -> None:
+def convert(folder: Path, out_file: Path, quant: str, name: Optional[str] = None,
+            vocab: Optional[dict] = None) -> None:
     """HF folder -> GGUF with llama.cpp's converter (f16 / q8_0), chat template embedded, and
-    `general.name` = `name` (else the converter names it after the folder: `.merged` gave '.Merged')."""
+    `general.name` = `name` (else the converter names it after the folder: `.merged` gave '.Merged').
+    `vocab`: a SentencePiece vocabulary to write instead of the folder's (base_model.vocab_of: a base
+    converted from GGUF has no tokenizer.model, and the converter would write GPT-2 BPE instead)."""
     gguf, ModelBase, ModelType, get_model_architecture, get_model_class = _converter()
     import torch
 
@@ -276,6 +280,19 @@ def convert(folder: Path, out_file: Path, quant: str, name: Optional[str] = None
                     raise WebtuneError(f"{folder}/tokenizer.json: llama.cpp does not know this tokenizer's "
                                        f"pre-tokenizer; export --format merged instead") from None
                 return name
+
+        def set_vocab(self):
+            if vocab is None:
+                return super().set_vocab()
+            writer = self.gguf_writer
+            writer.add_tokenizer_model(vocab["tokenizer.ggml.model"])
+            writer.add_tokenizer_pre(vocab.get("tokenizer.ggml.pre", "default"))
+            writer.add_token_list(vocab["tokenizer.ggml.tokens"])
+            writer.add_token_scores(vocab["tokenizer.ggml.scores"])
+            writer.add_token_types(vocab["tokenizer.ggml.token_type"])
+            if "tokenizer.ggml.add_space_prefix" in vocab:
+                writer.add_add_space_prefix(vocab["tokenizer.ggml.add_space_prefix"])
+            gguf.SpecialVocab(folder, n_vocab=len(vocab["tokenizer.ggml.tokens"])).add_to_gguf(writer)
 
     with torch.inference_mode():
         Converter(folder, getattr(gguf.LlamaFileType, CONVERTER_QUANTS[quant]), out_file, model_name=name).write()
@@ -434,10 +451,11 @@ def _build(source: Source, fmt: str, quant: Optional[str], ollama: bool, tmp: Pa
     else:
         gguf_file = tmp / f"{source.stem}-{quant}.gguf"
         with console.status(f"converting to GGUF {quant} with llama.cpp's converter"):
+            vocab = base_model.vocab_of(source.base_dir(), lm.tokenizer)
             if quant in CONVERTER_QUANTS:
-                convert(merged, gguf_file, quant, source.stem)
+                convert(merged, gguf_file, quant, source.stem, vocab)
             else:
-                convert(merged, tmp / "f16.gguf", "f16", source.stem)
+                convert(merged, tmp / "f16.gguf", "f16", source.stem, vocab)
                 quantize(tmp / "f16.gguf", gguf_file, quant)
                 (tmp / "f16.gguf").unlink()
         with console.status("reading the GGUF back with transformers' GGUF loader and comparing"):
