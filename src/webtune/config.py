@@ -305,6 +305,7 @@ class LoraConfig:
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     exclude_modules: Optional[str] = None  # regex of modules LoRA leaves alone (Gemma 3 4B: the vision tower)
+    trainable_tokens: list[str] = field(default_factory=list)  # their embedding rows train too (a pretrained base's turn markers)
 
 
 @dataclass

@@ -40,7 +40,24 @@ def lora_config(model_cfg):
     exclude = model_cfg.lora.get("exclude_modules")
     return LoraConfig(r=model_cfg.lora.r, lora_alpha=model_cfg.lora.alpha, lora_dropout=model_cfg.lora.dropout,
                       target_modules=list(model_cfg.lora.target_modules), exclude_modules=exclude or None,
-                      task_type="CAUSAL_LM")
+                      trainable_token_indices=trainable_token_ids(model_cfg) or None, task_type="CAUSAL_LM")
+
+
+def trainable_token_ids(model_cfg) -> list[int]:
+    """model.lora.trainable_tokens as ids. A pretrained base never saw its chat markers: Gemma 3 270M
+    puts <end_of_turn> ~20 logits under the top at the end of a reply, and LoRA on the projections
+    alone, with the (tied) embeddings frozen, had not lifted it after 12 steps (no reply stopped).
+    Training these rows (PEFT's trainable tokens; tied to the output layer) lets it learn to stop."""
+    tokens = list(model_cfg.lora.get("trainable_tokens") or [])
+    if not tokens:
+        return []
+    from ..chat.tokenize import load_tokenizer
+    vocab = load_tokenizer(model_cfg).get_vocab()
+    unknown = [t for t in tokens if t not in vocab]
+    if unknown:
+        raise WebtuneError(f"model.lora.trainable_tokens: {', '.join(map(repr, unknown))} not in the vocabulary of "
+                           f"{model_cfg.name_or_path!r}")
+    return [vocab[t] for t in tokens]
 
 
 def load_model(model_cfg, for_training: bool = True):
