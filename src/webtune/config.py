@@ -395,6 +395,10 @@ class EvalConfig:
     seed: int = 0                   # the sample and the paired bootstrap
     resamples: int = 2000           # paired bootstrap resamples per interval
     compare_to: Optional[str] = None  # a registry model NAME: its promoted version is scored too
+    # how much worse a measure may get before a significant difference counts (its whole interval beyond it)
+    margins: dict[str, float] = field(default_factory=lambda: {
+        "domain_loss": 0.02, "general_loss": 0.05, "old_loss": 0.02, "chrF": 1.0, "rougeL": 1.0,
+        "coverage": 0.05, "parent_f": 0.02})
     benchmarks: list[str] = field(default_factory=list)  # JSONL (messages or prompt/answer): mix removes overlapping training examples
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     engine: EvalEngine = EvalEngine.transformers  # greedy generations on transformers | vllm (losses: transformers)

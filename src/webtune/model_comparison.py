@@ -34,7 +34,8 @@ def compare(run_dir: Path, other: str | Path, sets: dict[str, Path] | None = Non
     prompts = prompts[: min(map(len, outputs.values()))]
     checks_of, ground = stage.task_checks(cfg, run_dir), stage.grounding_checker(run_dir)
     items = {label: ev_.item_scores(results[label], prompts, outputs[label], checks_of, ground) for label in results}
-    comparisons = ev_.comparisons(items["other"], items["candidate"], e.seed, e.resamples, "other", "candidate")
+    comparisons = ev_.comparisons(items["other"], items["candidate"], e.seed, e.resamples, "other", "candidate",
+                                  e.get("margins"))
     return {"candidate": models["candidate"], "other": models["other"],
             "n": {name: len(convs) for name, convs in held_out.items()}, "n_generated": len(prompts),
             "comparisons": comparisons,

@@ -120,3 +120,29 @@ def test_mcnemar_exact_matches_the_binomial():
     assert paired.mcnemar_exact(0, 0) == 1.0
     assert paired.mcnemar_exact(5, 0) == pytest.approx(2 / 32)
     assert paired.mcnemar_exact(3, 9) == pytest.approx(2 * sum(math.comb(12, i) for i in range(4)) / 2 ** 12)
+
+
+def test_a_significant_but_small_loss_against_the_promoted_counts_only_beyond_its_margin():
+    """Non-inferiority: a candidate 0.02 nats/token worse on general loss than the promoted version (an
+    interval that leaves out 0 but lies inside eval.margins.general_loss=0.05) is not failed for it; 0.2
+    worse is; with the margin at 0 the small one fails too."""
+    gained = [x - 1.0 for x in BASE]
+    def general(per_token):
+        return {"general_loss": {f"g{k}": x * 10 for k, x in enumerate(per_token)},
+                "general_loss_tokens": {f"g{k}": 10 for k in range(len(per_token))}}
+    promoted = {**losses(gained), **general(BASE)}
+    def run(shift, margins):
+        e = cfg(min_domain_gain=0.5, margins=margins)
+        tuned = {**losses(gained), **general([x + shift + 0.002 * (k % 3) for k, x in enumerate(BASE)])}
+        ev = {label: comparisons(old, tuned, seed=0, resamples=1000, old_label=name, new_label="tuned",
+                                 margins=e.margins)
+              for label, name, old in (("tuned_vs_base", "base", {**losses(BASE), **general(BASE)}),
+                                       ("tuned_vs_promoted", "promoted", promoted))}
+        return ev["tuned_vs_promoted"]["general_loss"], verdict(e, ev)
+    small, v = run(0.02, {"general_loss": 0.05})
+    assert small["significant"] is None and small["within_margin"] == 0.05 and small["low"] > 0
+    assert v["status"] == "passed" and "by less than its margin" in paired.describe(small)
+    large, v = run(0.2, {"general_loss": 0.05})
+    assert large["significant"] == "worse" and v["status"] == "failed"
+    strict, v = run(0.02, {"general_loss": 0.0})
+    assert strict["significant"] == "worse" and v["status"] == "failed"

@@ -67,7 +67,8 @@ def score_answers(cfg, run_dir: Path, path: Path) -> dict:
         items[label] = ev_.item_scores({}, prompts, texts, checks_of, ground)
         results[label]["grounding"] = stage.grounding_rates(items[label])
     e = cfg.eval
-    evidence = {f"answers_vs_{old}": ev_.comparisons(items[old], items["answers"], e.seed, e.resamples, old, "answers")
+    evidence = {f"answers_vs_{old}": ev_.comparisons(items[old], items["answers"], e.seed, e.resamples, old, "answers",
+                                                     e.get("margins"))
                 for old in outputs if old != "answers"}
     out = {"file": str(path), "n": len(chosen), "of": len(rows), **results, "evidence": evidence,
            "items": [{"id": r["id"], "answer": answers[r["id"]],

@@ -98,17 +98,29 @@ def spec(measure: str) -> tuple[str, bool, str]:
     return MEASURES[measure]
 
 
-def comparisons(old: dict, new: dict, seed: int, resamples: int, old_label: str, new_label: str) -> dict:
+def comparisons(old: dict, new: dict, seed: int, resamples: int, old_label: str, new_label: str,
+                margins: dict | None = None) -> dict:
     """{measure: paired comparison} for every measure both score dicts hold. A score dict is
-    {measure: {id: value}}, plus {"<loss>_tokens": {id: tokens}} for the losses."""
+    {measure: {id: value}}, plus {"<loss>_tokens": {id: tokens}} for the losses. `margins` (eval.margins):
+    a difference counts as worse only when its whole interval lies beyond the measure's margin."""
     out = {}
     for measure in [m for m in old if m in new and not m.endswith("_tokens") and m != "spans"]:
         kind, higher, name = spec(measure)
-        out[measure] = {**paired.compare(measure, old[measure], new[measure], kind=kind, higher_is_better=higher,
-                                         weights=old.get(f"{measure}_tokens"), seed=seed, resamples=resamples,
-                                         old_label=old_label, new_label=new_label),
-                        "name": name}   # what the report calls it
+        c = paired.compare(measure, old[measure], new[measure], kind=kind, higher_is_better=higher,
+                           weights=old.get(f"{measure}_tokens"), seed=seed, resamples=resamples,
+                           old_label=old_label, new_label=new_label)
+        out[measure] = {**within_margin(c, float((margins or {}).get(measure) or 0), higher), "name": name}
     return out
+
+
+def within_margin(c: dict, margin: float, higher_is_better: bool) -> dict:
+    """A significantly worse difference whose interval stays within `margin` of no change is not worse
+    (non-inferiority): two models of the same quality, trained with two seeds, otherwise fail each
+    other's gate on some measure among the many compared (bench/RESULTS.md, trim vs off)."""
+    if c["significant"] != "worse" or margin <= 0 or c["low"] is None:
+        return c
+    near = c["low"] if not higher_is_better else -c["high"]   # the interval's bound nearest to no change
+    return c if near > margin else {**c, "significant": None, "within_margin": margin}
 
 
 def worse(comparison: dict) -> list[str]:

@@ -98,6 +98,7 @@ def describe(c: dict, unit: str = "") -> str:
     p = f", McNemar p={c['p']:.3g}" if c["kind"] == "binary" else ""
     verdict = {"better": "significantly better than", "worse": "significantly worse than"}.get(
         c["significant"], "too few items to tell from" if c["kind"] != "binary" and c["n"] < MIN_ITEMS
+        else f"worse, by less than its margin {c['within_margin']:g}, than" if c.get("within_margin")
         else "not significantly different from")
     return (f"{c['measure']} {c['old']:.4g} -> {c['new']:.4g}{unit}, {c['diff']:+.3g} ({ci}n={c['n']}{p}): "
             f"{c['new_label']} {verdict} {c['old_label']}")

@@ -57,7 +57,8 @@ def run(cfg, run_dir: Path, console=None, promoted: str | None = None) -> dict:
     claims = judge_claims(e.judge, prompts, outputs, items, console) if judge_mode(e.judge) == "claims" else {}
     for label in results:
         results[label]["grounding"] = grounding_rates(items[label])
-    evidence = {f"tuned_vs_{old}": ev_.comparisons(items[old], items["tuned"], e.seed, e.resamples, old, "tuned")
+    evidence = {f"tuned_vs_{old}": ev_.comparisons(items[old], items["tuned"], e.seed, e.resamples, old, "tuned",
+                                                   e.get("margins"))
                 for old in results if old != "tuned"}
     out = {**{k: strip_items(v) for k, v in results.items()}, "n_domain_test": len(domain_all),
            "n_general_test": len(general_all), "n_domain_scored": len(sets["domain"]),
