@@ -43,8 +43,10 @@ LLAMA_QUANTIZE_QUANTS = {"q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_s", "q3_k
 LOSS_TOLERANCE = {"f16": 0.005, "q8_0": 0.02}   # relative held-out loss difference allowed
 K_QUANT_LOSS_TOLERANCE = 0.10
 GREEDY_TOKENS = {"merged": 32, "f16": 16}       # greedy tokens that must be identical
-# llama.cpp's greedy tokens (teacher-forced) that must equal the trained model's, of 32 per held-out prompt
-LLAMACPP_AGREEMENT = {"f16": 0.9, "q8_0": 0.8, "k-quant": 0.5}
+# llama.cpp's greedy tokens (teacher-forced) that must equal the trained model's, of 32 per held-out prompt.
+# Measured on the default's trained SmolLM2 (docs/serving.md): f16 100%, q8_0 95%, q4_k_m 90%, q5_k_m 82%,
+# q6_k 97%; the base model in its place 53%, so every quantisation's threshold stays above that
+LLAMACPP_AGREEMENT = {"f16": 0.9, "q8_0": 0.8, "k-quant": 0.7}
 HELD_OUT = 4                                    # held-out conversations compared
 SAME_AS_BASE = 1e-4                             # max |logit difference| under which two models are "the same"
 FALLBACK_CONVERSATIONS = [
