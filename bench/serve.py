@@ -17,9 +17,10 @@ tokens/s per stream and in total, errors; the load average before and after each
 `--runtimes` compares the engines instead (issue 29), at 1 / 8 / 16 clients by default: `webtune serve`
 on its transformers engine, `webtune serve --engine vllm` (vLLM as webtune's child process) and bare
 `vllm serve` with the same flags (from `.venv-vllm`, `make vllm`); --write puts that table under
-"## Serving on vLLM (issue 29)", with webtune+vLLM / bare vLLM per client count.
+"## Serving on vLLM (issue 29)", with webtune+vLLM / bare vLLM per client count. With --old-src,
+`webtune serve --engine vllm` of that worktree runs too ("before"), side by side.
 
-    python bench/serve.py --runtimes --models smollm2 --write
+    python bench/serve.py --runtimes --models smollm2 [--old-src /tmp/before/src] [--servers ...] --write
 """
 from __future__ import annotations
 
@@ -188,15 +189,19 @@ def runtime_servers(model: str, model_dir: Path, a) -> list[tuple]:
         "max_position_embeddings", settings.max_model_len))
     webtune = [py, "-m", "webtune", "serve", str(model_dir), "--max-concurrency", "32", "--queue-size", "256"]
     bare_env = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}
-    return [("webtune serve (transformers)", model_dir.name, lambda p: webtune + ["--port", str(p)], {}),
-            ("webtune serve --engine vllm", model_dir.name,
-             lambda p: webtune + ["--port", str(p), "--engine", "vllm", "--vllm-command", vllm,
-                                  "--vllm-kv-cache-gib", str(settings.kv_cache_gib)], {}),
-            ("vllm serve (bare)", str(model_dir),
+    on_vllm = ["--engine", "vllm", "--vllm-command", vllm, "--vllm-kv-cache-gib", str(settings.kv_cache_gib)]
+    before = [("webtune serve --engine vllm, before", model_dir.name, lambda p: webtune + ["--port", str(p)] + on_vllm,
+               {"PYTHONPATH": str(a.old_src)})] if a.old_src else []   # a worktree of the commit to compare with
+    entries = [("webtune serve (transformers)", model_dir.name, lambda p: webtune + ["--port", str(p)], {}),
+               *before,
+               ("webtune serve --engine vllm", model_dir.name, lambda p: webtune + ["--port", str(p)] + on_vllm,
+                {"PYTHONPATH": str(a.new_src)} if a.new_src else {}),
+               ("vllm serve (bare)", str(model_dir),
              lambda p: [vllm, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(p), "--dtype", "float32",
                         "--enforce-eager", "--max-model-len", str(length), "--kv-cache-memory-bytes",
                         str(int(settings.kv_cache_gib * 2**30)), "--generation-config", "vllm",
                         "--disable-uvicorn-access-log"], bare_env)]
+    return [e for e in entries if not a.servers or any(e[0].startswith(w) for w in a.servers)]
 
 
 def run_model(model: str, model_dir: Path, a, work: Path) -> list[dict]:
@@ -245,7 +250,7 @@ def cells(r: dict, rows: list[dict]) -> list[str]:
     load = f"{r['load'][0]:.1f}-{r['load'][1]:.1f}"
     common = [r["model"], r["server"], str(r["clients"]), str(r["ok"]), errors, f"{r['ttft_p50']:.3f}",
               f"{r['ttft_p95']:.3f}", f"{r['stream_tps']:.1f}", f"{r['total_tps']:.1f}"]
-    if r["server"] in ("webtune serve (transformers)", "webtune serve --engine vllm", "vllm serve (bare)"):
+    if r["server"].startswith(("webtune serve (transformers)", "webtune serve --engine vllm", "vllm serve (bare)")):
         bare = next((x for x in rows if x["model"] == r["model"] and x["clients"] == r["clients"]
                      and x["server"] == "vllm serve (bare)"), None)
         vs = f"{r['total_tps'] / bare['total_tps']:.2f}x" if bare and bare["total_tps"] and bare is not r else ""

@@ -25,9 +25,9 @@ import hmac
 import ipaddress
 import logging
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from webtune.deploy.generate import LocalModel, load_model
 from webtune.deploy.openai_api import APIError, BodyLimit, install_error_handlers
@@ -74,7 +74,7 @@ def create_app(target: str | Path, registry: str | Path = DEFAULT_REGISTRY,
         app.router.add_event_handler("shutdown", close)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)  # inside the key check: no key, no read
-    app.middleware("http")(require_key)
+    app.add_middleware(RequireKey)
     app.include_router(router)
     return app
 
@@ -129,14 +129,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-async def require_key(request: Request, call_next):
-    """Middleware: every /v1/ request carries `Authorization: Bearer KEY` when the server has a key."""
-    api_key = request.app.state.server.api_key
-    if api_key and request.url.path.startswith("/v1/"):
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-            return APIError(401, "Incorrect API key provided", code="invalid_api_key").response()
-    return await call_next(request)
+class RequireKey:
+    """ASGI middleware: every /v1/ request carries `Authorization: Bearer KEY` when the server has a
+    key. Plain ASGI, not `@app.middleware("http")`: Starlette's BaseHTTPMiddleware passes every
+    streamed chunk through a task and a memory stream (~40 us a chunk, each token of each stream)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        api_key = scope["app"].state.server.api_key if scope["type"] == "http" else None
+        if api_key and scope["path"].startswith("/v1/"):
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, f"Bearer {api_key}".encode()):
+                response = APIError(401, "Incorrect API key provided", code="invalid_api_key").response()
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 def serve(target: str | Path, registry: str | Path = DEFAULT_REGISTRY, config: Optional[ServeConfig] = None) -> None:

@@ -6,6 +6,7 @@ request waits on no more than a slot, however many sequences a large one queued 
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any, AsyncIterator, Callable, Hashable, Iterable, Optional, Protocol
 
 from webtune.deploy.batching import BatchEngine
@@ -47,9 +48,13 @@ async def decode(engine: Engine, jobs: Iterable[Job], group: Hashable = None) ->
     until each job's Generation has come; an engine failure is raised here. Leaving early cancels
     what is still running."""
     loop, inbox = asyncio.get_running_loop(), asyncio.Queue()
+    loop_thread = threading.get_ident()
 
     def emitter(index: int) -> Emit:
         def emit(piece: str, gen: Any) -> None:
+            if threading.get_ident() == loop_thread:  # an engine on the event loop (vLLM's): no wake-up
+                inbox.put_nowait((index, piece, gen))
+                return
             try:
                 loop.call_soon_threadsafe(inbox.put_nowait, (index, piece, gen))
             except RuntimeError:  # the event loop is gone (server shutting down)
