@@ -312,9 +312,10 @@ def write_runtimes(a, lines: list[str], seconds: float) -> None:
         "", "| " + " | ".join(RUNTIME_COLUMNS) + " |", "|" + "---|" * len(RUNTIME_COLUMNS), *lines, ""])
     path = Path(__file__).with_name("RESULTS.md")
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if RUNTIME_SECTION in text:
+    if RUNTIME_SECTION in text:  # the table is replaced; the ### notes under it stay
         start_i = text.index(RUNTIME_SECTION)
-        nxt = text.find("\n## ", start_i + len(RUNTIME_SECTION))
+        ends = [i for i in (text.find("\n### ", start_i), text.find("\n## ", start_i + len(RUNTIME_SECTION))) if i != -1]
+        nxt = min(ends) if ends else -1
         text = text[:start_i] + body + ("\n" + text[nxt + 1:] if nxt != -1 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + body
