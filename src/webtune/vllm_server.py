@@ -198,6 +198,10 @@ def load_lora(url: str, name: str, path: Path) -> None:
     VLLM_ALLOW_RUNTIME_LORA_UPDATING and --enable-lora)."""
     import httpx
 
+    if json.loads((Path(path) / "adapter_config.json").read_text()).get("trainable_token_indices"):
+        raise WebtuneError(f"{path}: this adapter also trains token rows (model.lora.trainable_tokens, e.g. Gemma 3's "
+                           f"turn markers), which vLLM's LoRA cannot load: use --engine transformers (or "
+                           f"eval.engine=transformers), or `webtune export --format merged` and serve the merged model")
     r = httpx.post(f"{url}/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(Path(path).resolve())},
                    timeout=600)
     if r.status_code != 200:

@@ -22,3 +22,11 @@ def test_eval_engine_vllm_without_vllm_says_how_to_get_it(tmp_path):
     assert not (run / "eval").exists()
     with pytest.raises(Exception, match="eval.engine=vlm"):
         compose([*TINY_MODEL, "eval.engine=vlm"])
+
+
+def test_an_adapter_that_trains_token_rows_is_refused_before_vllm_is_asked(tmp_path):
+    """vLLM's LoRA cannot load PEFT's trainable tokens (Gemma 3 270M's turn markers): one line, no request."""
+    from webtune.vllm_server import load_lora
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8, "trainable_token_indices": [105, 106]}))
+    with pytest.raises(WebtuneError, match="trains token rows.*--engine transformers"):
+        load_lora("http://127.0.0.1:9", "shop@v1", tmp_path)     # nothing listens there: no request is made
