@@ -18,7 +18,7 @@ from ..paths import locate
 from ..fileio import atomic_path, iter_jsonl as read_jsonl
 from ..ledger import LedgerWriter
 from .decontam import decontaminate, read_benchmark
-from .split import assign, require_domain_test
+from .split import assign, require_domain_test, require_domain_train
 from .refresh_split import freeze_old_test, placement
 
 SPLIT_FILES = {"train": "data/train.jsonl", "val": "data/val.jsonl", "test": "data/test.jsonl"}
@@ -43,6 +43,7 @@ def run(cfg, run_dir: Path, console=None) -> dict:
         if split is not None:
             splits[split].append(ex)
     require_domain_test(splits, examples, m.test_fraction, m.seed, log=log)
+    require_domain_train(splits, log=log)
     general_test = []
     for path in (m.general.test_files if m.general.enabled else []):
         general_test += [{"messages": r["messages"]} for r in read_jsonl(locate(path))]

@@ -41,3 +41,17 @@ def require_domain_test(splits: dict[str, list[dict]], examples: list[dict], tes
     raise WebtuneError(f"mix: no domain example drew the test split ({records} domain records in {len(groups)} "
                        f"split groups, mix.test_fraction={test_fraction}, mix.seed={seed}), so the tuned model "
                        f"could not be evaluated: raise mix.test_fraction, try another mix.seed, or add records")
+
+
+def require_domain_train(splits: dict[str, list[dict]], log=print) -> None:
+    """A tiny source whose groups left out of the test split all drew validation (2 records: one held out
+    for test, the other drawn to validation 10% of the time) trains on them instead: a model trained on no
+    domain example is worthless, a validation split without one only loses the validation loss."""
+    if any(ex["side"] == "domain" for ex in splits["train"]):
+        return
+    moved = [ex for ex in splits["val"] if ex["side"] == "domain"]
+    if moved:
+        splits["val"] = [ex for ex in splits["val"] if ex["side"] != "domain"]
+        splits["train"] += moved
+        log(f"  mix: no domain example drew the training split; the {len(moved)} drawn to validation "
+            f"train instead (a tiny source: add records to have a validation loss too)")
