@@ -16,7 +16,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 from ..console import log, progress
-from .judge import CHARS_PER_TOKEN, ask, make_client, option
+from .judge import ask, estimate, make_client, option
 
 SYSTEM = ("You check an answer against its source. List each factual claim the answer makes (what a product "
           "is, is made of, does, includes, costs; what a command or option does; any number) and mark it "
@@ -54,11 +54,9 @@ def check_claims(judge_cfg, sources: list[str], outputs: dict[str, list[str]], i
     n = min(len(ids), int(judge_cfg.max_pairs))
     jobs = [{"label": label, "id": ids[i], "pair": i, "order": "claims",
              "messages": claim_messages(sources[i], texts[i])} for label, texts in outputs.items() for i in range(n)]
-    prompt_tokens = sum(len(m["content"]) for j in jobs for m in j["messages"]) // CHARS_PER_TOKEN
-    tokens = prompt_tokens + int(option(judge_cfg, "max_tokens", 200)) * len(jobs)
-    cost = round(tokens / 1000 * judge_cfg.price_per_1k_tokens, 4)
-    log(f"  judge (claims): {n} prompts x {len(outputs)} models = {len(jobs)} calls to {judge_cfg.model}, "
-        f"about {tokens:,} tokens, estimated ${cost:.4f} (an unreadable reply is asked once more)")
+    est = estimate(judge_cfg, jobs)
+    log(f"  judge (claims): {n} prompts x {len(outputs)} models = {est['calls']} calls to {judge_cfg.model}, "
+        f"about {est['tokens']:,} tokens, estimated ${est['cost_usd']:.4f} (an unreadable reply is asked once more)")
     client = client or make_client(judge_cfg)
 
     def one(job: dict) -> dict:
@@ -87,5 +85,5 @@ def check_claims(judge_cfg, sources: list[str], outputs: dict[str, list[str]], i
     used = sum(a["tokens"] for a in done)
     summary = {"model": judge_cfg.model, "prompts": n, "calls": sum(a["tries"] for a in done),
                "unscored": {label: n - len(items[label]) for label in outputs},
-               "estimated_cost_usd": cost, "cost_usd": round(used / 1000 * judge_cfg.price_per_1k_tokens, 4)}
+               "estimated_cost_usd": est["cost_usd"], "cost_usd": round(used / 1000 * judge_cfg.price_per_1k_tokens, 4)}
     return {"items": items, "claims": listed, "summary": summary}

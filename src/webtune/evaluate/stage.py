@@ -54,7 +54,8 @@ def run(cfg, run_dir: Path, console=None, promoted: str | None = None) -> dict:
     for label in results:
         score_generations(results[label], prompts, outputs[label], checks_of)
         items[label] = item_scores(results[label], prompts, outputs[label], checks_of, ground)
-    claims = judge_claims(e.judge, prompts, outputs, items, console) if judge_mode(e.judge) == "claims" else {}
+    claims, listed = judge_claims(e.judge, prompts, outputs, items, console) if judge_mode(e.judge) == "claims" \
+        else ({}, {})
     for label in results:
         results[label]["grounding"] = grounding_rates(items[label])
     evidence = {f"tuned_vs_{old}": ev_.comparisons(items[old], items["tuned"], e.seed, e.resamples, old, "tuned",
@@ -65,11 +66,10 @@ def run(cfg, run_dir: Path, console=None, promoted: str | None = None) -> dict:
            "n_general_scored": len(sets["general"]), "n_generated": len(prompts),
            "loss_available": cfg.model.kind != "openai", "compare_to": e.get("compare_to"),
            "decoding": {"strategy": "greedy", "max_new_tokens": e.max_new_tokens,
-                        "engine": "vllm" if e.get("engine", "transformers") == "vllm" and cfg.model.kind != "openai"
+                        "engine": "vllm" if on_vllm(e) and cfg.model.kind != "openai"
                         else "transformers"},
            "settings": settings(e), "evidence": evidence, **claims}
-    rows = generation_rows(prompts, outputs, checks_of, items, claims.get("claims_listed", {}))
-    out.pop("claims_listed", None)
+    rows = generation_rows(prompts, outputs, checks_of, items, listed)
     if judge_mode(e.judge) == "pairwise":
         from .judge import judge_pairs
         try:
@@ -98,10 +98,11 @@ def judge_mode(judge) -> str | None:
     return mode
 
 
-def judge_claims(judge, prompts: list, outputs: dict, items: dict, console=None) -> dict:
+def judge_claims(judge, prompts: list, outputs: dict, items: dict, console=None) -> tuple[dict, dict]:
     """The judge's claim check of every model's answers: per-item `unsupported_claims` added to `items`
-    (so it gets paired comparisons and the gate reads it); the counts for metrics.json. A judge that
-    cannot be reached leaves the rest of the evaluation as it is, with the reason."""
+    (so it gets paired comparisons and the gate reads it); returns the counts for metrics.json and each
+    model's listed claims ({label: {prompt id: claims}}). A judge that cannot be reached leaves the rest
+    of the evaluation as it is, with the reason."""
     from ..grounding.targets import eval_source
     from .claims import check_claims
     try:
@@ -109,11 +110,11 @@ def judge_claims(judge, prompts: list, outputs: dict, items: dict, console=None)
                              console=console)
     except WebtuneError as exc:
         log(f"  [bold red]judge failed[/]: {exc} (retry with `webtune eval RUN eval.judge.enabled=true`)")
-        return {"judge_error": str(exc)}
+        return {"judge_error": str(exc)}, {}
     for label, scores in found["items"].items():
         if scores:   # none scored (every reply unreadable): no rate, no comparison
             items[label]["unsupported_claims"] = scores
-    return {"claims": found["summary"], "claims_listed": found["claims"]}
+    return {"claims": found["summary"]}, found["claims"]
 
 
 def strip_items(result: dict) -> dict:
@@ -235,9 +236,14 @@ def run_local(cfg, run_dir: Path, models: dict, sets: dict, prompts, console=Non
     return results, outputs
 
 
+def on_vllm(e) -> bool:
+    """eval.engine=vllm: held-out generations decoded by vLLM (older run configs have no engine key)."""
+    return e.get("engine", "transformers") == "vllm"
+
+
 def vllm_generator(cfg, chat, models: list[str], prompts):
     """eval.engine=vllm: the vLLM side of this evaluation (None: generate on transformers)."""
-    if cfg.eval.get("engine", "transformers") != "vllm" or not models:
+    if not on_vllm(cfg.eval) or not models:
         return None
     from ..base_model import source_of
     from .vllm_generate import VllmGenerator
@@ -345,7 +351,7 @@ def scores_cache_path(cfg, model_path: str, sets: dict, prompts, chat) -> Path |
            "items": sha256_text(orjson.dumps(items).decode()), "prompts": [ev_.prompt_id(p) for p in prompts],
            "max_new_tokens": e.max_new_tokens, "batch_size": e.batch_size,
            "max_seq_len": cfg.mix.max_seq_len, "overflow": cfg.mix.packing.overflow,
-           **({"engine": "vllm"} if e.get("engine", "transformers") == "vllm" else {}),
+           **({"engine": "vllm"} if on_vllm(e) else {}),
            "libraries": [importlib.metadata.version(n) for n in ("torch", "transformers", "peft")],
            "code": [hash_path(Path(__file__).with_name(n)) for n in ("stage.py", "metrics.py", "vllm_generate.py")]}
     digest = sha256_text(orjson.dumps(key, option=orjson.OPT_SORT_KEYS).decode())[:32]
